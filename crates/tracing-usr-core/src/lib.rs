@@ -1,0 +1,22 @@
+//! The I/O-free model and rules of [tracing-usr](https://docs.rs/tracing-usr): the SDK
+//! [`User`], identity buckets and their merge, the modes and the anonymizer, and secret masking.
+//!
+//! Nothing here does I/O or touches `tracing`; the layer crate wires these rules into a
+//! `tracing_subscriber::Layer`. Most users want the `tracing-usr` crate, which re-exports what
+//! they need from here.
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+pub mod anonymize;
+pub mod identity;
+pub mod keys;
+pub mod mask;
+pub mod mode;
+pub mod user;
+pub mod value;
+
+pub use anonymize::Anonymizer;
+pub use identity::{IdentityBucket, Source, TraceIdentity};
+pub use mask::{Masker, PatternError, REDACTED};
+pub use mode::Mode;
+pub use user::{Secret, User};

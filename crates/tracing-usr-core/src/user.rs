@@ -1,0 +1,262 @@
+//! The SDK's [`User`] and the [`Secret`] wrapper that keeps tokens out of every output.
+
+use std::fmt;
+
+use crate::keys;
+use crate::mask::REDACTED;
+
+/// A value that must never be printed or exported in clear, such as a session token.
+///
+/// `Debug` and `Display` print [`REDACTED`]; the raw value is reachable only through
+/// [`Secret::expose`], which this crate never calls on an export path.
+///
+/// ```
+/// use tracing_usr_core::Secret;
+/// let token = Secret::new("eyJhbGciOi.secret");
+/// assert_eq!(format!("{token:?} {token}"), "<Redacted> <Redacted>");
+/// assert_eq!(token.expose(), "eyJhbGciOi.secret");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The raw value. Do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+/// An end user, as the application knows it (the SDK path).
+///
+/// `id` is mandatory; every other attribute is optional. Extra attributes are exported as
+/// `usr.<key>`; the token is exported, if at all, as `usr.token` = `<Redacted>`.
+///
+/// ```
+/// use tracing_usr_core::User;
+/// let user = User::new("u-42")
+///     .with_email("ada@example.com")
+///     .with_role("admin")
+///     .with_extra("org", "acme")
+///     .with_token("s3cr3t-session-token");
+/// assert_eq!(user.id(), "u-42");
+/// assert!(!format!("{user:?}").contains("s3cr3t"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    id: String,
+    login: Option<String>,
+    email: Option<String>,
+    name: Option<String>,
+    session_id: Option<String>,
+    role: Option<String>,
+    scope: Option<String>,
+    extra: Vec<(String, String)>,
+    token: Option<Secret>,
+}
+
+macro_rules! optional_attr {
+    ($(#[$doc:meta] $with:ident $get:ident;)*) => {$(
+        #[$doc]
+        #[must_use]
+        pub fn $with(mut self, value: impl Into<String>) -> Self {
+            self.$get = Some(value.into());
+            self
+        }
+    )*};
+}
+
+macro_rules! optional_get {
+    ($(#[$doc:meta] $get:ident;)*) => {$(
+        #[$doc]
+        pub fn $get(&self) -> Option<&str> {
+            self.$get.as_deref()
+        }
+    )*};
+}
+
+impl User {
+    /// A user with the given id (`usr.id`). An empty id is accepted here and rejected by the
+    /// SDK calls, which then write nothing.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            login: None,
+            email: None,
+            name: None,
+            session_id: None,
+            role: None,
+            scope: None,
+            extra: Vec::new(),
+            token: None,
+        }
+    }
+
+    optional_attr! {
+        /// Sets `usr.login`, what the user typed to authenticate.
+        with_login login;
+        /// Sets `usr.email`.
+        with_email email;
+        /// Sets `usr.name`, the display name.
+        with_name name;
+        /// Sets `usr.session_id`.
+        with_session_id session_id;
+        /// Sets `usr.role` (one string, never split).
+        with_role role;
+        /// Sets `usr.scope`.
+        with_scope scope;
+    }
+
+    /// Adds a free-form attribute, exported as `usr.<key>` (a leading `usr.` is accepted and not
+    /// doubled). A later value for the same key replaces the earlier one.
+    #[must_use]
+    pub fn with_extra(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        let key = key
+            .strip_prefix(keys::USR_PREFIX)
+            .map(str::to_owned)
+            .unwrap_or(key);
+        let value = value.into();
+        match self.extra.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.extra.push((key, value)),
+        }
+        self
+    }
+
+    /// Sets the user's token. It is never printed and never exported in clear.
+    #[must_use]
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Secret::new(token));
+        self
+    }
+
+    /// The user id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    optional_get! {
+        /// The login, if set.
+        login;
+        /// The email, if set.
+        email;
+        /// The display name, if set.
+        name;
+        /// The session id, if set.
+        session_id;
+        /// The role, if set.
+        role;
+        /// The scope, if set.
+        scope;
+    }
+
+    /// The free-form attributes, keys without the `usr.` prefix.
+    pub fn extra(&self) -> &[(String, String)] {
+        &self.extra
+    }
+
+    /// The token, if set.
+    pub fn token(&self) -> Option<&Secret> {
+        self.token.as_ref()
+    }
+
+    /// The user as `usr.*` tags, id first. Empty values are left out; the token becomes
+    /// `usr.token` = `<Redacted>`. Free-form keys that collide with a standard key are skipped.
+    pub fn to_tags(&self) -> Vec<(String, String)> {
+        let mut tags = Vec::with_capacity(8 + self.extra.len());
+        let standard = [
+            (keys::USR_ID, Some(self.id.as_str())),
+            (keys::USR_LOGIN, self.login()),
+            (keys::USR_NAME, self.name()),
+            (keys::USR_EMAIL, self.email()),
+            (keys::USR_SESSION_ID, self.session_id()),
+            (keys::USR_ROLE, self.role()),
+            (keys::USR_SCOPE, self.scope()),
+        ];
+        for (key, value) in standard {
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                tags.push((key.to_owned(), value.to_owned()));
+            }
+        }
+        for (key, value) in &self.extra {
+            let key = format!("{}{key}", keys::USR_PREFIX);
+            if value.is_empty() || keys::is_standard_key(&key) || key == keys::USR_TOKEN {
+                continue;
+            }
+            tags.push((key, value.clone()));
+        }
+        if self.token.is_some() {
+            tags.push((keys::USR_TOKEN.to_owned(), REDACTED.to_owned()));
+        }
+        tags
+    }
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("login", &self.login)
+            .field("email", &self.email)
+            .field("name", &self.name)
+            .field("session_id", &self.session_id)
+            .field("role", &self.role)
+            .field("scope", &self.scope)
+            .field("extra", &self.extra)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+impl fmt::Display for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "user {}", self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_never_printed() {
+        let user = User::new("u1").with_token("tok-123456");
+        assert!(!format!("{user:?}").contains("tok-123456"));
+        assert!(!format!("{user}").contains("tok-123456"));
+        let tags = user.to_tags();
+        assert!(tags.contains(&("usr.token".to_owned(), REDACTED.to_owned())));
+        assert!(!tags.iter().any(|(_, v)| v.contains("tok-123456")));
+    }
+
+    #[test]
+    fn tags_skip_empty_values_and_keep_extra_keys_with_dots() {
+        let user = User::new("u1")
+            .with_email("")
+            .with_extra("usr.org.name", "acme")
+            .with_extra("id", "spoof");
+        assert_eq!(
+            user.to_tags(),
+            vec![
+                ("usr.id".to_owned(), "u1".to_owned()),
+                ("usr.org.name".to_owned(), "acme".to_owned())
+            ]
+        );
+    }
+}

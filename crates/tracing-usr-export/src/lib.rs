@@ -1,0 +1,21 @@
+//! Export side of [tracing-usr](https://docs.rs/tracing-usr): the record model shared by the layer
+//! and every exporter, the [`Exporter`] trait, the background [`Pipeline`] (bounded queue,
+//! batching, value masking, drop counts) and the embedded JSON-lines exporter.
+//!
+//! Most users never touch this crate directly: `tracing_usr::layer()` builds the pipeline from
+//! the environment. Implement [`Exporter`] to send records somewhere else, and use
+//! [`InMemoryExporter`] in tests.
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+pub mod exporter;
+pub mod json_lines;
+pub mod memory;
+pub mod pipeline;
+pub mod record;
+
+pub use exporter::{ExportError, ExportErrorKind, Exporter};
+pub use json_lines::JsonLinesExporter;
+pub use memory::InMemoryExporter;
+pub use pipeline::{Pipeline, PipelineConfig, PipelineStats, TimeoutError};
+pub use record::{FieldValue, Key, Level, LogRecord, Record, SpanRecord};

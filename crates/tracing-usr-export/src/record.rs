@@ -1,0 +1,175 @@
+//! The record model shared by the layer and every exporter.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// A tag or field key: static for field names, owned for dynamic keys.
+pub type Key = Cow<'static, str>;
+
+/// One finished span, in the shape every exporter encodes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanRecord {
+    /// 128-bit trace id (random, shared by every span of the trace).
+    pub trace_id: u128,
+    /// 64-bit span id (random, never 0).
+    pub span_id: u64,
+    /// The parent's span id; `None` for a root without a remote parent.
+    pub parent_id: Option<u64>,
+    /// Whether this span is the local root of its trace in this process (it carries the user
+    /// tags). A local root may still have a remote `parent_id`.
+    pub local_root: bool,
+    /// The span name.
+    pub name: Cow<'static, str>,
+    /// The span's target (module path by default).
+    pub target: Cow<'static, str>,
+    /// Start, in nanoseconds since the Unix epoch.
+    pub start_unix_nanos: u64,
+    /// Duration in nanoseconds, from a monotonic clock.
+    pub duration_nanos: u64,
+    /// Whether an `ERROR`-level event was recorded directly in the span.
+    pub error: bool,
+    /// String tags. On the local root this includes the user tags.
+    pub meta: Vec<(Key, String)>,
+    /// Numeric tags.
+    pub metrics: Vec<(Key, f64)>,
+    /// How many leading `meta` entries still have to pass the value masking rule. The export
+    /// pipeline applies it before any exporter runs, so exporters always see `0`.
+    pub pending_value_mask: usize,
+}
+
+impl SpanRecord {
+    /// The value of a `meta` tag.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.meta
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of a `metrics` tag.
+    pub fn metric(&self, key: &str) -> Option<f64> {
+        self.metrics.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+/// Severity of a log record (the `tracing` level).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// `TRACE`.
+    Trace,
+    /// `DEBUG`.
+    Debug,
+    /// `INFO`.
+    Info,
+    /// `WARN`.
+    Warn,
+    /// `ERROR`.
+    Error,
+}
+
+impl Level {
+    /// Upper-case name, as `tracing` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "TRACE",
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A field value of a log record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FieldValue {
+    /// A string (also `Debug`/`Display` output and errors).
+    Str(String),
+    /// A signed integer.
+    I64(i64),
+    /// An unsigned integer.
+    U64(u64),
+    /// A float.
+    F64(f64),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl fmt::Display for FieldValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldValue::Str(s) => f.write_str(s),
+            FieldValue::I64(v) => write!(f, "{v}"),
+            FieldValue::U64(v) => write!(f, "{v}"),
+            FieldValue::F64(v) => f.write_str(&tracing_usr_core::value::format_f64(*v)),
+            FieldValue::Bool(v) => f.write_str(tracing_usr_core::value::format_bool(*v)),
+        }
+    }
+}
+
+/// One `tracing` event, with the user of its trace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogRecord {
+    /// When the event was recorded, in nanoseconds since the Unix epoch.
+    pub timestamp_unix_nanos: u64,
+    /// The event's level.
+    pub level: Level,
+    /// The event's target.
+    pub target: Cow<'static, str>,
+    /// The `message` field, if any.
+    pub message: Option<String>,
+    /// The other fields (`usr.*` identity fields are never among them).
+    pub fields: Vec<(Key, FieldValue)>,
+    /// The trace the event belongs to, if it occurred inside a span.
+    pub trace_id: Option<u128>,
+    /// The span the event occurred in.
+    pub span_id: Option<u64>,
+    /// The user of the trace (`usr.*` tags after the mode, and the collection mode), or empty.
+    pub user: Vec<(Key, String)>,
+}
+
+impl LogRecord {
+    /// The value of a user tag (`usr.id`, …).
+    pub fn user(&self, key: &str) -> Option<&str> {
+        self.user.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The value of a field.
+    pub fn field(&self, key: &str) -> Option<&FieldValue> {
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+/// What the layer hands to the export pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    /// A finished span.
+    Span(SpanRecord),
+    /// An event.
+    Log(LogRecord),
+}
+
+impl Record {
+    /// The span, if this is one.
+    pub fn as_span(&self) -> Option<&SpanRecord> {
+        match self {
+            Record::Span(s) => Some(s),
+            Record::Log(_) => None,
+        }
+    }
+
+    /// The log record, if this is one.
+    pub fn as_log(&self) -> Option<&LogRecord> {
+        match self {
+            Record::Log(l) => Some(l),
+            Record::Span(_) => None,
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! Configuration: the [`Builder`], the environment variables, and their precedence.
+//!
+//! Every variable is read in one place, [`Builder::build`], through the builder's lookup
+//! function (the process environment unless [`Builder::with_env_lookup`] replaces it), never in
+//! `Default`. A setting made on the builder always wins over its variable.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::Regex;
+use tracing_usr_core::mask::{self, PatternKind};
+use tracing_usr_core::mode::{self, ConfigWarning, ModeVars};
+use tracing_usr_core::{Masker, Mode, PatternError};
+use tracing_usr_export::{Exporter, JsonLinesExporter, PipelineConfig};
+
+use crate::layer::UserLayer;
+
+/// Selects the embedded JSON-lines export: `stdout`, `file:PATH` or `none`.
+pub const ENV_EXPORT: &str = "TRACING_USR_EXPORT";
+pub use tracing_usr_core::mask::{ENV_KEY_REGEXP, ENV_VALUE_REGEXP};
+pub use tracing_usr_core::mode::{ENV_MODE, ENV_MODE_DEPRECATED, ENV_MODE_ENABLED};
+
+/// Where the embedded JSON-lines exporter writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Export {
+    /// One JSON object per line on standard output.
+    Stdout,
+    /// Appended to this file.
+    File(PathBuf),
+    /// No JSON lines (other exporters are not affected).
+    None,
+}
+
+impl Export {
+    fn parse(value: &str) -> Option<Self> {
+        let v = value.trim();
+        if v.eq_ignore_ascii_case("stdout") {
+            Some(Export::Stdout)
+        } else if v.eq_ignore_ascii_case("none") {
+            Some(Export::None)
+        } else {
+            v.strip_prefix("file:")
+                .filter(|p| !p.is_empty())
+                .map(|p| Export::File(PathBuf::from(p)))
+        }
+    }
+}
+
+/// An invalid setting given to the [`Builder`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A masking pattern does not compile.
+    Pattern(PatternError),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Pattern(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::Pattern(e) => Some(e),
+        }
+    }
+}
+
+type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Builds a [`UserLayer`]. Every setter states its default; settings made here win over the
+/// environment.
+///
+/// ```
+/// use tracing_usr::{Export, Mode};
+/// let layer = tracing_usr::builder()
+///     .with_mode(Mode::Anonymization)
+///     .with_export(Export::None)
+///     .with_key_pattern(Some(r"(?i)pass|token|secret"))
+///     .expect("valid pattern")
+///     .build();
+/// # drop(layer);
+/// ```
+#[must_use]
+pub struct Builder {
+    pub(crate) mode: Option<Mode>,
+    pub(crate) export: Option<Export>,
+    pub(crate) exporters: Vec<Box<dyn Exporter>>,
+    key_pattern: Option<Option<Regex>>,
+    value_pattern: Option<Option<Regex>>,
+    pub(crate) retroactive: bool,
+    pub(crate) pipeline: PipelineConfig,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) max_spans_per_trace: usize,
+    pub(crate) anonymizer_capacity: usize,
+    lookup: Lookup,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("mode", &self.mode)
+            .field("export", &self.export)
+            .field(
+                "exporters",
+                &self
+                    .exporters
+                    .iter()
+                    .map(|e| e.name().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .field("retroactive", &self.retroactive)
+            .field("pipeline", &self.pipeline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Builder {
+    /// A builder with every setting at its default (read from the environment at
+    /// [`Builder::build`]).
+    pub fn new() -> Self {
+        Self {
+            mode: None,
+            export: None,
+            exporters: Vec::new(),
+            key_pattern: None,
+            value_pattern: None,
+            retroactive: false,
+            pipeline: PipelineConfig::default(),
+            shutdown_timeout: Duration::from_secs(5),
+            max_spans_per_trace: 1000,
+            anonymizer_capacity: tracing_usr_core::Anonymizer::DEFAULT_CAPACITY,
+            lookup: Box::new(|name| std::env::var(name).ok()),
+        }
+    }
+
+    /// Sets the mode of the field path, overriding the mode variables. Defaults to the
+    /// variables, else [`Mode::Identification`].
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = Some(mode);
+        self
+    }
+
+    /// Sets the embedded JSON-lines export, overriding `TRACING_USR_EXPORT`. Defaults to the
+    /// variable, else [`Export::Stdout`] when no other exporter is configured and
+    /// [`Export::None`] otherwise.
+    pub fn with_export(mut self, export: Export) -> Self {
+        self.export = Some(export);
+        self
+    }
+
+    /// Adds an exporter (for example an [`InMemoryExporter`](crate::export::InMemoryExporter)
+    /// in tests). Defaults to none.
+    pub fn with_exporter(mut self, exporter: impl Exporter) -> Self {
+        self.exporters.push(Box::new(exporter));
+        self
+    }
+
+    /// Sets the key masking pattern; `None` switches the key rule off (`usr.token` stays
+    /// masked). Defaults to `DD_APPSEC_OBFUSCATION_PARAMETER_KEY_REGEXP`, else Datadog's
+    /// default pattern.
+    ///
+    /// # Errors
+    /// [`BuildError::Pattern`] when the pattern does not compile.
+    pub fn with_key_pattern(mut self, pattern: Option<&str>) -> Result<Self, BuildError> {
+        self.key_pattern = Some(compile(PatternKind::Key, pattern)?);
+        Ok(self)
+    }
+
+    /// Sets the value masking pattern; `None` switches the value rule off. Defaults to
+    /// `DD_APPSEC_OBFUSCATION_PARAMETER_VALUE_REGEXP`, else Datadog's default pattern.
+    ///
+    /// # Errors
+    /// [`BuildError::Pattern`] when the pattern does not compile.
+    pub fn with_value_pattern(mut self, pattern: Option<&str>) -> Result<Self, BuildError> {
+        self.value_pattern = Some(compile(PatternKind::Value, pattern)?);
+        Ok(self)
+    }
+
+    /// Holds the log records of a trace until its local root closes and stamps them with the
+    /// root's final identity, so that events emitted before identification carry the user too.
+    /// Defaults to `false`: each record carries the identity current when it was emitted.
+    pub fn with_retroactive_logs(mut self, enabled: bool) -> Self {
+        self.retroactive = enabled;
+        self
+    }
+
+    /// Caps the records waiting for export; beyond it new records are dropped and counted.
+    /// Defaults to 16 384.
+    pub fn with_max_queued_records(mut self, max: usize) -> Self {
+        self.pipeline.max_queued_records = max.max(1);
+        self
+    }
+
+    /// How long the export thread waits to fill a batch. Defaults to 100 ms.
+    pub fn with_batch_delay(mut self, delay: Duration) -> Self {
+        self.pipeline.batch_delay = delay;
+        self
+    }
+
+    /// How long [`shutdown`](crate::shutdown) and dropping the layer wait for the queue to
+    /// drain. Defaults to 5 s.
+    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How many finished spans a trace buffers before they are exported ahead of their root
+    /// (a partial flush; children carry no user tags, so nothing is lost). Defaults to 1000.
+    pub fn with_max_spans_per_trace(mut self, max: usize) -> Self {
+        self.max_spans_per_trace = max.max(1);
+        self
+    }
+
+    /// How many raw → anonymized values are cached. Defaults to 4096.
+    pub fn with_anonymizer_cache(mut self, capacity: usize) -> Self {
+        self.anonymizer_capacity = capacity;
+        self
+    }
+
+    /// Reads configuration variables through `lookup` instead of the process environment (for
+    /// tests, or to feed values from a configuration system). Defaults to `std::env::var`.
+    pub fn with_env_lookup(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.lookup = Box::new(lookup);
+        self
+    }
+
+    fn var(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|v| !v.is_empty())
+    }
+
+    /// Reads the environment and builds the layer. Problems in variables do not fail the
+    /// build: each gives one warning (target `tracing_usr::config`) once the layer is
+    /// registered, and the documented fallback applies.
+    pub fn build(self) -> UserLayer {
+        let mut warnings = Vec::new();
+        let (mode_var, dep_var, enabled_var) = (
+            self.var(mode::ENV_MODE),
+            self.var(mode::ENV_MODE_DEPRECATED),
+            self.var(mode::ENV_MODE_ENABLED),
+        );
+        let vars = ModeVars {
+            mode: mode_var.as_deref(),
+            deprecated: dep_var.as_deref(),
+            enabled: enabled_var.as_deref(),
+        };
+        let (mode, mode_warnings) = mode::resolve_mode(self.mode, &vars);
+        warnings.extend(mode_warnings);
+
+        let key = self.pattern(PatternKind::Key, &mut warnings);
+        let value = self.pattern(PatternKind::Value, &mut warnings);
+        let masker = Arc::new(Masker::new(key, value));
+
+        let export = match &self.export {
+            Some(export) => Some(export.clone()),
+            None => self.var(ENV_EXPORT).map(|v| {
+                Export::parse(&v).unwrap_or_else(|| {
+                    warnings.push(ConfigWarning {
+                        variable: ENV_EXPORT,
+                        message: format!("invalid value {v:?} (expected stdout, file:PATH or none); falling back to stdout"),
+                    });
+                    Export::Stdout
+                })
+            }),
+        };
+        let export = export.unwrap_or(if self.exporters.is_empty() {
+            Export::Stdout
+        } else {
+            Export::None
+        });
+        let mut exporters = Vec::with_capacity(self.exporters.len() + 1);
+        match export {
+            Export::None => {}
+            Export::Stdout => exporters.push(Box::new(JsonLinesExporter::stdout()) as Box<dyn Exporter>),
+            Export::File(path) => match JsonLinesExporter::file(&path) {
+                Ok(exporter) => exporters.push(Box::new(exporter)),
+                Err(e) => {
+                    warnings.push(ConfigWarning {
+                        variable: ENV_EXPORT,
+                        message: format!(
+                            "cannot open {} for appending ({e}); falling back to stdout",
+                            path.display()
+                        ),
+                    });
+                    exporters.push(Box::new(JsonLinesExporter::stdout()));
+                }
+            },
+        }
+        let Builder {
+            exporters: extra,
+            retroactive,
+            pipeline,
+            shutdown_timeout,
+            max_spans_per_trace,
+            anonymizer_capacity,
+            ..
+        } = self;
+        exporters.extend(extra);
+        UserLayer::from_parts(crate::layer::Parts {
+            mode,
+            masker,
+            exporters,
+            retroactive,
+            pipeline,
+            shutdown_timeout,
+            max_spans_per_trace,
+            anonymizer_capacity,
+            warnings,
+        })
+    }
+
+    fn pattern(&self, kind: PatternKind, warnings: &mut Vec<ConfigWarning>) -> Option<Regex> {
+        let (set, variable, default) = match kind {
+            PatternKind::Key => (&self.key_pattern, mask::ENV_KEY_REGEXP, mask::DEFAULT_KEY_REGEXP),
+            PatternKind::Value => (
+                &self.value_pattern,
+                mask::ENV_VALUE_REGEXP,
+                mask::DEFAULT_VALUE_REGEXP,
+            ),
+        };
+        if let Some(set) = set {
+            return set.clone();
+        }
+        let default = || mask::compile(kind, default).ok();
+        match self.var(variable) {
+            None => default(),
+            Some(pattern) => match mask::compile(kind, &pattern) {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    warnings.push(ConfigWarning {
+                        variable,
+                        message: format!("{e}; using the default pattern"),
+                    });
+                    default()
+                }
+            },
+        }
+    }
+}
+
+fn compile(kind: PatternKind, pattern: Option<&str>) -> Result<Option<Regex>, BuildError> {
+    pattern
+        .map(|p| mask::compile(kind, p))
+        .transpose()
+        .map_err(BuildError::Pattern)
+}

@@ -1,0 +1,672 @@
+//! The `tracing_subscriber::Layer`.
+
+use std::any::TypeId;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::Duration;
+
+use tracing_core::dispatcher::{Dispatch, WeakDispatch};
+use tracing_core::span::{Attributes, Id, Record as SpanFields};
+use tracing_core::subscriber::{Interest, Subscriber};
+use tracing_core::{Event, Metadata};
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
+use tracing_usr_core::identity::Key;
+use tracing_usr_core::identity::{apply_mode, Tags};
+use tracing_usr_core::mode::ConfigWarning;
+use tracing_usr_core::{keys, Anonymizer, IdentityBucket, Masker, Mode, User};
+use tracing_usr_export::pipeline::is_export_thread;
+use tracing_usr_export::{
+    Exporter, Level, LogRecord, Pipeline, PipelineConfig, PipelineStats, Record, TimeoutError,
+};
+
+use crate::callsite::CallsiteCache;
+use crate::state::{unix_nanos, RootState, SpanData, SpanState};
+use crate::visit::{split_span_fields, Collector, Fields};
+
+/// The settings [`Builder::build`](crate::Builder::build) resolved.
+pub(crate) struct Parts {
+    pub(crate) mode: Mode,
+    pub(crate) masker: Arc<Masker>,
+    pub(crate) exporters: Vec<Box<dyn Exporter>>,
+    pub(crate) retroactive: bool,
+    pub(crate) pipeline: PipelineConfig,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) max_spans_per_trace: usize,
+    pub(crate) anonymizer_capacity: usize,
+    pub(crate) warnings: Vec<ConfigWarning>,
+}
+
+/// The SDK identity set outside any span.
+#[derive(Debug)]
+pub(crate) struct DefaultUser {
+    pub(crate) user: Arc<User>,
+    pub(crate) bucket: IdentityBucket,
+}
+
+/// State shared by the layer, its [`Handle`]s and the SDK functions.
+pub(crate) struct Shared {
+    pub(crate) mode: Mode,
+    pub(crate) masker: Arc<Masker>,
+    pub(crate) anonymizer: Anonymizer,
+    pub(crate) callsites: CallsiteCache,
+    pub(crate) retroactive: bool,
+    pub(crate) max_spans_per_trace: usize,
+    pub(crate) pipeline: Option<Pipeline>,
+    pub(crate) shutdown_timeout: Duration,
+    default_user: RwLock<Option<DefaultUser>>,
+    has_default: AtomicBool,
+    warnings: Mutex<Vec<ConfigWarning>>,
+    has_warnings: AtomicBool,
+    dispatch: OnceLock<WeakDispatch>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserLayer")
+            .field("mode", &self.mode)
+            .field("masker", &self.masker)
+            .field("retroactive", &self.retroactive)
+            .field("pipeline", &self.pipeline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(pipeline) = &self.pipeline {
+            let _ = pipeline.shutdown(self.shutdown_timeout);
+        }
+    }
+}
+
+impl Shared {
+    /// Processes `usr.*` values by the mode (spec b.2); business-event-only keys are skipped.
+    pub(crate) fn field_identity(&self, usr: Vec<(&'static str, String)>) -> Tags {
+        let mut tags = Tags::with_capacity(usr.len());
+        for (key, value) in usr {
+            if key == keys::USR_EVENT || key == keys::USR_EXISTS || value.is_empty() {
+                continue;
+            }
+            if let Some(value) = apply_mode(self.mode, key, value, &self.anonymizer) {
+                tags.push((Key::Borrowed(key), value));
+            }
+        }
+        tags
+    }
+
+    pub(crate) fn default_bucket(&self) -> Option<IdentityBucket> {
+        if !self.has_default.load(Ordering::Acquire) {
+            return None;
+        }
+        self.default_user.read().ok()?.as_ref().map(|d| d.bucket.clone())
+    }
+
+    pub(crate) fn default_user(&self) -> Option<User> {
+        if !self.has_default.load(Ordering::Acquire) {
+            return None;
+        }
+        self.default_user.read().ok()?.as_ref().map(|d| (*d.user).clone())
+    }
+
+    pub(crate) fn set_default_user(&self, user: Option<DefaultUser>) {
+        if let Ok(mut slot) = self.default_user.write() {
+            self.has_default.store(user.is_some(), Ordering::Release);
+            *slot = user;
+        }
+    }
+
+    fn emit_pending_warnings(&self) {
+        if !self.has_warnings.load(Ordering::Relaxed) || !self.has_warnings.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let warnings = self
+            .warnings
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        let emit = || {
+            for w in &warnings {
+                tracing::warn!(target: "tracing_usr::config", variable = w.variable, "{}", w.message);
+            }
+        };
+        match self.dispatch.get().and_then(WeakDispatch::upgrade) {
+            Some(dispatch) => tracing::dispatcher::with_default(&dispatch, emit),
+            None => emit(),
+        }
+    }
+}
+
+type WithRoot = fn(&Dispatch, &Id, &mut dyn FnMut(&Shared, &mut RootState)) -> bool;
+
+/// The `tracing_subscriber::Layer` that attributes traces to end users.
+///
+/// Build it with [`layer()`](crate::layer) (configuration from the environment) or
+/// [`builder()`](crate::builder). See the [crate docs](crate) for what it does.
+pub struct UserLayer {
+    pub(crate) shared: Arc<Shared>,
+    with_root: WithRoot,
+}
+
+impl fmt::Debug for UserLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+static LAYERS: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+
+fn no_root(_: &Dispatch, _: &Id, _: &mut dyn FnMut(&Shared, &mut RootState)) -> bool {
+    false
+}
+
+impl UserLayer {
+    pub(crate) fn from_parts(parts: Parts) -> Self {
+        let pipeline = (!parts.exporters.is_empty())
+            .then(|| Pipeline::start(parts.exporters, Arc::clone(&parts.masker), parts.pipeline));
+        let has_warnings = !parts.warnings.is_empty();
+        let shared = Arc::new(Shared {
+            mode: parts.mode,
+            callsites: CallsiteCache::new(Arc::clone(&parts.masker)),
+            masker: parts.masker,
+            anonymizer: Anonymizer::new(parts.anonymizer_capacity),
+            retroactive: parts.retroactive,
+            max_spans_per_trace: parts.max_spans_per_trace,
+            pipeline,
+            shutdown_timeout: parts.shutdown_timeout,
+            default_user: RwLock::new(None),
+            has_default: AtomicBool::new(false),
+            warnings: Mutex::new(parts.warnings),
+            has_warnings: AtomicBool::new(has_warnings),
+            dispatch: OnceLock::new(),
+        });
+        if shared.pipeline.is_some() {
+            if let Ok(mut layers) = LAYERS.lock() {
+                layers.retain(|w| w.strong_count() > 0);
+                layers.push(Arc::downgrade(&shared));
+            }
+        }
+        Self {
+            shared,
+            with_root: no_root,
+        }
+    }
+
+    /// A handle to flush or shut down this layer's exporters and read its counters. It works
+    /// before and after the layer is installed.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The effective mode of the field path.
+    pub fn mode(&self) -> Mode {
+        self.shared.mode
+    }
+
+    pub(crate) fn with_root(
+        &self,
+        dispatch: &Dispatch,
+        id: &Id,
+        f: &mut dyn FnMut(&Shared, &mut RootState),
+    ) -> bool {
+        (self.with_root)(dispatch, id, f)
+    }
+
+    fn exporting(&self) -> Option<&Pipeline> {
+        self.shared.pipeline.as_ref()
+    }
+}
+
+/// Flushes and stops the exporters of every layer built in this process (queued records are
+/// exported first, within each layer's shutdown timeout). Records produced afterwards are
+/// dropped and counted.
+///
+/// # Errors
+/// [`TimeoutError`] when a layer's queue did not drain in time (the others are still shut
+/// down).
+pub fn shutdown() -> Result<(), TimeoutError> {
+    let layers: Vec<Arc<Shared>> = match LAYERS.lock() {
+        Ok(layers) => layers.iter().filter_map(Weak::upgrade).collect(),
+        Err(_) => Vec::new(),
+    };
+    let mut result = Ok(());
+    for shared in layers {
+        if let Some(pipeline) = &shared.pipeline {
+            if let Err(e) = pipeline.shutdown(shared.shutdown_timeout) {
+                result = Err(e);
+            }
+        }
+    }
+    result
+}
+
+/// A handle to one layer's export pipeline.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Waits until every record produced so far (of closed traces) is exported and the
+    /// exporters are flushed.
+    ///
+    /// # Errors
+    /// [`TimeoutError`] when that takes longer than the layer's shutdown timeout.
+    pub fn flush(&self) -> Result<(), TimeoutError> {
+        match &self.shared.pipeline {
+            Some(p) => p.flush(self.shared.shutdown_timeout),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes and stops this layer's exporters.
+    ///
+    /// # Errors
+    /// [`TimeoutError`] when the queue did not drain within the shutdown timeout.
+    pub fn shutdown(&self) -> Result<(), TimeoutError> {
+        match &self.shared.pipeline {
+            Some(p) => p.shutdown(self.shared.shutdown_timeout),
+            None => Ok(()),
+        }
+    }
+
+    /// The export counters (all zero when nothing is exported).
+    pub fn stats(&self) -> PipelineStats {
+        self.shared
+            .pipeline
+            .as_ref()
+            .map(Pipeline::stats)
+            .unwrap_or_default()
+    }
+
+    /// The effective mode of the field path.
+    pub fn mode(&self) -> Mode {
+        self.shared.mode
+    }
+
+    /// A guard that shuts this layer's exporters down when dropped.
+    pub fn shutdown_guard(self) -> ShutdownGuard {
+        ShutdownGuard { handle: self }
+    }
+}
+
+/// Shuts its layer's exporters down (flushing them) when dropped. Get one from
+/// [`Handle::shutdown_guard`]; keep it alive in `main`.
+#[derive(Debug)]
+#[must_use = "the exporters are shut down when the guard is dropped"]
+pub struct ShutdownGuard {
+    handle: Handle,
+}
+
+impl Drop for ShutdownGuard {
+    fn drop(&mut self) {
+        let _ = self.handle.shutdown();
+    }
+}
+
+/// Finds the local root of `span`: the nearest stored root id, else the outermost ancestor.
+fn find_root<R>(span: &SpanRef<'_, R>) -> Id
+where
+    R: for<'a> LookupSpan<'a>,
+{
+    if let Some(state) = span.extensions().get::<SpanState>() {
+        return state.root.clone().unwrap_or_else(|| span.id());
+    }
+    let mut last = span.id();
+    let mut next = span.parent();
+    while let Some(parent) = next {
+        if let Some(state) = parent.extensions().get::<SpanState>() {
+            return state.root.clone().unwrap_or_else(|| parent.id());
+        }
+        last = parent.id();
+        next = parent.parent();
+    }
+    last
+}
+
+fn root_state<'a>(ext: &'a mut tracing_subscriber::registry::ExtensionsMut<'_>) -> &'a mut RootState {
+    if ext.get_mut::<RootState>().is_none() {
+        ext.replace(RootState::new());
+    }
+    match ext.get_mut::<RootState>() {
+        Some(state) => state,
+        None => unreachable!("inserted above"),
+    }
+}
+
+fn with_root_of<S>(dispatch: &Dispatch, id: &Id, f: &mut dyn FnMut(&Shared, &mut RootState)) -> bool
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let (Some(subscriber), Some(layer)) =
+        (dispatch.downcast_ref::<S>(), dispatch.downcast_ref::<UserLayer>())
+    else {
+        return false;
+    };
+    let Some(span) = subscriber.span(id) else {
+        return false;
+    };
+    let root_id = find_root(&span);
+    let Some(root) = subscriber.span(&root_id) else {
+        return false;
+    };
+    let mut ext = root.extensions_mut();
+    f(&layer.shared, root_state(&mut ext));
+    true
+}
+
+fn level(meta: &Metadata<'_>) -> Level {
+    match *meta.level() {
+        tracing_core::Level::TRACE => Level::Trace,
+        tracing_core::Level::DEBUG => Level::Debug,
+        tracing_core::Level::INFO => Level::Info,
+        tracing_core::Level::WARN => Level::Warn,
+        tracing_core::Level::ERROR => Level::Error,
+    }
+}
+
+impl<S> Layer<S> for UserLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        // Warnings cannot be emitted from here: tracing-core calls this while it holds its
+        // dispatcher list's write lock, and a new callsite would try to read it. They are
+        // emitted, through this dispatcher, at the layer's first callback instead.
+        let _ = self.shared.dispatch.set(subscriber.downgrade());
+    }
+
+    fn on_layer(&mut self, _subscriber: &mut S) {
+        self.with_root = with_root_of::<S>;
+    }
+
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        let _ = self.shared.callsites.get(metadata);
+        Interest::always()
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if is_export_thread() {
+            return;
+        }
+        let shared = &*self.shared;
+        shared.emit_pending_warnings();
+        let info = shared.callsites.get(attrs.metadata());
+        let exporting = shared.pipeline.is_some();
+        if !exporting && !info.has_usr {
+            return;
+        }
+        let Some(span) = ctx.span(id) else { return };
+        let (root, trace_id, parent_span_id) = match span.parent() {
+            None => (None, None, None),
+            Some(parent) => {
+                let ext = parent.extensions();
+                match ext.get::<SpanState>() {
+                    Some(p) => (
+                        Some(p.root.clone().unwrap_or_else(|| parent.id())),
+                        p.data.as_ref().map(|d| d.trace_id),
+                        p.data.as_ref().map(|d| d.span_id),
+                    ),
+                    None => {
+                        drop(ext);
+                        (Some(find_root(&parent)), None, None)
+                    }
+                }
+            }
+        };
+        let mut collector = Collector::new(&info, &shared.masker, exporting);
+        if info.has_usr || exporting {
+            attrs.record(&mut collector);
+        }
+        let Fields { usr, plain, .. } = collector.fields;
+        let identity = shared.field_identity(usr);
+        let data = exporting.then(|| {
+            let mut data = SpanData::new(trace_id.unwrap_or_else(crate::ids::trace_id), parent_span_id);
+            split_span_fields(plain, &mut data.meta, &mut data.metrics);
+            data
+        });
+        let mut ext = span.extensions_mut();
+        ext.replace(SpanState {
+            root: root.clone(),
+            data,
+        });
+        match root {
+            None => {
+                if exporting || !identity.is_empty() {
+                    let mut state = RootState::new();
+                    state.identity.record_field(identity);
+                    ext.replace(state);
+                }
+            }
+            Some(root) => {
+                drop(ext);
+                if !identity.is_empty() {
+                    if let Some(root) = ctx.span(&root) {
+                        root_state(&mut root.extensions_mut())
+                            .identity
+                            .record_field(identity);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &SpanFields<'_>, ctx: Context<'_, S>) {
+        if is_export_thread() {
+            return;
+        }
+        let shared = &*self.shared;
+        let Some(span) = ctx.span(id) else { return };
+        let info = shared.callsites.get(span.metadata());
+        let exporting = shared.pipeline.is_some();
+        if !exporting && !info.has_usr {
+            return;
+        }
+        let mut collector = Collector::new(&info, &shared.masker, exporting);
+        values.record(&mut collector);
+        let Fields { usr, plain, .. } = collector.fields;
+        if !plain.is_empty() {
+            let mut ext = span.extensions_mut();
+            if let Some(data) = ext.get_mut::<SpanState>().and_then(|s| s.data.as_mut()) {
+                split_span_fields(plain, &mut data.meta, &mut data.metrics);
+            }
+        }
+        let identity = shared.field_identity(usr);
+        if identity.is_empty() {
+            return;
+        }
+        let root = find_root(&span);
+        if let Some(root) = ctx.span(&root) {
+            root_state(&mut root.extensions_mut())
+                .identity
+                .record_field(identity);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if is_export_thread() {
+            return;
+        }
+        let shared = &*self.shared;
+        shared.emit_pending_warnings();
+        let meta = event.metadata();
+        let info = shared.callsites.get(meta);
+        let pipeline = self.exporting();
+        if pipeline.is_none() && !info.has_usr {
+            return;
+        }
+        let mut collector = Collector::new(&info, &shared.masker, pipeline.is_some());
+        event.record(&mut collector);
+        let Fields { usr, plain, message } = collector.fields;
+        // A business event (`usr.event`) describes its subject, not the trace's user: its fields
+        // never enter the identity bucket here (spec a.4, rule 4a).
+        let business = info.has_event
+            && !meta.target().starts_with("tracing_usr")
+            && usr.iter().any(|(k, v)| *k == keys::USR_EVENT && !v.is_empty());
+        let identity = if business {
+            Tags::new()
+        } else {
+            shared.field_identity(usr)
+        };
+        let level = level(meta);
+
+        let Some(span) = ctx.event_span(event) else {
+            // Outside any span: the event's own identity, else the default identity.
+            if let Some(pipeline) = pipeline {
+                let user = if identity.iter().any(|(k, _)| k == keys::USR_ID) {
+                    identity
+                } else {
+                    shared
+                        .default_bucket()
+                        .map(|b| b.tags().to_vec())
+                        .unwrap_or_default()
+                };
+                pipeline.send_one(Record::Log(LogRecord {
+                    timestamp_unix_nanos: unix_nanos(),
+                    level,
+                    target: meta.target().into(),
+                    message,
+                    fields: plain,
+                    trace_id: None,
+                    span_id: None,
+                    user,
+                }));
+            }
+            return;
+        };
+
+        // The span the event occurred in: its ids, and the error flag for ERROR events.
+        let (root, ids) = {
+            let mut ext = span.extensions_mut();
+            match ext.get_mut::<SpanState>() {
+                Some(state) => {
+                    let ids = state.data.as_mut().map(|data| {
+                        if level == Level::Error {
+                            data.error = true;
+                            if let Some(message) = &message {
+                                if !data.meta.iter().any(|(k, _)| k == "error.message") {
+                                    data.meta.push((Key::Borrowed("error.message"), message.clone()));
+                                }
+                            }
+                        }
+                        (data.trace_id, data.span_id)
+                    });
+                    (state.root.clone().unwrap_or_else(|| span.id()), ids)
+                }
+                None => {
+                    drop(ext);
+                    (find_root(&span), None)
+                }
+            }
+        };
+        let Some(root) = ctx.span(&root) else { return };
+        let mut record = pipeline.map(|_| LogRecord {
+            timestamp_unix_nanos: unix_nanos(),
+            level,
+            target: meta.target().into(),
+            message,
+            fields: plain,
+            trace_id: ids.map(|(t, _)| t),
+            span_id: ids.map(|(_, s)| s),
+            user: Vec::new(),
+        });
+        {
+            let mut ext = root.extensions_mut();
+            let state = root_state(&mut ext);
+            if !identity.is_empty() {
+                state.identity.record_field(identity);
+            }
+            if shared.retroactive {
+                if let Some(log) = record.take() {
+                    state.held_logs.push(log);
+                }
+            } else if let Some(log) = record.as_mut() {
+                if let Some((user, _)) = state.identity.current(shared.mode, None) {
+                    log.user = user;
+                }
+            }
+        }
+        if let (Some(pipeline), Some(mut log)) = (pipeline, record) {
+            if log.user.is_empty() {
+                if let Some(default) = shared.default_bucket() {
+                    log.user = default.tags().to_vec();
+                }
+            }
+            pipeline.send_one(Record::Log(log));
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(pipeline) = self.exporting() else { return };
+        let shared = &*self.shared;
+        let Some(span) = ctx.span(&id) else { return };
+        let mut ext = span.extensions_mut();
+        let Some(SpanState {
+            root,
+            data: Some(data),
+        }) = ext.remove::<SpanState>()
+        else {
+            return;
+        };
+        match root {
+            None => {
+                let state = ext.remove::<RootState>();
+                drop(ext);
+                let mut record = data.finish(span.metadata(), true);
+                let Some(state) = state else {
+                    pipeline.send_one(Record::Span(record));
+                    return;
+                };
+                let default = shared.default_bucket();
+                state
+                    .identity
+                    .root_tags(shared.mode, default.as_ref(), &mut record.meta);
+                let mut batch = state.finished;
+                batch.push(Record::Span(record));
+                if !state.held_logs.is_empty() {
+                    let user = state
+                        .identity
+                        .final_identity(shared.mode, default.as_ref())
+                        .map(|(tags, _)| tags)
+                        .unwrap_or_default();
+                    batch.extend(state.held_logs.into_iter().map(|mut log| {
+                        log.user = user.clone();
+                        Record::Log(log)
+                    }));
+                }
+                pipeline.send(batch);
+            }
+            Some(root) => {
+                drop(ext);
+                let record = Record::Span(data.finish(span.metadata(), false));
+                let Some(root) = ctx.span(&root) else {
+                    pipeline.send_one(record);
+                    return;
+                };
+                let mut ext = root.extensions_mut();
+                match ext.get_mut::<RootState>() {
+                    Some(state) => {
+                        state.finished.push(record);
+                        if state.finished.len() >= shared.max_spans_per_trace {
+                            let partial = std::mem::take(&mut state.finished);
+                            drop(ext);
+                            pipeline.send(partial);
+                        }
+                    }
+                    None => {
+                        drop(ext);
+                        pipeline.send_one(record);
+                    }
+                }
+            }
+        }
+    }
+
+    #[allow(unsafe_code)]
+    unsafe fn downcast_raw(&self, id: TypeId) -> Option<*const ()> {
+        (id == TypeId::of::<Self>()).then_some(self as *const Self as *const ())
+    }
+}

@@ -1,0 +1,176 @@
+//! A [`tracing_subscriber::Layer`] that tells you **which end user** did what: it lifts `usr.*`
+//! fields recorded on any span of a trace onto the trace's **local root span**, Datadog-style,
+//! masks secrets, applies the identification / anonymization / disabled modes from the
+//! environment, and exports spans and log records.
+//!
+//! # Quick start
+//!
+//! ```
+//! use tracing_subscriber::prelude::*;
+//!
+//! let layer = tracing_usr::builder()
+//!     .with_export(tracing_usr::Export::None) // the default writes JSON lines to stdout
+//!     .build();
+//! let subscriber = tracing_subscriber::registry().with(layer);
+//! tracing::subscriber::with_default(subscriber, || {
+//!     let request = tracing::info_span!("request", http.route = "/orders", usr.id = tracing::field::Empty);
+//!     let _enter = request.enter();
+//!     // …later, anywhere below it, in any child span:
+//!     let _auth = tracing::info_span!("auth", usr.id = "u-42", usr.email = "ada@example.com").entered();
+//! });
+//! ```
+//!
+//! In an application, `tracing_subscriber::registry().with(tracing_usr::layer()).init()` and a
+//! call to [`shutdown()`] before exit is all it takes; the exported root span `request`
+//! carries `usr.id` and `usr.email`.
+//!
+//! # Special fields
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `usr.id` | stable user id; **no user tag is written without it** |
+//! | `usr.login`, `usr.name`, `usr.email`, `usr.session_id`, `usr.role`, `usr.scope` | the other standard keys |
+//! | `usr.<key>` | free-form attributes, `<key>` used as given (`usr.org.name`); subject to masking |
+//! | `usr.token` | always exported as `<Redacted>` |
+//! | `usr.event`, `usr.exists` | reserved for business events on `tracing` events; ignored on spans |
+//!
+//! * Any span of a trace, and any event inside it, may carry `usr.*` fields; they are collected
+//!   onto the trace's local root (the outermost span in the registry). They are **not** exported
+//!   on the span or event that carried them: children never carry `usr.*` tags, and log records
+//!   carry the trace's identity after the mode, never the raw fields.
+//! * A later value overwrites an earlier one key by key. **Two identities in one trace:** a
+//!   write whose `usr.id` differs from the one collected so far first forgets everything
+//!   collected before (so the email of user A never ends up next to the id of user B); the last
+//!   user wins.
+//! * `tracing` fixes a span's fields when it is created: to fill `usr.id` in later, declare it
+//!   `tracing::field::Empty` and call `Span::record` (recording an undeclared name is silently
+//!   ignored by `tracing`). [`user_span!`] declares the seven standard keys for you.
+//! * **Other layers see raw values.** A layer cannot change what its siblings see: masking and
+//!   anonymization apply to this crate's exports only; a `fmt` layer next to it still prints raw
+//!   `usr.*` fields.
+//!
+//! # The SDK path
+//!
+//! [`identify`] (or [`SpanExt::identify`]) attaches a [`User`] to the current trace's root.
+//! SDK identity is never hashed or dropped by the mode, is tagged
+//! `_dd.appsec.user.collection_mode=sdk`, and wins over identity collected from fields (the
+//! field-path values still go to the private `_dd.appsec.usr.id` / `_dd.appsec.usr.login`
+//! copies). [`logout`] ends the association for the log records that follow; [`current_user`]
+//! reads it back. Outside any span, [`identify`] sets a process-wide default identity.
+//!
+//! # Modes
+//!
+//! | mode | field path |
+//! |---|---|
+//! | `identification` (default) | values as collected |
+//! | `anonymization` | `usr.id`, `usr.login`, `usr.session_id` → `anon_` + 32 hex chars of SHA-256; `usr.email`, `usr.name` and free-form keys dropped; role and scope kept |
+//! | `disabled` | nothing collected from fields leaves the process |
+//!
+//! # Environment variables
+//!
+//! Read once, in [`Builder::build`] (so also by [`layer()`]); a setting on the [`Builder`] wins.
+//! Empty values count as unset; a bad value gives one warning (target `tracing_usr::config`)
+//! and the fallback below.
+//!
+//! | variable | values | default / fallback |
+//! |---|---|---|
+//! | `DD_APPSEC_AUTO_USER_INSTRUMENTATION_MODE` | `identification`/`ident`, `anonymization`/`anon`, `disabled` | `identification`; invalid → `disabled` |
+//! | `DD_APPSEC_AUTOMATED_USER_EVENTS_TRACKING` (deprecated) | `extended`; `safe`/`true`/`1`; `disabled`/`false`/`0` | read only if the above is unset; invalid → `disabled` |
+//! | `DD_APPSEC_AUTOMATED_USER_EVENTS_TRACKING_ENABLED` | `true`/`1`, `false`/`0` | `true`; `false` (or invalid) forces `disabled` |
+//! | `DD_APPSEC_OBFUSCATION_PARAMETER_KEY_REGEXP` | a regex | Datadog's default key pattern; invalid → default |
+//! | `DD_APPSEC_OBFUSCATION_PARAMETER_VALUE_REGEXP` | a regex | Datadog's default value pattern; invalid → default |
+//! | `TRACING_USR_EXPORT` | `stdout`, `file:PATH`, `none` | `stdout` when no other exporter is configured; invalid → `stdout`; unopenable file → `stdout` |
+//!
+//! # Export
+//!
+//! Spans are exported when their trace's local root closes (so the root's user tags are
+//! final), children first; log records when they are emitted, with the user of their trace at
+//! that moment (or, with [`Builder::with_retroactive_logs`], held until the root closes and
+//! stamped with its final user). Records go through a bounded queue to a background thread
+//! that applies the value masking rule and runs the exporters; the application never waits on
+//! I/O, and a full queue drops and counts records ([`Handle::stats`]). Call [`shutdown()`]
+//! (or keep a [`ShutdownGuard`]) before the process exits, or queued records are lost.
+//!
+//! # Implementation notes
+//!
+//! * Whether a callsite declares `usr.*` fields, and which of its field names the key masking
+//!   rule matches, is decided once per callsite and cached; with export off, spans without
+//!   `usr.*` fields cost one cache lookup.
+//! * Per-trace state lives in the local root's registry extensions under private types; the
+//!   layer never holds two spans' extension locks at once and never calls into `tracing` or an
+//!   exporter while holding one.
+//! * The interest check is not a per-layer filter (a filtered layer would find the wrong root).
+//!   If you wrap this layer in a per-layer filter anyway, the local root is the outermost span
+//!   that filter lets through.
+//! * Configuration warnings are emitted through the dispatcher the layer was registered with, at
+//!   its first callback (emitting from `on_register_dispatch` itself can deadlock tracing-core's
+//!   dispatcher registry).
+//!
+//! # Missing
+//!
+//! Business events, collectors (Datadog agent, OTLP), blocking and detection are not part of
+//! this release yet.
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![deny(unsafe_code)]
+
+mod callsite;
+mod config;
+mod ids;
+mod layer;
+mod sdk;
+mod state;
+mod visit;
+
+pub use config::{
+    BuildError, Builder, Export, ENV_EXPORT, ENV_KEY_REGEXP, ENV_MODE, ENV_MODE_DEPRECATED, ENV_MODE_ENABLED,
+    ENV_VALUE_REGEXP,
+};
+pub use layer::{shutdown, Handle, ShutdownGuard, UserLayer};
+pub use sdk::{current_user, identify, logout, SdkError, SpanExt};
+pub use tracing_usr_core::{keys, Mode, Secret, User, REDACTED};
+
+/// The export side: record model, [`Exporter`](export::Exporter) trait, pipeline, JSON lines
+/// and the in-memory exporter for tests.
+pub mod export {
+    pub use tracing_usr_export::*;
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use tracing;
+}
+
+/// The layer, configured from the environment. Same as `builder().build()`.
+pub fn layer() -> UserLayer {
+    Builder::new().build()
+}
+
+/// A [`Builder`] to configure the layer in code.
+pub fn builder() -> Builder {
+    Builder::new()
+}
+
+/// A span that declares the seven standard identity keys as `tracing::field::Empty`, so they
+/// can be filled in later with `Span::record`. Takes a level, a name and any other fields.
+///
+/// ```
+/// let span = tracing_usr::user_span!(tracing::Level::INFO, "request", http.route = "/orders");
+/// span.record("usr.id", "u-42");
+/// ```
+#[macro_export]
+macro_rules! user_span {
+    ($level:expr, $name:expr $(, $($fields:tt)*)?) => {
+        $crate::__private::tracing::span!(
+            $level,
+            $name,
+            usr.id = $crate::__private::tracing::field::Empty,
+            usr.login = $crate::__private::tracing::field::Empty,
+            usr.name = $crate::__private::tracing::field::Empty,
+            usr.email = $crate::__private::tracing::field::Empty,
+            usr.session_id = $crate::__private::tracing::field::Empty,
+            usr.role = $crate::__private::tracing::field::Empty,
+            usr.scope = $crate::__private::tracing::field::Empty
+            $(, $($fields)*)?
+        )
+    };
+}

@@ -1,0 +1,173 @@
+//! The explicit API (the SDK path): identify, logout, current_user.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tracing_core::dispatcher::Dispatch;
+use tracing_core::span::Id;
+use tracing_usr_core::identity::{Key, Tags};
+use tracing_usr_core::{keys, IdentityBucket, Masker, User};
+
+use crate::layer::{DefaultUser, Shared, UserLayer};
+
+/// Why an SDK call wrote nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SdkError {
+    /// A required argument (the user id, …) is empty or missing.
+    MissingArgument(&'static str),
+    /// The current subscriber has no tracing-usr layer.
+    NoLayer,
+    /// The span is disabled or already closed, so it has no local root.
+    NoRoot,
+}
+
+impl fmt::Display for SdkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SdkError::MissingArgument(name) => write!(f, "required argument `{name}` is empty or missing"),
+            SdkError::NoLayer => f.write_str("the current subscriber has no tracing-usr layer"),
+            SdkError::NoRoot => {
+                f.write_str("the span is disabled or closed: there is no local root to write to")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SdkError {}
+
+/// The user's tags for the SDK bucket: free-form values masked, the token `<Redacted>`.
+pub(crate) fn sdk_tags(user: &User, masker: &Masker) -> Tags {
+    user.to_tags()
+        .into_iter()
+        .map(|(key, value)| {
+            let value = masker.mask_field(&key, &value).into_owned();
+            let key = match keys::STANDARD_KEYS.iter().find(|k| **k == key) {
+                Some(k) => Key::Borrowed(k),
+                None => Key::Owned(key),
+            };
+            (key, value)
+        })
+        .collect()
+}
+
+/// Runs `f` with the current dispatcher's layer and current span.
+fn with_layer<R>(f: impl FnOnce(&Dispatch, &UserLayer, Option<&Id>) -> R) -> Option<R> {
+    let mut f = Some(f);
+    tracing::dispatcher::get_default(|dispatch| {
+        let layer = dispatch.downcast_ref::<UserLayer>()?;
+        let current = dispatch.current_span();
+        f.take().map(|f| f(dispatch, layer, current.id()))
+    })
+}
+
+fn identify_in(
+    dispatch: &Dispatch,
+    layer: &UserLayer,
+    span: Option<&Id>,
+    user: &User,
+) -> Result<(), SdkError> {
+    let tags = sdk_tags(user, &layer.shared.masker);
+    let user = Arc::new(user.clone());
+    match span {
+        None => {
+            let bucket = IdentityBucket::from_tags(tags);
+            layer.shared.set_default_user(Some(DefaultUser { user, bucket }));
+            Ok(())
+        }
+        Some(id) => {
+            let mut tags = Some(tags);
+            let found = layer.with_root(dispatch, id, &mut |_: &Shared, state| {
+                state.identity.record_sdk(tags.take().unwrap_or_default());
+                state.sdk_user = Some(Arc::clone(&user));
+            });
+            found.then_some(()).ok_or(SdkError::NoRoot)
+        }
+    }
+}
+
+/// Attaches `user` to the local root of the current trace (the SDK path): its tags are written
+/// on the root as given, never hashed or dropped by the mode, with
+/// `_dd.appsec.user.collection_mode=sdk`, and win over identity collected from fields. Log
+/// records emitted afterwards in the trace carry the user.
+///
+/// Called outside any span, it sets the process-wide default identity, used by every trace and
+/// event that has no identity of its own, until [`logout`].
+///
+/// # Errors
+/// [`SdkError::MissingArgument`] for an empty id; [`SdkError::NoLayer`] when the current
+/// subscriber has no tracing-usr layer. Nothing is written then.
+///
+/// ```
+/// use tracing_usr::User;
+/// let span = tracing::info_span!("request");
+/// let _entered = span.enter();
+/// // With no tracing-usr layer installed the call reports it instead of panicking.
+/// assert_eq!(tracing_usr::identify(&User::new("u-1")), Err(tracing_usr::SdkError::NoLayer));
+/// ```
+pub fn identify(user: &User) -> Result<(), SdkError> {
+    if user.id().is_empty() {
+        return Err(SdkError::MissingArgument("id"));
+    }
+    with_layer(|dispatch, layer, span| identify_in(dispatch, layer, span, user))
+        .unwrap_or(Err(SdkError::NoLayer))
+}
+
+/// Ends the SDK association for what follows: in a trace, log records emitted after it carry no
+/// SDK user, while the local root keeps the tags it had (the request was made by that user);
+/// outside any span, it clears the process-wide default identity. Does nothing without a
+/// tracing-usr layer.
+pub fn logout() {
+    with_layer(|dispatch, layer, span| match span {
+        None => layer.shared.set_default_user(None),
+        Some(id) => {
+            layer.with_root(dispatch, id, &mut |_, state| {
+                state.identity.logout();
+                state.sdk_user = None;
+            });
+        }
+    });
+}
+
+/// The SDK user in force: the one [`identify`] attached to the current trace (unless
+/// [`logout`] followed), else the process-wide default identity. Identity collected from
+/// `usr.*` fields is not returned (it may be hashed or dropped by the mode).
+pub fn current_user() -> Option<User> {
+    with_layer(|dispatch, layer, span| {
+        let mut found = None;
+        let mut logged_out = false;
+        if let Some(id) = span {
+            layer.with_root(dispatch, id, &mut |_, state| {
+                found = state.sdk_user.as_deref().cloned();
+                logged_out = state.identity.is_logged_out();
+            });
+        }
+        match found {
+            Some(user) if !logged_out => Some(user),
+            _ => layer.shared.default_user(),
+        }
+    })
+    .flatten()
+}
+
+/// SDK calls on a given span instead of the current one.
+pub trait SpanExt {
+    /// [`identify`] for the trace this span belongs to.
+    ///
+    /// # Errors
+    /// As [`identify`]; [`SdkError::NoRoot`] when the span is disabled.
+    fn identify(&self, user: &User) -> Result<(), SdkError>;
+}
+
+impl SpanExt for tracing::Span {
+    fn identify(&self, user: &User) -> Result<(), SdkError> {
+        if user.id().is_empty() {
+            return Err(SdkError::MissingArgument("id"));
+        }
+        self.with_subscriber(|(id, dispatch)| match dispatch.downcast_ref::<UserLayer>() {
+            Some(layer) => identify_in(dispatch, layer, Some(id), user),
+            None => Err(SdkError::NoLayer),
+        })
+        .unwrap_or(Err(SdkError::NoRoot))
+    }
+}

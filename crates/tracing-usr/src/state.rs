@@ -1,0 +1,98 @@
+//! Per-span and per-trace state, kept in the registry's span extensions under private types.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tracing_core::span;
+use tracing_usr_core::{TraceIdentity, User};
+use tracing_usr_export::{Key, LogRecord, Record, SpanRecord};
+
+/// Stored on every span the layer tracks.
+#[derive(Debug)]
+pub(crate) struct SpanState {
+    /// The local root's registry id; `None` when this span is the local root.
+    pub(crate) root: Option<span::Id>,
+    /// The export data, when exporting.
+    pub(crate) data: Option<SpanData>,
+}
+
+/// What a span exports.
+#[derive(Debug)]
+pub(crate) struct SpanData {
+    pub(crate) trace_id: u128,
+    pub(crate) span_id: u64,
+    pub(crate) parent_id: Option<u64>,
+    pub(crate) start_unix_nanos: u64,
+    pub(crate) started: Instant,
+    pub(crate) meta: Vec<(Key, String)>,
+    pub(crate) metrics: Vec<(Key, f64)>,
+    pub(crate) error: bool,
+}
+
+impl SpanData {
+    pub(crate) fn new(trace_id: u128, parent_id: Option<u64>) -> Self {
+        Self {
+            trace_id,
+            span_id: crate::ids::span_id(),
+            parent_id,
+            start_unix_nanos: unix_nanos(),
+            started: Instant::now(),
+            meta: Vec::new(),
+            metrics: Vec::new(),
+            error: false,
+        }
+    }
+
+    /// The finished record; `meta` so far is field data that still needs the value rule.
+    pub(crate) fn finish(
+        self,
+        meta: &'static tracing_core::Metadata<'static>,
+        local_root: bool,
+    ) -> SpanRecord {
+        let pending_value_mask = self.meta.len();
+        SpanRecord {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_id: self.parent_id,
+            local_root,
+            name: meta.name().into(),
+            target: meta.target().into(),
+            start_unix_nanos: self.start_unix_nanos,
+            duration_nanos: u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            error: self.error,
+            meta: self.meta,
+            metrics: self.metrics,
+            pending_value_mask,
+        }
+    }
+}
+
+/// Stored on a local root: everything about its trace.
+#[derive(Debug)]
+pub(crate) struct RootState {
+    pub(crate) identity: TraceIdentity,
+    /// The SDK user as given, for `current_user()` (never exported as such).
+    pub(crate) sdk_user: Option<Arc<User>>,
+    /// Finished child spans waiting for the root to close.
+    pub(crate) finished: Vec<Record>,
+    /// Log records held for retroactive identity.
+    pub(crate) held_logs: Vec<LogRecord>,
+}
+
+impl RootState {
+    pub(crate) fn new() -> Self {
+        Self {
+            identity: TraceIdentity::default(),
+            sdk_user: None,
+            finished: Vec::new(),
+            held_logs: Vec::new(),
+        }
+    }
+}
+
+pub(crate) fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,139 @@
+//! The field visitor: splits a span's or event's fields into identity input and ordinary fields.
+
+use std::fmt;
+
+use tracing_core::field::{Field, Visit};
+use tracing_usr_core::value::format_bool;
+use tracing_usr_core::{Masker, REDACTED};
+use tracing_usr_export::{FieldValue, Key};
+
+use crate::callsite::{CallsiteInfo, FieldKind};
+
+/// What one `record` call carried.
+#[derive(Debug, Default)]
+pub(crate) struct Fields {
+    /// `usr.*` values as strings (spec a.2), token and key-masked free-form keys already
+    /// `<Redacted>`; not yet processed by the mode. Includes `usr.event` / `usr.exists`.
+    pub(crate) usr: Vec<(&'static str, String)>,
+    /// Ordinary fields (only when exporting), key-masked ones already `<Redacted>`.
+    pub(crate) plain: Vec<(Key, FieldValue)>,
+    /// The `message` field of an event (only when exporting).
+    pub(crate) message: Option<String>,
+}
+
+pub(crate) struct Collector<'a> {
+    info: &'a CallsiteInfo,
+    masker: &'a Masker,
+    collect_plain: bool,
+    pub(crate) fields: Fields,
+}
+
+impl<'a> Collector<'a> {
+    pub(crate) fn new(info: &'a CallsiteInfo, masker: &'a Masker, collect_plain: bool) -> Self {
+        Self {
+            info,
+            masker,
+            collect_plain,
+            fields: Fields::default(),
+        }
+    }
+
+    fn kind(&self, field: &Field) -> FieldKind {
+        self.info
+            .kind(field.index())
+            .unwrap_or_else(|| FieldKind::classify(field.name(), self.masker))
+    }
+
+    fn record(&mut self, field: &Field, value: FieldValue) {
+        match self.kind(field) {
+            FieldKind::Plain => {
+                if self.collect_plain {
+                    self.fields.plain.push((Key::Borrowed(field.name()), value));
+                }
+            }
+            FieldKind::Masked => {
+                if self.collect_plain {
+                    self.fields
+                        .plain
+                        .push((Key::Borrowed(field.name()), FieldValue::Str(REDACTED.to_owned())));
+                }
+            }
+            FieldKind::Message => {
+                if self.collect_plain {
+                    self.fields.message = Some(value.to_string());
+                }
+            }
+            FieldKind::Token | FieldKind::IdentityExtra { masked: true } => {
+                self.fields.usr.push((field.name(), REDACTED.to_owned()));
+            }
+            FieldKind::IdentityExtra { masked: false } => {
+                let text = value.to_string();
+                let text = self.masker.mask_value(&text).into_owned();
+                self.fields.usr.push((field.name(), text));
+            }
+            FieldKind::Identity | FieldKind::Event | FieldKind::Exists => {
+                self.fields.usr.push((field.name(), value.to_string()));
+            }
+        }
+    }
+}
+
+impl Visit for Collector<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.record(field, FieldValue::F64(value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.record(field, FieldValue::I64(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.record(field, FieldValue::U64(value));
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.record(field, FieldValue::Str(value.to_string()));
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.record(field, FieldValue::Str(value.to_string()));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.record(field, FieldValue::Bool(value));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.record(field, FieldValue::Str(value.to_owned()));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.record(field, FieldValue::Str(value.to_string()));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.record(field, FieldValue::Str(format!("{value:?}")));
+    }
+}
+
+/// Splits ordinary span fields into Datadog `meta` (strings) and `metrics` (numbers). Integers
+/// that an `f64` cannot hold exactly stay strings.
+pub(crate) fn split_span_fields(
+    plain: Vec<(Key, FieldValue)>,
+    meta: &mut Vec<(Key, String)>,
+    metrics: &mut Vec<(Key, f64)>,
+) {
+    const EXACT: u64 = 1 << 53;
+    for (key, value) in plain {
+        meta.retain(|(k, _)| *k != key);
+        metrics.retain(|(k, _)| *k != key);
+        match value {
+            FieldValue::F64(v) => metrics.push((key, v)),
+            FieldValue::I64(v) if v.unsigned_abs() <= EXACT => metrics.push((key, v as f64)),
+            FieldValue::U64(v) if v <= EXACT => metrics.push((key, v as f64)),
+            FieldValue::Bool(v) => meta.push((key, format_bool(v).to_owned())),
+            FieldValue::Str(s) => meta.push((key, s)),
+            other => meta.push((key, other.to_string())),
+        }
+    }
+}
