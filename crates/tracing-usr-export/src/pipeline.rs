@@ -270,6 +270,13 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Asks the worker to export what is queued, shut the exporters down and stop, without
+    /// waiting for it. Records sent afterwards are dropped and counted.
+    pub fn close(&self) {
+        self.shared.lock().shutdown = true;
+        self.shared.wake_worker.notify_one();
+    }
+
     /// The pipeline's counters.
     pub fn stats(&self) -> PipelineStats {
         let queued = self.shared.lock().queue.len() as u64;

@@ -3,10 +3,10 @@
 use std::any::TypeId;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use tracing_core::dispatcher::{Dispatch, WeakDispatch};
+use tracing_core::dispatcher::Dispatch;
 use tracing_core::span::{Attributes, Id, Record as SpanFields};
 use tracing_core::subscriber::{Interest, Subscriber};
 use tracing_core::{Event, Metadata};
@@ -59,7 +59,8 @@ pub(crate) struct Shared {
     has_default: AtomicBool,
     warnings: Mutex<Vec<ConfigWarning>>,
     has_warnings: AtomicBool,
-    dispatch: OnceLock<WeakDispatch>,
+    /// Set when another tracing-usr layer of the same subscriber is the active one.
+    inert: AtomicBool,
 }
 
 impl fmt::Debug for Shared {
@@ -74,9 +75,12 @@ impl fmt::Debug for Shared {
 }
 
 impl Drop for Shared {
+    /// Dropping the layer (with its subscriber) exports what is queued in the background but
+    /// does not wait: the last reference may be dropped on any thread, even inside
+    /// tracing-core's dispatcher registry. Use [`shutdown`] or a [`ShutdownGuard`] to wait.
     fn drop(&mut self) {
         if let Some(pipeline) = &self.pipeline {
-            let _ = pipeline.shutdown(self.shutdown_timeout);
+            pipeline.close();
         }
     }
 }
@@ -117,8 +121,31 @@ impl Shared {
         }
     }
 
-    fn emit_pending_warnings(&self) {
-        if !self.has_warnings.load(Ordering::Relaxed) || !self.has_warnings.swap(false, Ordering::AcqRel) {
+    /// Emits the configuration warnings through `dispatch`, once.
+    ///
+    /// They cannot be emitted from `on_register_dispatch` itself (tracing-core holds its
+    /// dispatcher list's write lock there, which a new callsite needs) nor from inside a layer
+    /// callback (tracing drops re-entrant events and `with_default` would panic), so a short-lived
+    /// thread emits them as soon as the registration has finished.
+    fn emit_warnings(&self, dispatch: &Dispatch) {
+        let active = dispatch
+            .downcast_ref::<UserLayer>()
+            .map(|l| Arc::as_ptr(&l.shared));
+        if active.is_some_and(|active| !std::ptr::eq(active, self)) {
+            // Both layers would keep their state in the same span extensions; the one the SDK
+            // functions find (the outermost) stays active, this one does nothing.
+            self.inert.store(true, Ordering::Release);
+            if let Ok(mut warnings) = self.warnings.lock() {
+                warnings.push(ConfigWarning {
+                    variable: "tracing_usr::layer",
+                    message: "more than one tracing-usr layer in this subscriber: this one is inactive \
+                              (use one layer with several exporters)"
+                        .to_owned(),
+                });
+                self.has_warnings.store(true, Ordering::Release);
+            }
+        }
+        if !self.has_warnings.swap(false, Ordering::AcqRel) {
             return;
         }
         let warnings = self
@@ -126,14 +153,20 @@ impl Shared {
             .lock()
             .map(|mut w| std::mem::take(&mut *w))
             .unwrap_or_default();
-        let emit = || {
-            for w in &warnings {
-                tracing::warn!(target: "tracing_usr::config", variable = w.variable, "{}", w.message);
+        let weak = dispatch.downgrade();
+        let emit = move || {
+            crate::warn::register_callsite();
+            if let Some(dispatch) = weak.upgrade() {
+                for w in &warnings {
+                    crate::warn::emit(&dispatch, w.variable, &w.message);
+                }
             }
         };
-        match self.dispatch.get().and_then(WeakDispatch::upgrade) {
-            Some(dispatch) => tracing::dispatcher::with_default(&dispatch, emit),
-            None => emit(),
+        if let Err(e) = std::thread::Builder::new()
+            .name("tracing-usr-config".into())
+            .spawn(emit)
+        {
+            eprintln!("tracing-usr: cannot report configuration warnings ({e})");
         }
     }
 }
@@ -179,7 +212,7 @@ impl UserLayer {
             has_default: AtomicBool::new(false),
             warnings: Mutex::new(parts.warnings),
             has_warnings: AtomicBool::new(has_warnings),
-            dispatch: OnceLock::new(),
+            inert: AtomicBool::new(false),
         });
         if shared.pipeline.is_some() {
             if let Ok(mut layers) = LAYERS.lock() {
@@ -213,6 +246,10 @@ impl UserLayer {
         f: &mut dyn FnMut(&Shared, &mut RootState),
     ) -> bool {
         (self.with_root)(dispatch, id, f)
+    }
+
+    fn inert(&self) -> bool {
+        self.shared.inert.load(Ordering::Relaxed)
     }
 
     fn exporting(&self) -> Option<&Pipeline> {
@@ -285,6 +322,15 @@ impl Handle {
     /// The effective mode of the field path.
     pub fn mode(&self) -> Mode {
         self.shared.mode
+    }
+
+    /// The names of the exporters in use (`json-lines`, …); empty when nothing is exported.
+    pub fn exporters(&self) -> Vec<String> {
+        self.shared
+            .pipeline
+            .as_ref()
+            .map(|p| p.exporter_names().to_vec())
+            .unwrap_or_default()
     }
 
     /// A guard that shuts this layer's exporters down when dropped.
@@ -373,10 +419,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_register_dispatch(&self, subscriber: &Dispatch) {
-        // Warnings cannot be emitted from here: tracing-core calls this while it holds its
-        // dispatcher list's write lock, and a new callsite would try to read it. They are
-        // emitted, through this dispatcher, at the layer's first callback instead.
-        let _ = self.shared.dispatch.set(subscriber.downgrade());
+        self.shared.emit_warnings(subscriber);
     }
 
     fn on_layer(&mut self, _subscriber: &mut S) {
@@ -389,11 +432,10 @@ where
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if is_export_thread() {
+        if is_export_thread() || self.inert() {
             return;
         }
         let shared = &*self.shared;
-        shared.emit_pending_warnings();
         let info = shared.callsites.get(attrs.metadata());
         let exporting = shared.pipeline.is_some();
         if !exporting && !info.has_usr {
@@ -455,7 +497,7 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &SpanFields<'_>, ctx: Context<'_, S>) {
-        if is_export_thread() {
+        if is_export_thread() || self.inert() {
             return;
         }
         let shared = &*self.shared;
@@ -487,11 +529,10 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if is_export_thread() {
+        if is_export_thread() || self.inert() {
             return;
         }
         let shared = &*self.shared;
-        shared.emit_pending_warnings();
         let meta = event.metadata();
         let info = shared.callsites.get(meta);
         let pipeline = self.exporting();
@@ -600,6 +641,9 @@ where
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        if self.inert() {
+            return;
+        }
         let Some(pipeline) = self.exporting() else { return };
         let shared = &*self.shared;
         let Some(span) = ctx.span(&id) else { return };

@@ -120,6 +120,7 @@ mod layer;
 mod sdk;
 mod state;
 mod visit;
+mod warn;
 
 pub use config::{
     BuildError, Builder, Export, ENV_EXPORT, ENV_KEY_REGEXP, ENV_MODE, ENV_MODE_DEPRECATED, ENV_MODE_ENABLED,

@@ -1,0 +1,63 @@
+//! The layer's configuration warnings, as `tracing` events built by hand.
+//!
+//! They are dispatched straight to the dispatcher the layer was registered with, bypassing the
+//! macros' global level hint and interest cache, which may not include that dispatcher yet
+//! while it is being registered.
+
+use std::sync::Once;
+
+use tracing_core::callsite::{Callsite, Identifier};
+use tracing_core::dispatcher::Dispatch;
+use tracing_core::field::{FieldSet, Value};
+use tracing_core::metadata::Kind;
+use tracing_core::subscriber::Interest;
+use tracing_core::{Event, Level, Metadata};
+
+struct WarnCallsite;
+
+static CALLSITE: WarnCallsite = WarnCallsite;
+
+static META: Metadata<'static> = Metadata::new(
+    "tracing_usr configuration warning",
+    "tracing_usr::config",
+    Level::WARN,
+    Some(file!()),
+    Some(line!()),
+    Some(module_path!()),
+    FieldSet::new(&["message", "variable"], Identifier(&CALLSITE)),
+    Kind::EVENT,
+);
+
+impl Callsite for WarnCallsite {
+    fn set_interest(&self, _interest: Interest) {}
+
+    fn metadata(&self) -> &Metadata<'_> {
+        &META
+    }
+}
+
+/// Registers the callsite once per process. Takes tracing-core's dispatcher lock, so it also
+/// waits for a registration in progress to finish. Never call it from a layer callback.
+pub(crate) fn register_callsite() {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| tracing_core::callsite::register(&CALLSITE));
+}
+
+/// Emits one warning to `dispatch`, if its filters enable it.
+pub(crate) fn emit(dispatch: &Dispatch, variable: &str, message: &str) {
+    if !dispatch.enabled(&META) {
+        return;
+    }
+    let fields = META.fields();
+    let (Some(message_field), Some(variable_field)) = (fields.field("message"), fields.field("variable"))
+    else {
+        return;
+    };
+    let message = format_args!("{message}");
+    let values: [(&tracing_core::field::Field, Option<&dyn Value>); 2] = [
+        (&message_field, Some(&message as &dyn Value)),
+        (&variable_field, Some(&variable as &dyn Value)),
+    ];
+    let values = fields.value_set(&values);
+    dispatch.event(&Event::new(&META, &values));
+}
