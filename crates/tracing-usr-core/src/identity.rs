@@ -34,6 +34,24 @@ impl IdentityBucket {
     /// Writes `entries`: empty values are skipped; if they carry a `usr.id` different from the
     /// one held, the bucket is cleared first; then each key is last-write-wins.
     pub fn write(&mut self, entries: impl IntoIterator<Item = (Key, String)>) {
+        self.write_each(entries);
+    }
+
+    /// [`IdentityBucket::write`] for an owned list: an empty bucket takes the list as it is when
+    /// it has no empty value and no repeated key (no allocation).
+    pub fn write_tags(&mut self, entries: Tags) {
+        let clean = entries
+            .iter()
+            .enumerate()
+            .all(|(i, (key, value))| !value.is_empty() && !entries[..i].iter().any(|(k, _)| k == key));
+        if self.entries.is_empty() && clean {
+            self.entries = entries;
+        } else {
+            self.write_each(entries);
+        }
+    }
+
+    fn write_each(&mut self, entries: impl IntoIterator<Item = (Key, String)>) {
         for (key, value) in entries {
             if value.is_empty() {
                 continue;
@@ -106,7 +124,6 @@ pub fn apply_mode(mode: Mode, key: &str, value: String, anonymizer: &Anonymizer)
 pub struct TraceIdentity {
     sdk: IdentityBucket,
     field: IdentityBucket,
-    private_id: Option<String>,
     private_login: Option<String>,
     logged_out: bool,
 }
@@ -134,23 +151,22 @@ impl TraceIdentity {
     /// Records field-path identity (values already processed by the mode). `usr.id` and
     /// `usr.login` also update the private copies.
     pub fn record_field(&mut self, entries: Tags) {
-        for (key, value) in &entries {
-            if value.is_empty() {
-                continue;
-            }
-            match key.as_ref() {
-                keys::USR_ID => self.private_id = Some(value.clone()),
-                keys::USR_LOGIN => self.private_login = Some(value.clone()),
-                _ => {}
-            }
+        // The private id is the field bucket's id: a new id always replaces it there. The login
+        // may be cleared from the bucket by a later id, so its private copy is kept apart.
+        if let Some((_, login)) = entries
+            .iter()
+            .rev()
+            .find(|(k, v)| k == keys::USR_LOGIN && !v.is_empty())
+        {
+            self.private_login = Some(login.clone());
         }
-        self.field.write(entries);
+        self.field.write_tags(entries);
     }
 
     /// Records an SDK identity: the SDK bucket takes `entries` (rule 1 applies) and log records
     /// that follow carry it again after a [`TraceIdentity::logout`].
     pub fn record_sdk(&mut self, entries: Tags) {
-        self.sdk.write(entries);
+        self.sdk.write_tags(entries);
         self.logged_out = false;
     }
 
@@ -200,8 +216,8 @@ impl TraceIdentity {
                 source.collection_mode().to_owned(),
             ));
         }
-        if let Some(id) = &self.private_id {
-            out.push((Key::Borrowed(keys::DD_APPSEC_USR_ID), id.clone()));
+        if let Some(id) = self.field.id() {
+            out.push((Key::Borrowed(keys::DD_APPSEC_USR_ID), id.to_owned()));
         }
         if let Some(login) = &self.private_login {
             out.push((Key::Borrowed(keys::DD_APPSEC_USR_LOGIN), login.clone()));

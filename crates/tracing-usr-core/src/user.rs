@@ -179,7 +179,43 @@ impl User {
 
     /// The user as `usr.*` tags, id first. Empty values are left out; the token becomes
     /// `usr.token` = `<Redacted>`. Free-form keys that collide with a standard key are skipped.
-    pub fn to_tags(&self) -> Vec<(String, String)> {
+    pub fn to_tags(&self) -> crate::identity::Tags {
+        self.sdk_tags(|_, _| None)
+    }
+}
+
+impl User {
+    /// The user an identity bucket describes (the inverse of [`User::to_tags`]), with `token`;
+    /// `None` when the bucket has no `usr.id`. The `usr.token` tag, always `<Redacted>`, is not
+    /// read back.
+    pub fn from_tags(tags: &[(crate::identity::Key, String)], token: Option<Secret>) -> Option<Self> {
+        let id = tags.iter().find(|(k, _)| k == keys::USR_ID)?.1.clone();
+        let mut user = User::new(id);
+        user.token = token;
+        for (key, value) in tags {
+            let slot = match key.as_ref() {
+                keys::USR_ID | keys::USR_TOKEN => continue,
+                keys::USR_LOGIN => &mut user.login,
+                keys::USR_EMAIL => &mut user.email,
+                keys::USR_NAME => &mut user.name,
+                keys::USR_SESSION_ID => &mut user.session_id,
+                keys::USR_ROLE => &mut user.role,
+                keys::USR_SCOPE => &mut user.scope,
+                other => {
+                    let extra = other.strip_prefix(keys::USR_PREFIX).unwrap_or(other);
+                    user.extra.push((extra.to_owned(), value.clone()));
+                    continue;
+                }
+            };
+            *slot = Some(value.clone());
+        }
+        Some(user)
+    }
+
+    /// The user as `usr.*` tags for the SDK bucket: standard keys are static, free-form values go
+    /// through `mask` (key, value) → masked value.
+    pub fn sdk_tags(&self, mut mask: impl FnMut(&str, &str) -> Option<String>) -> crate::identity::Tags {
+        use crate::identity::Key;
         let mut tags = Vec::with_capacity(8 + self.extra.len());
         let standard = [
             (keys::USR_ID, Some(self.id.as_str())),
@@ -192,7 +228,7 @@ impl User {
         ];
         for (key, value) in standard {
             if let Some(value) = value.filter(|v| !v.is_empty()) {
-                tags.push((key.to_owned(), value.to_owned()));
+                tags.push((Key::Borrowed(key), value.to_owned()));
             }
         }
         for (key, value) in &self.extra {
@@ -200,10 +236,11 @@ impl User {
             if value.is_empty() || keys::is_standard_key(&key) || key == keys::USR_TOKEN {
                 continue;
             }
-            tags.push((key, value.clone()));
+            let value = mask(&key, value).unwrap_or_else(|| value.clone());
+            tags.push((Key::Owned(key), value));
         }
         if self.token.is_some() {
-            tags.push((keys::USR_TOKEN.to_owned(), REDACTED.to_owned()));
+            tags.push((Key::Borrowed(keys::USR_TOKEN), REDACTED.to_owned()));
         }
         tags
     }
@@ -241,7 +278,7 @@ mod tests {
         assert!(!format!("{user:?}").contains("tok-123456"));
         assert!(!format!("{user}").contains("tok-123456"));
         let tags = user.to_tags();
-        assert!(tags.contains(&("usr.token".to_owned(), REDACTED.to_owned())));
+        assert!(tags.contains(&("usr.token".into(), REDACTED.to_owned())));
         assert!(!tags.iter().any(|(_, v)| v.contains("tok-123456")));
     }
 
@@ -254,9 +291,11 @@ mod tests {
         assert_eq!(
             user.to_tags(),
             vec![
-                ("usr.id".to_owned(), "u1".to_owned()),
-                ("usr.org.name".to_owned(), "acme".to_owned())
+                ("usr.id".into(), "u1".to_owned()),
+                ("usr.org.name".into(), "acme".to_owned())
             ]
         );
+        let back = User::from_tags(&user.to_tags(), None).unwrap();
+        assert_eq!(back, User::new("u1").with_extra("org.name", "acme"));
     }
 }

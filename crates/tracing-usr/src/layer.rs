@@ -353,24 +353,27 @@ impl Drop for ShutdownGuard {
     }
 }
 
-/// Finds the local root of `span`: the nearest stored root id, else the outermost ancestor.
-fn find_root<R>(span: &SpanRef<'_, R>) -> Id
+/// The local root of `span`: through the nearest stored root id (one lookup), else the
+/// outermost ancestor (reached by walking up, with no extra lookup).
+fn root_of<'a, R>(
+    span: SpanRef<'a, R>,
+    lookup: impl Fn(&Id) -> Option<SpanRef<'a, R>>,
+) -> Option<SpanRef<'a, R>>
 where
-    R: for<'a> LookupSpan<'a>,
+    R: LookupSpan<'a>,
 {
-    if let Some(state) = span.extensions().get::<SpanState>() {
-        return state.root.clone().unwrap_or_else(|| span.id());
-    }
-    let mut last = span.id();
-    let mut next = span.parent();
-    while let Some(parent) = next {
-        if let Some(state) = parent.extensions().get::<SpanState>() {
-            return state.root.clone().unwrap_or_else(|| parent.id());
+    let mut current = span;
+    loop {
+        let stored = current.extensions().get::<SpanState>().map(|s| s.root.clone());
+        match stored {
+            Some(None) => return Some(current),
+            Some(Some(root)) => return lookup(&root),
+            None => match current.parent() {
+                Some(parent) => current = parent,
+                None => return Some(current),
+            },
         }
-        last = parent.id();
-        next = parent.parent();
     }
-    last
 }
 
 fn root_state<'a>(ext: &'a mut tracing_subscriber::registry::ExtensionsMut<'_>) -> &'a mut RootState {
@@ -392,11 +395,10 @@ where
     else {
         return false;
     };
-    let Some(span) = subscriber.span(id) else {
-        return false;
-    };
-    let root_id = find_root(&span);
-    let Some(root) = subscriber.span(&root_id) else {
+    let Some(root) = subscriber
+        .span(id)
+        .and_then(|span| root_of(span, |id| subscriber.span(id)))
+    else {
         return false;
     };
     let mut ext = root.extensions_mut();
@@ -432,13 +434,24 @@ where
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if is_export_thread() || self.inert() {
+        let shared = &*self.shared;
+        let exporting = shared.pipeline.is_some();
+        let info = shared.callsites.get(attrs.metadata());
+        if (!exporting && !info.has_usr) || self.inert() || is_export_thread() {
             return;
         }
-        let shared = &*self.shared;
-        let info = shared.callsites.get(attrs.metadata());
-        let exporting = shared.pipeline.is_some();
-        if !exporting && !info.has_usr {
+        let mut collector = Collector::new(&info, shared, exporting);
+        attrs.record(&mut collector);
+        let Fields { identity, plain, .. } = collector.fields;
+        if !exporting {
+            // Nothing to export: only identity matters, and the root is found by walking up.
+            if !identity.is_empty() {
+                if let Some(root) = ctx.span(id).and_then(|span| root_of(span, |id| ctx.span(id))) {
+                    root_state(&mut root.extensions_mut())
+                        .identity
+                        .record_field(identity);
+                }
+            }
             return;
         }
         let Some(span) = ctx.span(id) else { return };
@@ -454,34 +467,27 @@ where
                     ),
                     None => {
                         drop(ext);
-                        (Some(find_root(&parent)), None, None)
+                        (
+                            root_of(parent, |id| ctx.span(id)).map(|root| root.id()),
+                            None,
+                            None,
+                        )
                     }
                 }
             }
         };
-        let mut collector = Collector::new(&info, &shared.masker, exporting);
-        if info.has_usr || exporting {
-            attrs.record(&mut collector);
-        }
-        let Fields { usr, plain, .. } = collector.fields;
-        let identity = shared.field_identity(usr);
-        let data = exporting.then(|| {
-            let mut data = SpanData::new(trace_id.unwrap_or_else(crate::ids::trace_id), parent_span_id);
-            split_span_fields(plain, &mut data.meta, &mut data.metrics);
-            data
-        });
+        let mut data = SpanData::new(trace_id.unwrap_or_else(crate::ids::trace_id), parent_span_id);
+        split_span_fields(plain, &mut data.meta, &mut data.metrics);
         let mut ext = span.extensions_mut();
         ext.replace(SpanState {
             root: root.clone(),
-            data,
+            data: Some(data),
         });
         match root {
             None => {
-                if exporting || !identity.is_empty() {
-                    let mut state = RootState::new();
-                    state.identity.record_field(identity);
-                    ext.replace(state);
-                }
+                let mut state = RootState::new();
+                state.identity.record_field(identity);
+                ext.replace(state);
             }
             Some(root) => {
                 drop(ext);
@@ -507,21 +513,19 @@ where
         if !exporting && !info.has_usr {
             return;
         }
-        let mut collector = Collector::new(&info, &shared.masker, exporting);
+        let mut collector = Collector::new(&info, shared, exporting);
         values.record(&mut collector);
-        let Fields { usr, plain, .. } = collector.fields;
+        let Fields { identity, plain, .. } = collector.fields;
         if !plain.is_empty() {
             let mut ext = span.extensions_mut();
             if let Some(data) = ext.get_mut::<SpanState>().and_then(|s| s.data.as_mut()) {
                 split_span_fields(plain, &mut data.meta, &mut data.metrics);
             }
         }
-        let identity = shared.field_identity(usr);
         if identity.is_empty() {
             return;
         }
-        let root = find_root(&span);
-        if let Some(root) = ctx.span(&root) {
+        if let Some(root) = root_of(span, |id| ctx.span(id)) {
             root_state(&mut root.extensions_mut())
                 .identity
                 .record_field(identity);
@@ -529,28 +533,33 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if is_export_thread() || self.inert() {
-            return;
-        }
         let shared = &*self.shared;
         let meta = event.metadata();
-        let info = shared.callsites.get(meta);
         let pipeline = self.exporting();
-        if pipeline.is_none() && !info.has_usr {
+        let info = shared.callsites.get(meta);
+        if (pipeline.is_none() && !info.has_usr) || self.inert() || is_export_thread() {
             return;
         }
-        let mut collector = Collector::new(&info, &shared.masker, pipeline.is_some());
+        let mut collector = Collector::new(&info, shared, pipeline.is_some());
+        if info.has_event {
+            collector = collector.keep_raw();
+        }
         event.record(&mut collector);
-        let Fields { usr, plain, message } = collector.fields;
+        let Fields {
+            identity,
+            usr,
+            plain,
+            message,
+        } = collector.fields;
         // A business event (`usr.event`) describes its subject, not the trace's user: its fields
         // never enter the identity bucket here (spec a.4, rule 4a).
         let business = info.has_event
             && !meta.target().starts_with("tracing_usr")
             && usr.iter().any(|(k, v)| *k == keys::USR_EVENT && !v.is_empty());
-        let identity = if business {
-            Tags::new()
-        } else {
-            shared.field_identity(usr)
+        let identity = match (business, info.has_event) {
+            (true, _) => Tags::new(),
+            (false, true) => shared.field_identity(usr),
+            (false, false) => identity,
         };
         let level = level(meta);
 
@@ -580,7 +589,7 @@ where
         };
 
         // The span the event occurred in: its ids, and the error flag for ERROR events.
-        let (root, ids) = {
+        let (stored_root, ids) = {
             let mut ext = span.extensions_mut();
             match ext.get_mut::<SpanState>() {
                 Some(state) => {
@@ -595,15 +604,17 @@ where
                         }
                         (data.trace_id, data.span_id)
                     });
-                    (state.root.clone().unwrap_or_else(|| span.id()), ids)
+                    (Some(state.root.clone()), ids)
                 }
-                None => {
-                    drop(ext);
-                    (find_root(&span), None)
-                }
+                None => (None, None),
             }
         };
-        let Some(root) = ctx.span(&root) else { return };
+        let root = match stored_root {
+            Some(None) => Some(span),
+            Some(Some(root)) => ctx.span(&root),
+            None => root_of(span, |id| ctx.span(id)),
+        };
+        let Some(root) = root else { return };
         let mut record = pipeline.map(|_| LogRecord {
             timestamp_unix_nanos: unix_nanos(),
             level,

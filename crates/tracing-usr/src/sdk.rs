@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tracing_core::dispatcher::Dispatch;
 use tracing_core::span::Id;
-use tracing_usr_core::identity::{Key, Tags};
-use tracing_usr_core::{keys, IdentityBucket, Masker, User};
+use tracing_usr_core::identity::Tags;
+use tracing_usr_core::{IdentityBucket, Masker, User};
 
 use crate::layer::{DefaultUser, Shared, UserLayer};
 
@@ -38,17 +38,7 @@ impl std::error::Error for SdkError {}
 
 /// The user's tags for the SDK bucket: free-form values masked, the token `<Redacted>`.
 pub(crate) fn sdk_tags(user: &User, masker: &Masker) -> Tags {
-    user.to_tags()
-        .into_iter()
-        .map(|(key, value)| {
-            let value = masker.mask_field(&key, &value).into_owned();
-            let key = match keys::STANDARD_KEYS.iter().find(|k| **k == key) {
-                Some(k) => Key::Borrowed(k),
-                None => Key::Owned(key),
-            };
-            (key, value)
-        })
-        .collect()
+    user.sdk_tags(|key, value| Some(masker.mask_field(key, value).into_owned()))
 }
 
 /// Runs `f` with the current dispatcher's layer and current span.
@@ -68,18 +58,22 @@ fn identify_in(
     user: &User,
 ) -> Result<(), SdkError> {
     let tags = sdk_tags(user, &layer.shared.masker);
-    let user = Arc::new(user.clone());
     match span {
         None => {
             let bucket = IdentityBucket::from_tags(tags);
-            layer.shared.set_default_user(Some(DefaultUser { user, bucket }));
+            layer.shared.set_default_user(Some(DefaultUser {
+                user: Arc::new(user.clone()),
+                bucket,
+            }));
             Ok(())
         }
         Some(id) => {
             let mut tags = Some(tags);
+            let token = user.token().cloned();
+            let mut token = Some(token);
             let found = layer.with_root(dispatch, id, &mut |_: &Shared, state| {
                 state.identity.record_sdk(tags.take().unwrap_or_default());
-                state.sdk_user = Some(Arc::clone(&user));
+                state.sdk_token = token.take().flatten();
             });
             found.then_some(()).ok_or(SdkError::NoRoot)
         }
@@ -123,7 +117,6 @@ pub fn logout() {
         Some(id) => {
             layer.with_root(dispatch, id, &mut |_, state| {
                 state.identity.logout();
-                state.sdk_user = None;
             });
         }
     });
@@ -135,17 +128,15 @@ pub fn logout() {
 pub fn current_user() -> Option<User> {
     with_layer(|dispatch, layer, span| {
         let mut found = None;
-        let mut logged_out = false;
         if let Some(id) = span {
             layer.with_root(dispatch, id, &mut |_, state| {
-                found = state.sdk_user.as_deref().cloned();
-                logged_out = state.identity.is_logged_out();
+                found = state
+                    .identity
+                    .current_sdk()
+                    .and_then(|bucket| User::from_tags(bucket.tags(), state.sdk_token.clone()));
             });
         }
-        match found {
-            Some(user) if !logged_out => Some(user),
-            _ => layer.shared.default_user(),
-        }
+        found.or_else(|| layer.shared.default_user())
     })
     .flatten()
 }

@@ -1,10 +1,9 @@
 //! Per-span and per-trace state, kept in the registry's span extensions under private types.
 
-use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tracing_core::span;
-use tracing_usr_core::{TraceIdentity, User};
+use tracing_usr_core::{Secret, TraceIdentity};
 use tracing_usr_export::{Key, LogRecord, Record, SpanRecord};
 
 /// Stored on every span the layer tracks.
@@ -71,8 +70,8 @@ impl SpanData {
 #[derive(Debug)]
 pub(crate) struct RootState {
     pub(crate) identity: TraceIdentity,
-    /// The SDK user as given, for `current_user()` (never exported as such).
-    pub(crate) sdk_user: Option<Arc<User>>,
+    /// The SDK user's token, for `current_user()` (never exported).
+    pub(crate) sdk_token: Option<Secret>,
     /// Finished child spans waiting for the root to close.
     pub(crate) finished: Vec<Record>,
     /// Log records held for retroactive identity.
@@ -83,7 +82,7 @@ impl RootState {
     pub(crate) fn new() -> Self {
         Self {
             identity: TraceIdentity::default(),
-            sdk_user: None,
+            sdk_token: None,
             finished: Vec::new(),
             held_logs: Vec::new(),
         }

@@ -3,17 +3,22 @@
 use std::fmt;
 
 use tracing_core::field::{Field, Visit};
+use tracing_usr_core::identity::{apply_mode, Key, Tags};
 use tracing_usr_core::value::format_bool;
-use tracing_usr_core::{Masker, REDACTED};
-use tracing_usr_export::{FieldValue, Key};
+use tracing_usr_core::{keys, Anonymizer, Masker, Mode, REDACTED};
+use tracing_usr_export::FieldValue;
 
 use crate::callsite::{CallsiteInfo, FieldKind};
+use crate::layer::Shared;
 
 /// What one `record` call carried.
 #[derive(Debug, Default)]
 pub(crate) struct Fields {
-    /// `usr.*` values as strings (spec a.2), token and key-masked free-form keys already
-    /// `<Redacted>`; not yet processed by the mode. Includes `usr.event` / `usr.exists`.
+    /// Identity: `usr.*` values as strings (spec a.2) after the mode, token and key-masked
+    /// free-form keys `<Redacted>`; `usr.event` / `usr.exists` are never here.
+    pub(crate) identity: Tags,
+    /// With [`Collector::keep_raw`]: every `usr.*` value as a string, before the mode (for
+    /// business events).
     pub(crate) usr: Vec<(&'static str, String)>,
     /// Ordinary fields (only when exporting), key-masked ones already `<Redacted>`.
     pub(crate) plain: Vec<(Key, FieldValue)>,
@@ -24,17 +29,43 @@ pub(crate) struct Fields {
 pub(crate) struct Collector<'a> {
     info: &'a CallsiteInfo,
     masker: &'a Masker,
+    mode: Mode,
+    anonymizer: &'a Anonymizer,
     collect_plain: bool,
+    keep_raw: bool,
     pub(crate) fields: Fields,
 }
 
 impl<'a> Collector<'a> {
-    pub(crate) fn new(info: &'a CallsiteInfo, masker: &'a Masker, collect_plain: bool) -> Self {
+    pub(crate) fn new(info: &'a CallsiteInfo, shared: &'a Shared, collect_plain: bool) -> Self {
         Self {
             info,
-            masker,
+            masker: &shared.masker,
+            mode: shared.mode,
+            anonymizer: &shared.anonymizer,
             collect_plain,
+            keep_raw: false,
             fields: Fields::default(),
+        }
+    }
+
+    /// Keeps the raw `usr.*` values (in [`Fields::usr`]) instead of applying the mode.
+    pub(crate) fn keep_raw(mut self) -> Self {
+        self.keep_raw = true;
+        self
+    }
+
+    fn usr(&mut self, key: &'static str, value: impl FnOnce() -> String) {
+        if self.keep_raw {
+            self.fields.usr.push((key, value()));
+        } else if self.mode != Mode::Disabled && key != keys::USR_EVENT && key != keys::USR_EXISTS {
+            let value = value();
+            if value.is_empty() {
+                return;
+            }
+            if let Some(value) = apply_mode(self.mode, key, value, self.anonymizer) {
+                self.fields.identity.push((Key::Borrowed(key), value));
+            }
         }
     }
 
@@ -44,75 +75,89 @@ impl<'a> Collector<'a> {
             .unwrap_or_else(|| FieldKind::classify(field.name(), self.masker))
     }
 
-    fn record(&mut self, field: &Field, value: FieldValue) {
+    /// Routes one value by its field's kind; `value` is only built when it is needed.
+    fn record(&mut self, field: &Field, value: impl FnOnce() -> FieldValue) {
+        let name = field.name();
         match self.kind(field) {
             FieldKind::Plain => {
                 if self.collect_plain {
-                    self.fields.plain.push((Key::Borrowed(field.name()), value));
+                    self.fields.plain.push((Key::Borrowed(name), value()));
                 }
             }
             FieldKind::Masked => {
                 if self.collect_plain {
                     self.fields
                         .plain
-                        .push((Key::Borrowed(field.name()), FieldValue::Str(REDACTED.to_owned())));
+                        .push((Key::Borrowed(name), FieldValue::Str(REDACTED.to_owned())));
                 }
             }
             FieldKind::Message => {
                 if self.collect_plain {
-                    self.fields.message = Some(value.to_string());
+                    self.fields.message = Some(into_text(value()));
                 }
             }
             FieldKind::Token | FieldKind::IdentityExtra { masked: true } => {
-                self.fields.usr.push((field.name(), REDACTED.to_owned()));
+                self.usr(name, || REDACTED.to_owned());
             }
             FieldKind::IdentityExtra { masked: false } => {
-                let text = value.to_string();
-                let text = self.masker.mask_value(&text).into_owned();
-                self.fields.usr.push((field.name(), text));
+                let masker = self.masker;
+                self.usr(name, || {
+                    let text = into_text(value());
+                    match masker.mask_value(&text) {
+                        std::borrow::Cow::Borrowed(_) => text,
+                        std::borrow::Cow::Owned(masked) => masked,
+                    }
+                });
             }
             FieldKind::Identity | FieldKind::Event | FieldKind::Exists => {
-                self.fields.usr.push((field.name(), value.to_string()));
+                self.usr(name, || into_text(value()));
             }
         }
     }
 }
 
+fn into_text(value: FieldValue) -> String {
+    match value {
+        FieldValue::Str(s) => s,
+        other => other.to_string(),
+    }
+}
+
 impl Visit for Collector<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.record(field, FieldValue::F64(value));
+        self.record(field, || FieldValue::F64(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.record(field, FieldValue::I64(value));
+        self.record(field, || FieldValue::I64(value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.record(field, FieldValue::U64(value));
+        self.record(field, || FieldValue::U64(value));
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.record(field, FieldValue::Str(value.to_string()));
+        self.record(field, || FieldValue::Str(value.to_string()));
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.record(field, FieldValue::Str(value.to_string()));
+        self.record(field, || FieldValue::Str(value.to_string()));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.record(field, FieldValue::Bool(value));
+        self.record(field, || FieldValue::Bool(value));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.record(field, FieldValue::Str(value.to_owned()));
+        self.record(field, || FieldValue::Str(value.to_owned()));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.record(field, FieldValue::Str(value.to_string()));
+        self.record(field, || FieldValue::Str(value.to_string()));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.record(field, FieldValue::Str(format!("{value:?}")));
+        self.record(field, || FieldValue::Str(format!("{value:?}")));
     }
 }
 
