@@ -124,6 +124,7 @@ pub fn apply_mode(mode: Mode, key: &str, value: String, anonymizer: &Anonymizer)
 pub struct TraceIdentity {
     sdk: IdentityBucket,
     field: IdentityBucket,
+    private_id: Option<String>,
     private_login: Option<String>,
     logged_out: bool,
 }
@@ -151,16 +152,28 @@ impl TraceIdentity {
     /// Records field-path identity (values already processed by the mode). `usr.id` and
     /// `usr.login` also update the private copies.
     pub fn record_field(&mut self, entries: Tags) {
-        // The private id is the field bucket's id: a new id always replaces it there. The login
-        // may be cleared from the bucket by a later id, so its private copy is kept apart.
-        if let Some((_, login)) = entries
-            .iter()
-            .rev()
-            .find(|(k, v)| k == keys::USR_LOGIN && !v.is_empty())
-        {
-            self.private_login = Some(login.clone());
+        for (key, value) in &entries {
+            if value.is_empty() {
+                continue;
+            }
+            match key.as_ref() {
+                keys::USR_ID => self.private_id = Some(value.clone()),
+                keys::USR_LOGIN => self.private_login = Some(value.clone()),
+                _ => {}
+            }
         }
         self.field.write_tags(entries);
+    }
+
+    /// Updates the private `_dd.appsec.usr.*` copies only (field-path login and signup events,
+    /// spec a.4 rule 4a).
+    pub fn record_private(&mut self, id: Option<&str>, login: Option<&str>) {
+        if let Some(id) = id.filter(|v| !v.is_empty()) {
+            self.private_id = Some(id.to_owned());
+        }
+        if let Some(login) = login.filter(|v| !v.is_empty()) {
+            self.private_login = Some(login.to_owned());
+        }
     }
 
     /// Records an SDK identity: the SDK bucket takes `entries` (rule 1 applies) and log records
@@ -209,19 +222,40 @@ impl TraceIdentity {
     /// bucket with `_dd.appsec.user.collection_mode`, then the private field-path copies.
     /// `default` is the process-wide default identity.
     pub fn root_tags(&self, mode: Mode, default: Option<&IdentityBucket>, out: &mut Tags) {
-        if let Some((bucket, source)) = self.public(mode, default, true) {
+        self.root_tags_with(mode, default, None, out);
+    }
+
+    /// [`TraceIdentity::root_tags`] when login or signup events were recorded:
+    /// `login_events` is `Some(true)` if one came from the SDK, `Some(false)` if all came from
+    /// the field path. Such events write the collection mode even without a public id.
+    pub fn root_tags_with(
+        &self,
+        mode: Mode,
+        default: Option<&IdentityBucket>,
+        login_events: Option<bool>,
+        out: &mut Tags,
+    ) {
+        let public = self.public(mode, default, true);
+        if let Some((bucket, _)) = public {
             out.extend(bucket.tags().iter().cloned());
-            out.push((
-                Key::Borrowed(keys::COLLECTION_MODE),
-                source.collection_mode().to_owned(),
-            ));
         }
-        if let Some(id) = self.field.id() {
-            out.push((Key::Borrowed(keys::DD_APPSEC_USR_ID), id.to_owned()));
+        if public.is_some() || login_events.is_some() {
+            let sdk = public.is_some_and(|(_, source)| source == Source::Sdk) || login_events == Some(true);
+            let value = if sdk { Source::Sdk } else { Source::Field(mode) }.collection_mode();
+            out.push((Key::Borrowed(keys::COLLECTION_MODE), value.to_owned()));
+        }
+        if let Some(id) = &self.private_id {
+            out.push((Key::Borrowed(keys::DD_APPSEC_USR_ID), id.clone()));
         }
         if let Some(login) = &self.private_login {
             out.push((Key::Borrowed(keys::DD_APPSEC_USR_LOGIN), login.clone()));
         }
+    }
+
+    /// Writes field-path identity without touching the private copies (the root `usr.id` of
+    /// login-success and signup events).
+    pub fn record_field_bucket_only(&mut self, entries: Tags) {
+        self.field.write_tags(entries);
     }
 
     /// The identity a log record emitted now carries: like the root's public identity, but

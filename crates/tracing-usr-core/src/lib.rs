@@ -8,10 +8,13 @@
 #![forbid(unsafe_code)]
 
 pub mod anonymize;
+pub mod events;
 pub mod identity;
 pub mod keys;
 pub mod mask;
 pub mod mode;
+pub mod propagation;
+pub mod trace;
 pub mod user;
 pub mod value;
 
@@ -19,4 +22,5 @@ pub use anonymize::Anonymizer;
 pub use identity::{IdentityBucket, Source, TraceIdentity};
 pub use mask::{Masker, PatternError, REDACTED};
 pub use mode::Mode;
+pub use trace::TraceState;
 pub use user::{Secret, User};

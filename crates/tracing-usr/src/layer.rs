@@ -12,9 +12,11 @@ use tracing_core::subscriber::{Interest, Subscriber};
 use tracing_core::{Event, Metadata};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
+use tracing_usr_core::events;
 use tracing_usr_core::identity::Key;
 use tracing_usr_core::identity::{apply_mode, Tags};
 use tracing_usr_core::mode::ConfigWarning;
+use tracing_usr_core::trace::{DECISION_MAKER, SAMPLER_RATES, TRACE_SOURCE};
 use tracing_usr_core::{keys, Anonymizer, IdentityBucket, Masker, Mode, User};
 use tracing_usr_export::pipeline::is_export_thread;
 use tracing_usr_export::{
@@ -98,6 +100,23 @@ impl Shared {
             }
         }
         tags
+    }
+
+    /// The field-path business event a `tracing` event with `usr.event` describes (spec c.5),
+    /// after the mode; `None` in disabled mode or without a required input.
+    pub(crate) fn business_event(
+        &self,
+        usr: &[(&'static str, String)],
+        plain: &[(Key, tracing_usr_export::FieldValue)],
+    ) -> Option<(String, events::FieldEvent)> {
+        let name = usr
+            .iter()
+            .rev()
+            .find(|(k, v)| *k == keys::USR_EVENT && !v.is_empty())?
+            .1
+            .clone();
+        let others: Vec<(Key, String)> = plain.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+        events::field_event(&name, usr, &others, self.mode, &self.anonymizer, &self.masker).map(|e| (name, e))
     }
 
     pub(crate) fn default_bucket(&self) -> Option<IdentityBucket> {
@@ -448,6 +467,7 @@ where
             if !identity.is_empty() {
                 if let Some(root) = ctx.span(id).and_then(|span| root_of(span, |id| ctx.span(id))) {
                     root_state(&mut root.extensions_mut())
+                        .trace
                         .identity
                         .record_field(identity);
                 }
@@ -486,7 +506,7 @@ where
         match root {
             None => {
                 let mut state = RootState::new();
-                state.identity.record_field(identity);
+                state.trace.identity.record_field(identity);
                 ext.replace(state);
             }
             Some(root) => {
@@ -494,6 +514,7 @@ where
                 if !identity.is_empty() {
                     if let Some(root) = ctx.span(&root) {
                         root_state(&mut root.extensions_mut())
+                            .trace
                             .identity
                             .record_field(identity);
                     }
@@ -527,6 +548,7 @@ where
         }
         if let Some(root) = root_of(span, |id| ctx.span(id)) {
             root_state(&mut root.extensions_mut())
+                .trace
                 .identity
                 .record_field(identity);
         }
@@ -540,7 +562,7 @@ where
         if (pipeline.is_none() && !info.has_usr) || self.inert() || is_export_thread() {
             return;
         }
-        let mut collector = Collector::new(&info, shared, pipeline.is_some());
+        let mut collector = Collector::new(&info, shared, pipeline.is_some() || info.has_event);
         if info.has_event {
             collector = collector.keep_raw();
         }
@@ -556,10 +578,10 @@ where
         let business = info.has_event
             && !meta.target().starts_with("tracing_usr")
             && usr.iter().any(|(k, v)| *k == keys::USR_EVENT && !v.is_empty());
-        let identity = match (business, info.has_event) {
-            (true, _) => Tags::new(),
-            (false, true) => shared.field_identity(usr),
-            (false, false) => identity,
+        let (identity, business_event) = match (business, info.has_event) {
+            (true, _) => (Tags::new(), shared.business_event(&usr, &plain)),
+            (false, true) => (shared.field_identity(usr), None),
+            (false, false) => (identity, None),
         };
         let level = level(meta);
 
@@ -629,14 +651,17 @@ where
             let mut ext = root.extensions_mut();
             let state = root_state(&mut ext);
             if !identity.is_empty() {
-                state.identity.record_field(identity);
+                state.trace.identity.record_field(identity);
+            }
+            if let Some((name, event)) = business_event {
+                state.trace.record_field_event(&name, event, shared.mode);
             }
             if shared.retroactive {
                 if let Some(log) = record.take() {
                     state.held_logs.push(log);
                 }
             } else if let Some(log) = record.as_mut() {
-                if let Some((user, _)) = state.identity.current(shared.mode, None) {
+                if let Some((user, _)) = state.trace.identity.current(shared.mode, None) {
                     log.user = user;
                 }
             }
@@ -676,13 +701,24 @@ where
                     return;
                 };
                 let default = shared.default_bucket();
+                let mut tags = Tags::new();
                 state
-                    .identity
-                    .root_tags(shared.mode, default.as_ref(), &mut record.meta);
+                    .trace
+                    .finish(shared.mode, default.as_ref(), &mut tags, &mut record.metrics);
+                if state.trace.is_kept() {
+                    record.meta.retain(|(k, _)| {
+                        !SAMPLER_RATES.contains(&k.as_ref()) && k != DECISION_MAKER && k != TRACE_SOURCE
+                    });
+                }
+                record.meta.retain(|(k, _)| !tags.iter().any(|(t, _)| t == k));
+                // Field values still need the value rule; the tags from `finish` are final.
+                record.pending_value_mask = record.meta.len();
+                record.meta.extend(tags);
                 let mut batch = state.finished;
                 batch.push(Record::Span(record));
                 if !state.held_logs.is_empty() {
                     let user = state
+                        .trace
                         .identity
                         .final_identity(shared.mode, default.as_ref())
                         .map(|(tags, _)| tags)

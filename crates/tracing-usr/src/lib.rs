@@ -119,6 +119,7 @@ mod ids;
 mod layer;
 mod sdk;
 mod state;
+mod track;
 mod visit;
 mod warn;
 
@@ -129,6 +130,11 @@ pub use config::{
 pub use layer::{shutdown, Handle, ShutdownGuard, UserLayer};
 pub use sdk::{current_user, identify, logout, SdkError, SpanExt};
 pub use tracing_usr_core::{keys, Mode, Secret, User, REDACTED};
+pub use track::{
+    record_user, set_user, track_custom_event, track_login_failure, track_login_success,
+    track_password_reset, track_payment_failure, track_sensitive_activity, track_signup, track_user,
+    track_user_delete, track_user_id, LoginUser, Metadata, SetUserOptions,
+};
 
 /// The export side: record model, [`Exporter`](export::Exporter) trait, pipeline, JSON lines
 /// and the in-memory exporter for tests.

@@ -18,8 +18,12 @@ pub enum SdkError {
     MissingArgument(&'static str),
     /// The current subscriber has no tracing-usr layer.
     NoLayer,
-    /// The span is disabled or already closed, so it has no local root.
+    /// There is no local root to write to: the call was made outside any span, or the span is
+    /// disabled or closed.
     NoRoot,
+    /// `track_custom_event` was called with a name that has a dedicated call
+    /// (`users.login.success`, `users.login.failure`, `users.signup`).
+    ReservedEventName(String),
 }
 
 impl fmt::Display for SdkError {
@@ -28,7 +32,13 @@ impl fmt::Display for SdkError {
             SdkError::MissingArgument(name) => write!(f, "required argument `{name}` is empty or missing"),
             SdkError::NoLayer => f.write_str("the current subscriber has no tracing-usr layer"),
             SdkError::NoRoot => {
-                f.write_str("the span is disabled or closed: there is no local root to write to")
+                f.write_str("no local root to write to (outside any span, or the span is disabled or closed)")
+            }
+            SdkError::ReservedEventName(name) => {
+                write!(
+                    f,
+                    "event name `{name}` has a dedicated call; use it instead of track_custom_event"
+                )
             }
         }
     }
@@ -42,7 +52,7 @@ pub(crate) fn sdk_tags(user: &User, masker: &Masker) -> Tags {
 }
 
 /// Runs `f` with the current dispatcher's layer and current span.
-fn with_layer<R>(f: impl FnOnce(&Dispatch, &UserLayer, Option<&Id>) -> R) -> Option<R> {
+pub(crate) fn with_layer<R>(f: impl FnOnce(&Dispatch, &UserLayer, Option<&Id>) -> R) -> Option<R> {
     let mut f = Some(f);
     tracing::dispatcher::get_default(|dispatch| {
         let layer = dispatch.downcast_ref::<UserLayer>()?;
@@ -51,11 +61,25 @@ fn with_layer<R>(f: impl FnOnce(&Dispatch, &UserLayer, Option<&Id>) -> R) -> Opt
     })
 }
 
+/// Whether the current thread is inside a span of a subscriber with the layer.
+pub(crate) fn current_span_exists() -> bool {
+    with_layer(|_, _, span| span.is_some()).unwrap_or(false)
+}
+
+pub(crate) fn identify_with(user: &User, propagate: bool) -> Result<(), SdkError> {
+    if user.id().is_empty() {
+        return Err(SdkError::MissingArgument("id"));
+    }
+    with_layer(|dispatch, layer, span| identify_in(dispatch, layer, span, user, propagate))
+        .unwrap_or(Err(SdkError::NoLayer))
+}
+
 fn identify_in(
     dispatch: &Dispatch,
     layer: &UserLayer,
     span: Option<&Id>,
     user: &User,
+    propagate: bool,
 ) -> Result<(), SdkError> {
     let tags = sdk_tags(user, &layer.shared.masker);
     match span {
@@ -72,7 +96,10 @@ fn identify_in(
             let token = user.token().cloned();
             let mut token = Some(token);
             let found = layer.with_root(dispatch, id, &mut |_: &Shared, state| {
-                state.identity.record_sdk(tags.take().unwrap_or_default());
+                state.trace.identity.record_sdk(tags.take().unwrap_or_default());
+                if propagate {
+                    state.trace.propagate_user_id(user.id());
+                }
                 state.sdk_token = token.take().flatten();
             });
             found.then_some(()).ok_or(SdkError::NoRoot)
@@ -100,11 +127,7 @@ fn identify_in(
 /// assert_eq!(tracing_usr::identify(&User::new("u-1")), Err(tracing_usr::SdkError::NoLayer));
 /// ```
 pub fn identify(user: &User) -> Result<(), SdkError> {
-    if user.id().is_empty() {
-        return Err(SdkError::MissingArgument("id"));
-    }
-    with_layer(|dispatch, layer, span| identify_in(dispatch, layer, span, user))
-        .unwrap_or(Err(SdkError::NoLayer))
+    identify_with(user, false)
 }
 
 /// Ends the SDK association for what follows: in a trace, log records emitted after it carry no
@@ -116,7 +139,7 @@ pub fn logout() {
         None => layer.shared.set_default_user(None),
         Some(id) => {
             layer.with_root(dispatch, id, &mut |_, state| {
-                state.identity.logout();
+                state.trace.identity.logout();
             });
         }
     });
@@ -131,6 +154,7 @@ pub fn current_user() -> Option<User> {
         if let Some(id) = span {
             layer.with_root(dispatch, id, &mut |_, state| {
                 found = state
+                    .trace
                     .identity
                     .current_sdk()
                     .and_then(|bucket| User::from_tags(bucket.tags(), state.sdk_token.clone()));
@@ -156,7 +180,7 @@ impl SpanExt for tracing::Span {
             return Err(SdkError::MissingArgument("id"));
         }
         self.with_subscriber(|(id, dispatch)| match dispatch.downcast_ref::<UserLayer>() {
-            Some(layer) => identify_in(dispatch, layer, Some(id), user),
+            Some(layer) => identify_in(dispatch, layer, Some(id), user, false),
             None => Err(SdkError::NoLayer),
         })
         .unwrap_or(Err(SdkError::NoRoot))

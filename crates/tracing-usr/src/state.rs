@@ -3,7 +3,7 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tracing_core::span;
-use tracing_usr_core::{Secret, TraceIdentity};
+use tracing_usr_core::{Secret, TraceState};
 use tracing_usr_export::{Key, LogRecord, Record, SpanRecord};
 
 /// Stored on every span the layer tracks.
@@ -69,7 +69,7 @@ impl SpanData {
 /// Stored on a local root: everything about its trace.
 #[derive(Debug)]
 pub(crate) struct RootState {
-    pub(crate) identity: TraceIdentity,
+    pub(crate) trace: TraceState,
     /// The SDK user's token, for `current_user()` (never exported).
     pub(crate) sdk_token: Option<Secret>,
     /// Finished child spans waiting for the root to close.
@@ -81,7 +81,7 @@ pub(crate) struct RootState {
 impl RootState {
     pub(crate) fn new() -> Self {
         Self {
-            identity: TraceIdentity::default(),
+            trace: TraceState::default(),
             sdk_token: None,
             finished: Vec::new(),
             held_logs: Vec::new(),

@@ -1,0 +1,204 @@
+//! Everything the local root of one trace accumulates and exports: identity, business events,
+//! the keep decision and the propagated user id.
+
+use crate::events;
+use crate::identity::{IdentityBucket, Key, Source, Tags, TraceIdentity};
+use crate::keys;
+use crate::mode::Mode;
+
+/// `_sampling_priority_v1`: USER_KEEP.
+pub const SAMPLING_PRIORITY: &str = "_sampling_priority_v1";
+/// Decision maker tag.
+pub const DECISION_MAKER: &str = "_dd.p.dm";
+/// Trace-source tag.
+pub const TRACE_SOURCE: &str = "_dd.p.ts";
+/// Sampler tags a keep removes from the root.
+pub const SAMPLER_RATES: [&str; 3] = ["_dd.rule_psr", "_dd.agent_psr", "_dd.limit_psr"];
+
+#[derive(Clone, Debug, Default)]
+struct RecordedEvent {
+    name: String,
+    sdk: Option<Tags>,
+    field: Option<Tags>,
+    auto_mode: Option<Mode>,
+}
+
+fn merge(into: &mut Option<Tags>, tags: Tags) {
+    let into = into.get_or_insert_with(Tags::new);
+    for (key, value) in tags {
+        match into.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => into.push((key, value)),
+        }
+    }
+}
+
+/// The per-trace state kept on the local root.
+#[derive(Clone, Debug, Default)]
+pub struct TraceState {
+    /// The identity buckets.
+    pub identity: TraceIdentity,
+    events: Vec<RecordedEvent>,
+    login_event_sdk: bool,
+    login_event_field: bool,
+    keep: bool,
+    /// `_dd.p.usr.id` (base64), local or from upstream.
+    propagated_usr_id: Option<String>,
+    /// Upstream `_dd.p.*` tags other than the user id, re-propagated as received.
+    upstream_tags: Tags,
+    /// Extra root tags (propagation errors, …).
+    extra: Tags,
+}
+
+impl TraceState {
+    fn event(&mut self, name: &str) -> &mut RecordedEvent {
+        let index = match self.events.iter().position(|e| e.name == name) {
+            Some(i) => i,
+            None => {
+                self.events.push(RecordedEvent {
+                    name: name.to_owned(),
+                    ..RecordedEvent::default()
+                });
+                self.events.len() - 1
+            }
+        };
+        &mut self.events[index]
+    }
+
+    /// Records an SDK business event (its public tags, `track` included) and keeps the trace.
+    pub fn record_sdk_event(&mut self, name: &str, tags: Tags) {
+        merge(&mut self.event(name).sdk, tags);
+        if events::is_login_event(name) {
+            self.login_event_sdk = true;
+        }
+        self.keep = true;
+    }
+
+    /// Records a field-path business event processed by `mode`, and keeps the trace.
+    pub fn record_field_event(&mut self, name: &str, event: events::FieldEvent, mode: Mode) {
+        let recorded = self.event(name);
+        merge(&mut recorded.field, event.tags);
+        recorded.auto_mode = Some(mode);
+        if events::is_login_event(name) {
+            self.login_event_field = true;
+            self.identity
+                .record_private(event.private_id.as_deref(), event.private_login.as_deref());
+        }
+        if let Some(id) = event.root_id {
+            self.identity
+                .record_field_bucket_only(vec![(Key::Borrowed(keys::USR_ID), id)]);
+        }
+        self.keep = true;
+    }
+
+    /// Forces the trace to be kept (spec c.4).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
+    /// Whether the trace is kept.
+    pub fn is_kept(&self) -> bool {
+        self.keep
+    }
+
+    /// Sets `_dd.p.usr.id` to the base64 of `user_id` (a local `propagate=true` call).
+    pub fn propagate_user_id(&mut self, user_id: &str) {
+        self.propagated_usr_id = Some(crate::propagation::encode_user_id(user_id));
+    }
+
+    /// Takes the propagation tags received from upstream (`_dd.p.*`, the user id included),
+    /// unless a local call already set the user id.
+    pub fn set_upstream_tags(&mut self, tags: Tags) {
+        for (key, value) in tags {
+            if key == keys::DD_P_USR_ID {
+                if self.propagated_usr_id.is_none() {
+                    self.propagated_usr_id = Some(value);
+                }
+            } else {
+                self.upstream_tags.retain(|(k, _)| *k != key);
+                self.upstream_tags.push((key, value));
+            }
+        }
+    }
+
+    /// The `_dd.p.*` tags to propagate downstream, in order.
+    pub fn propagation_tags(&self) -> Tags {
+        let mut tags: Tags = self
+            .upstream_tags
+            .iter()
+            .filter(|(k, _)| *k != DECISION_MAKER && *k != TRACE_SOURCE)
+            .cloned()
+            .collect();
+        if self.keep {
+            tags.push((Key::Borrowed(DECISION_MAKER), "-5".to_owned()));
+            tags.push((Key::Borrowed(TRACE_SOURCE), "02".to_owned()));
+        } else {
+            tags.extend(
+                self.upstream_tags
+                    .iter()
+                    .filter(|(k, _)| *k == DECISION_MAKER || *k == TRACE_SOURCE)
+                    .cloned(),
+            );
+        }
+        if let Some(id) = &self.propagated_usr_id {
+            tags.push((Key::Borrowed(keys::DD_P_USR_ID), id.clone()));
+        }
+        tags
+    }
+
+    /// Adds a tag to the root (for example `_dd.propagation_error`).
+    pub fn set_root_tag(&mut self, key: &'static str, value: String) {
+        self.extra.retain(|(k, _)| *k != key);
+        self.extra.push((Key::Borrowed(key), value));
+    }
+
+    /// Writes everything the local root exports into `meta` and `metrics` (spec a.4, a.5, c, d).
+    pub fn finish(
+        &self,
+        mode: Mode,
+        default: Option<&IdentityBucket>,
+        meta: &mut Tags,
+        metrics: &mut Vec<(Key, f64)>,
+    ) {
+        let login_events = (self.login_event_sdk || self.login_event_field).then_some(self.login_event_sdk);
+        self.identity.root_tags_with(mode, default, login_events, meta);
+        for event in &self.events {
+            match (&event.sdk, &event.field) {
+                (Some(sdk), _) => meta.extend(sdk.iter().cloned()),
+                (None, Some(field)) => meta.extend(field.iter().cloned()),
+                (None, None) => {}
+            }
+            if event.sdk.is_some() {
+                meta.push((
+                    Key::Owned(format!("_dd.appsec.events.{}.sdk", event.name)),
+                    "true".to_owned(),
+                ));
+            }
+            if let Some(mode) = event.auto_mode {
+                meta.push((
+                    Key::Owned(format!("_dd.appsec.events.{}.auto.mode", event.name)),
+                    mode.as_str().to_owned(),
+                ));
+            }
+        }
+        if self.keep {
+            meta.retain(|(k, _)| {
+                !SAMPLER_RATES.contains(&k.as_ref()) && k != DECISION_MAKER && k != TRACE_SOURCE
+            });
+            metrics.retain(|(k, _)| !SAMPLER_RATES.contains(&k.as_ref()) && k != SAMPLING_PRIORITY);
+            metrics.push((Key::Borrowed(SAMPLING_PRIORITY), 2.0));
+        }
+        for (key, value) in self.propagation_tags() {
+            meta.retain(|(k, _)| *k != key);
+            meta.push((key, value));
+        }
+        meta.extend(self.extra.iter().cloned());
+    }
+}
+
+impl Source {
+    /// Whether this is the SDK path.
+    pub fn is_sdk(self) -> bool {
+        matches!(self, Source::Sdk)
+    }
+}
