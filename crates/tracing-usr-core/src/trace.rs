@@ -48,6 +48,8 @@ pub struct TraceState {
     upstream_tags: Tags,
     /// Extra root tags (propagation errors, …).
     extra: Tags,
+    /// The sampling priority received from upstream.
+    upstream_priority: Option<i32>,
 }
 
 impl TraceState {
@@ -146,6 +148,21 @@ impl TraceState {
         tags
     }
 
+    /// Takes the sampling priority received from upstream.
+    pub fn set_upstream_priority(&mut self, priority: Option<i32>) {
+        self.upstream_priority = priority;
+    }
+
+    /// The sampling priority to propagate: 2 (USER_KEEP) when kept, else the upstream one, else
+    /// 1 (this crate does not sample).
+    pub fn sampling_priority(&self) -> i32 {
+        if self.keep {
+            2
+        } else {
+            self.upstream_priority.unwrap_or(1)
+        }
+    }
+
     /// Adds a tag to the root (for example `_dd.propagation_error`).
     pub fn set_root_tag(&mut self, key: &'static str, value: String) {
         self.extra.retain(|(k, _)| *k != key);
@@ -187,6 +204,9 @@ impl TraceState {
             });
             metrics.retain(|(k, _)| !SAMPLER_RATES.contains(&k.as_ref()) && k != SAMPLING_PRIORITY);
             metrics.push((Key::Borrowed(SAMPLING_PRIORITY), 2.0));
+        } else if let Some(priority) = self.upstream_priority {
+            metrics.retain(|(k, _)| k != SAMPLING_PRIORITY);
+            metrics.push((Key::Borrowed(SAMPLING_PRIORITY), f64::from(priority)));
         }
         for (key, value) in self.propagation_tags() {
             meta.retain(|(k, _)| *k != key);

@@ -301,6 +301,16 @@ impl Builder {
                 }
             },
         }
+        let tags_max_length = match self.var(crate::propagation::ENV_TAGS_MAX_LENGTH) {
+            None => tracing_usr_core::propagation::DEFAULT_TAGS_MAX_LENGTH,
+            Some(v) => v.trim().parse().unwrap_or_else(|_| {
+                warnings.push(ConfigWarning {
+                    variable: crate::propagation::ENV_TAGS_MAX_LENGTH,
+                    message: format!("invalid value {v:?} (expected a length in bytes); using 512"),
+                });
+                tracing_usr_core::propagation::DEFAULT_TAGS_MAX_LENGTH
+            }),
+        };
         let Builder {
             exporters: extra,
             retroactive,
@@ -321,6 +331,7 @@ impl Builder {
             max_spans_per_trace,
             anonymizer_capacity,
             warnings,
+            tags_max_length,
         })
     }
 

@@ -38,6 +38,7 @@ pub(crate) struct Parts {
     pub(crate) max_spans_per_trace: usize,
     pub(crate) anonymizer_capacity: usize,
     pub(crate) warnings: Vec<ConfigWarning>,
+    pub(crate) tags_max_length: usize,
 }
 
 /// The SDK identity set outside any span.
@@ -57,6 +58,7 @@ pub(crate) struct Shared {
     pub(crate) max_spans_per_trace: usize,
     pub(crate) pipeline: Option<Pipeline>,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) tags_max_length: usize,
     default_user: RwLock<Option<DefaultUser>>,
     has_default: AtomicBool,
     warnings: Mutex<Vec<ConfigWarning>>,
@@ -192,6 +194,17 @@ impl Shared {
 
 type WithRoot = fn(&Dispatch, &Id, &mut dyn FnMut(&Shared, &mut RootState)) -> bool;
 
+/// What [`UserLayer::with_span`] hands its closure about the span itself.
+#[derive(Debug)]
+pub(crate) struct SpanAccess<'a> {
+    /// The span's export data (absent when nothing is exported).
+    pub(crate) data: Option<&'a mut SpanData>,
+    /// Whether the span is its trace's local root.
+    pub(crate) is_root: bool,
+}
+
+type WithSpan = fn(&Dispatch, &Id, &mut dyn FnMut(SpanAccess<'_>), &mut dyn FnMut(&mut RootState)) -> bool;
+
 /// The `tracing_subscriber::Layer` that attributes traces to end users.
 ///
 /// Build it with [`layer()`](crate::layer) (configuration from the environment) or
@@ -199,6 +212,7 @@ type WithRoot = fn(&Dispatch, &Id, &mut dyn FnMut(&Shared, &mut RootState)) -> b
 pub struct UserLayer {
     pub(crate) shared: Arc<Shared>,
     with_root: WithRoot,
+    with_span: WithSpan,
 }
 
 impl fmt::Debug for UserLayer {
@@ -210,6 +224,15 @@ impl fmt::Debug for UserLayer {
 static LAYERS: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
 
 fn no_root(_: &Dispatch, _: &Id, _: &mut dyn FnMut(&Shared, &mut RootState)) -> bool {
+    false
+}
+
+fn no_span(
+    _: &Dispatch,
+    _: &Id,
+    _: &mut dyn FnMut(SpanAccess<'_>),
+    _: &mut dyn FnMut(&mut RootState),
+) -> bool {
     false
 }
 
@@ -227,6 +250,7 @@ impl UserLayer {
             max_spans_per_trace: parts.max_spans_per_trace,
             pipeline,
             shutdown_timeout: parts.shutdown_timeout,
+            tags_max_length: parts.tags_max_length,
             default_user: RwLock::new(None),
             has_default: AtomicBool::new(false),
             warnings: Mutex::new(parts.warnings),
@@ -242,6 +266,7 @@ impl UserLayer {
         Self {
             shared,
             with_root: no_root,
+            with_span: no_span,
         }
     }
 
@@ -256,6 +281,18 @@ impl UserLayer {
     /// The effective mode of the field path.
     pub fn mode(&self) -> Mode {
         self.shared.mode
+    }
+
+    /// Runs `on_span` with the span's own state, then (with that lock released) `on_root` with
+    /// its local root's state. `false` when the span is unknown.
+    pub(crate) fn with_span(
+        &self,
+        dispatch: &Dispatch,
+        id: &Id,
+        on_span: &mut dyn FnMut(SpanAccess<'_>),
+        on_root: &mut dyn FnMut(&mut RootState),
+    ) -> bool {
+        (self.with_span)(dispatch, id, on_span, on_root)
     }
 
     pub(crate) fn with_root(
@@ -425,6 +462,35 @@ where
     true
 }
 
+fn with_span_of<S>(
+    dispatch: &Dispatch,
+    id: &Id,
+    on_span: &mut dyn FnMut(SpanAccess<'_>),
+    on_root: &mut dyn FnMut(&mut RootState),
+) -> bool
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let Some(subscriber) = dispatch.downcast_ref::<S>() else {
+        return false;
+    };
+    let Some(span) = subscriber.span(id) else {
+        return false;
+    };
+    {
+        let is_root = span.parent().is_none();
+        let mut ext = span.extensions_mut();
+        let data = ext.get_mut::<SpanState>().and_then(|state| state.data.as_mut());
+        on_span(SpanAccess { data, is_root });
+    }
+    let Some(root) = root_of(span, |id| subscriber.span(id)) else {
+        return false;
+    };
+    let mut ext = root.extensions_mut();
+    on_root(root_state(&mut ext));
+    true
+}
+
 fn level(meta: &Metadata<'_>) -> Level {
     match *meta.level() {
         tracing_core::Level::TRACE => Level::Trace,
@@ -445,6 +511,7 @@ where
 
     fn on_layer(&mut self, _subscriber: &mut S) {
         self.with_root = with_root_of::<S>;
+        self.with_span = with_span_of::<S>;
     }
 
     fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
@@ -575,13 +642,15 @@ where
         } = collector.fields;
         // A business event (`usr.event`) describes its subject, not the trace's user: its fields
         // never enter the identity bucket here (spec a.4, rule 4a).
-        let business = info.has_event
-            && !meta.target().starts_with("tracing_usr")
-            && usr.iter().any(|(k, v)| *k == keys::USR_EVENT && !v.is_empty());
-        let (identity, business_event) = match (business, info.has_event) {
-            (true, _) => (Tags::new(), shared.business_event(&usr, &plain)),
-            (false, true) => (shared.field_identity(usr), None),
-            (false, false) => (identity, None),
+        // The crate's own events (configuration warnings, signals) are exported but never feed
+        // identity or business events back (feedback guard).
+        let internal = meta.target().starts_with("tracing_usr");
+        let business = info.has_event && usr.iter().any(|(k, v)| *k == keys::USR_EVENT && !v.is_empty());
+        let (identity, business_event) = match (internal, business, info.has_event) {
+            (true, _, _) => (Tags::new(), None),
+            (false, true, _) => (Tags::new(), shared.business_event(&usr, &plain)),
+            (false, false, true) => (shared.field_identity(usr), None),
+            (false, false, false) => (identity, None),
         };
         let level = level(meta);
 
@@ -714,7 +783,14 @@ where
                 // Field values still need the value rule; the tags from `finish` are final.
                 record.pending_value_mask = record.meta.len();
                 record.meta.extend(tags);
+                let trace_id = record.trace_id;
                 let mut batch = state.finished;
+                // Children created before a late `set_parent` still carry the first trace id.
+                for child in &mut batch {
+                    if let Record::Span(child) = child {
+                        child.trace_id = trace_id;
+                    }
+                }
                 batch.push(Record::Span(record));
                 if !state.held_logs.is_empty() {
                     let user = state

@@ -33,6 +33,7 @@
 //! | `usr.<key>` | free-form attributes, `<key>` used as given (`usr.org.name`); subject to masking |
 //! | `usr.token` | always exported as `<Redacted>` |
 //! | `usr.event`, `usr.exists` | reserved for business events on `tracing` events; ignored on spans |
+//! | `http.client_ip`, `network.client.ip`, `client.address`, `http.useragent`, `user_agent.original` | read by later detection features; exported like any field |
 //!
 //! * Any span of a trace, and any event inside it, may carry `usr.*` fields; they are collected
 //!   onto the trace's local root (the outermost span in the registry). They are **not** exported
@@ -57,6 +58,24 @@
 //! field-path values still go to the private `_dd.appsec.usr.id` / `_dd.appsec.usr.login`
 //! copies). [`logout`] ends the association for the log records that follow; [`current_user`]
 //! reads it back. Outside any span, [`identify`] sets a process-wide default identity.
+//!
+//! # Business events
+//!
+//! [`track_login_success`], [`track_login_failure`], [`track_signup`], [`track_custom_event`]
+//! and the helpers [`track_user_delete`], [`track_password_reset`], [`track_payment_failure`],
+//! [`track_sensitive_activity`] write the `appsec.events.<name>.*` tags Datadog's tracers write,
+//! with flattened [`Metadata`], and keep the trace (`_sampling_priority_v1` = 2). [`set_user`],
+//! [`track_user`] and [`track_user_id`] set identity; [`record_user`] takes a whole user record
+//! on the field path. The same events can be recorded without the SDK, from a `tracing` event
+//! with a `usr.event` field (the mode applies there):
+//!
+//! ```
+//! # let _ = tracing::info_span!("request").entered();
+//! tracing::info!(usr.event = "users.login.failure", usr.login = "ada", usr.exists = true, reason = "bad password");
+//! ```
+//!
+//! [`propagation`] carries the trace and a propagated user id (`_dd.p.usr.id`) across services
+//! with `http::HeaderMap`s.
 //!
 //! # Modes
 //!
@@ -108,8 +127,9 @@
 //!
 //! # Missing
 //!
-//! Business events, collectors (Datadog agent, OTLP), blocking and detection are not part of
-//! this release yet.
+//! Collectors (Datadog agent, OTLP), blocking and detection are not part of this release yet;
+//! neither is a sampler (the keep decision is written, and `x-datadog-sampling-priority` is 1
+//! unless a keep or an upstream priority says otherwise).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![deny(unsafe_code)]
 
@@ -117,6 +137,7 @@ mod callsite;
 mod config;
 mod ids;
 mod layer;
+pub mod propagation;
 mod sdk;
 mod state;
 mod track;

@@ -21,6 +21,8 @@ pub enum SdkError {
     /// There is no local root to write to: the call was made outside any span, or the span is
     /// disabled or closed.
     NoRoot,
+    /// `set_parent` was given a span that has a parent in the registry.
+    NotLocalRoot,
     /// `track_custom_event` was called with a name that has a dedicated call
     /// (`users.login.success`, `users.login.failure`, `users.signup`).
     ReservedEventName(String),
@@ -33,6 +35,9 @@ impl fmt::Display for SdkError {
             SdkError::NoLayer => f.write_str("the current subscriber has no tracing-usr layer"),
             SdkError::NoRoot => {
                 f.write_str("no local root to write to (outside any span, or the span is disabled or closed)")
+            }
+            SdkError::NotLocalRoot => {
+                f.write_str("the span has a parent: only a local root can take a remote parent")
             }
             SdkError::ReservedEventName(name) => {
                 write!(
