@@ -71,6 +71,12 @@ pub trait Exporter: Send + 'static {
     /// When the batch could not be delivered; the pipeline counts it and reports it.
     fn export(&mut self, batch: &[Record]) -> Result<(), ExportError>;
 
+    /// Whether this exporter wants `tracing` events copied into their span as span events
+    /// ([`SpanRecord::events`](crate::SpanRecord::events)). Defaults to `false`.
+    fn wants_span_events(&self) -> bool {
+        false
+    }
+
     /// Pushes out anything buffered.
     ///
     /// # Errors
@@ -94,6 +100,9 @@ impl<E: Exporter + ?Sized> Exporter for Box<E> {
     }
     fn export(&mut self, batch: &[Record]) -> Result<(), ExportError> {
         (**self).export(batch)
+    }
+    fn wants_span_events(&self) -> bool {
+        (**self).wants_span_events()
     }
     fn flush(&mut self) -> Result<(), ExportError> {
         (**self).flush()

@@ -8,9 +8,15 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "datadog")]
+pub mod datadog;
 pub mod exporter;
+#[cfg(feature = "http-client")]
+pub mod http;
 pub mod json_lines;
 pub mod memory;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod pipeline;
 pub mod record;
 
@@ -18,4 +24,12 @@ pub use exporter::{ExportError, ExportErrorKind, Exporter};
 pub use json_lines::JsonLinesExporter;
 pub use memory::InMemoryExporter;
 pub use pipeline::{Pipeline, PipelineConfig, PipelineStats, TimeoutError};
-pub use record::{FieldValue, Key, Level, LogRecord, Record, SpanRecord};
+pub use record::{FieldValue, Key, Level, LogRecord, Record, SpanEvent, SpanRecord};
+
+/// The executable's file name, the default service name.
+pub fn default_service_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "unnamed-rust-service".to_owned())
+}

@@ -123,6 +123,7 @@ pub struct Pipeline {
     shared: Arc<Shared>,
     worker: Arc<Mutex<Option<JoinHandle<()>>>>,
     names: Arc<[String]>,
+    span_events: bool,
 }
 
 impl fmt::Debug for Pipeline {
@@ -141,6 +142,7 @@ impl Pipeline {
     /// dropped and counted, and one warning says why.
     pub fn start(exporters: Vec<Box<dyn Exporter>>, masker: Arc<Masker>, config: PipelineConfig) -> Self {
         let names: Arc<[String]> = exporters.iter().map(|e| e.name().to_owned()).collect();
+        let span_events = exporters.iter().any(|e| e.wants_span_events());
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake_worker: Condvar::new(),
@@ -172,6 +174,7 @@ impl Pipeline {
             shared,
             worker: Arc::new(Mutex::new(worker)),
             names,
+            span_events,
         }
     }
 
@@ -286,6 +289,11 @@ impl Pipeline {
             dropped: self.shared.dropped.load(Ordering::Relaxed),
             export_errors: self.shared.export_errors.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether an exporter wants span events.
+    pub fn wants_span_events(&self) -> bool {
+        self.span_events
     }
 
     /// The names of the exporters this pipeline feeds.
@@ -438,6 +446,14 @@ pub fn mask_record(masker: &Masker, record: &mut Record) {
                 mask_in_place(masker, value);
             }
             span.pending_value_mask = 0;
+            for event in &mut span.events {
+                mask_in_place(masker, &mut event.name);
+                for (_, value) in &mut event.fields {
+                    if let FieldValue::Str(s) = value {
+                        mask_in_place(masker, s);
+                    }
+                }
+            }
         }
         Record::Log(log) => {
             if let Some(message) = &mut log.message {

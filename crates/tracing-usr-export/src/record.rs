@@ -32,6 +32,9 @@ pub struct SpanRecord {
     pub meta: Vec<(Key, String)>,
     /// Numeric tags.
     pub metrics: Vec<(Key, f64)>,
+    /// `tracing` events recorded directly in the span (only collected when an exporter asks for
+    /// span events, such as OTLP).
+    pub events: Vec<SpanEvent>,
     /// How many leading `meta` entries still have to pass the value masking rule. The export
     /// pipeline applies it before any exporter runs, so exporters always see `0`.
     pub pending_value_mask: usize,
@@ -51,6 +54,19 @@ impl SpanRecord {
     pub fn metric(&self, key: &str) -> Option<f64> {
         self.metrics.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
+}
+
+/// A `tracing` event inside a span, as a span event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanEvent {
+    /// When it was recorded, in nanoseconds since the Unix epoch.
+    pub time_unix_nanos: u64,
+    /// The message (or `event` without one).
+    pub name: String,
+    /// The event's level.
+    pub level: Level,
+    /// The other fields (never `usr.*`).
+    pub fields: Vec<(Key, FieldValue)>,
 }
 
 /// Severity of a log record (the `tracing` level).

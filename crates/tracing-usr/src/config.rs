@@ -99,6 +99,10 @@ pub struct Builder {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) max_spans_per_trace: usize,
     pub(crate) anonymizer_capacity: usize,
+    #[cfg(feature = "datadog")]
+    datadog: Option<tracing_usr_export::datadog::DatadogConfig>,
+    #[cfg(feature = "otlp")]
+    otlp: Option<tracing_usr_export::otlp::OtlpConfig>,
     lookup: Lookup,
 }
 
@@ -142,6 +146,10 @@ impl Builder {
             shutdown_timeout: Duration::from_secs(5),
             max_spans_per_trace: 1000,
             anonymizer_capacity: tracing_usr_core::Anonymizer::DEFAULT_CAPACITY,
+            #[cfg(feature = "datadog")]
+            datadog: None,
+            #[cfg(feature = "otlp")]
+            otlp: None,
             lookup: Box::new(|name| std::env::var(name).ok()),
         }
     }
@@ -165,6 +173,25 @@ impl Builder {
     /// in tests). Defaults to none.
     pub fn with_exporter(mut self, exporter: impl Exporter) -> Self {
         self.exporters.push(Box::new(exporter));
+        self
+    }
+
+    /// Exports traces to a Datadog agent (and Datadog-format log lines, see
+    /// `TRACING_USR_DD_LOGS`), whatever the environment says. Defaults to the Datadog variables:
+    /// the exporter runs when `DD_TRACE_AGENT_URL`, `DD_AGENT_HOST` or `DD_TRACE_AGENT_PORT` is
+    /// set.
+    #[cfg(feature = "datadog")]
+    pub fn with_datadog(mut self, config: tracing_usr_export::datadog::DatadogConfig) -> Self {
+        self.datadog = Some(config);
+        self
+    }
+
+    /// Exports traces and logs over OTLP/HTTP, whatever the environment says. Defaults to the
+    /// OpenTelemetry variables: the exporter runs when `OTEL_EXPORTER_OTLP_ENDPOINT` or a
+    /// signal-specific endpoint is set.
+    #[cfg(feature = "otlp")]
+    pub fn with_otlp(mut self, config: tracing_usr_export::otlp::OtlpConfig) -> Self {
+        self.otlp = Some(config);
         self
     }
 
@@ -278,12 +305,13 @@ impl Builder {
                 })
             }),
         };
-        let export = export.unwrap_or(if self.exporters.is_empty() {
+        let mut exporters: Vec<Box<dyn Exporter>> = Vec::with_capacity(self.exporters.len() + 3);
+        self.collectors(&mut exporters, &mut warnings);
+        let export = export.unwrap_or(if self.exporters.is_empty() && exporters.is_empty() {
             Export::Stdout
         } else {
             Export::None
         });
-        let mut exporters = Vec::with_capacity(self.exporters.len() + 1);
         match export {
             Export::None => {}
             Export::Stdout => exporters.push(Box::new(JsonLinesExporter::stdout()) as Box<dyn Exporter>),
@@ -333,6 +361,80 @@ impl Builder {
             warnings,
             tags_max_length,
         })
+    }
+
+    /// Adds the collector exporters the builder or the environment asks for.
+    fn collectors(&self, exporters: &mut Vec<Box<dyn Exporter>>, warnings: &mut Vec<ConfigWarning>) {
+        let var = |name: &str| self.var(name);
+        #[cfg(feature = "datadog")]
+        {
+            let config = self
+                .datadog
+                .clone()
+                .or_else(|| crate::collectors::datadog_from_env(&var, warnings));
+            if let Some(config) = config {
+                match tracing_usr_export::datadog::DatadogExporter::new(config.clone()) {
+                    Ok(exporter) => exporters.push(Box::new(exporter)),
+                    Err(e) => warnings.push(ConfigWarning {
+                        variable: crate::collectors::ENV_DD_TRACE_AGENT_URL,
+                        message: format!(
+                            "cannot create the Datadog exporter ({e}); traces are not sent to the agent"
+                        ),
+                    }),
+                }
+                let logs = self
+                    .var(crate::collectors::ENV_DD_LOGS)
+                    .map_or(Some(Export::Stdout), |v| {
+                        Some(Export::parse(&v).unwrap_or_else(|| {
+                            warnings.push(ConfigWarning {
+                                variable: crate::collectors::ENV_DD_LOGS,
+                                message: format!(
+                                    "invalid value {v:?} (expected stdout, file:PATH or none); using stdout"
+                                ),
+                            });
+                            Export::Stdout
+                        }))
+                    });
+                let out: Option<Box<dyn std::io::Write + Send>> = match logs {
+                    Some(Export::Stdout) => Some(Box::new(std::io::stdout())),
+                    Some(Export::File(path)) => {
+                        match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+                            Ok(file) => Some(Box::new(file)),
+                            Err(e) => {
+                                warnings.push(ConfigWarning {
+                                    variable: crate::collectors::ENV_DD_LOGS,
+                                    message: format!("cannot open {} ({e}); using stdout", path.display()),
+                                });
+                                Some(Box::new(std::io::stdout()))
+                            }
+                        }
+                    }
+                    Some(Export::None) | None => None,
+                };
+                if let Some(out) = out {
+                    exporters.push(Box::new(tracing_usr_export::datadog::DatadogLogsExporter::new(
+                        out, &config,
+                    )));
+                }
+            }
+        }
+        #[cfg(feature = "otlp")]
+        {
+            let config = self
+                .otlp
+                .clone()
+                .or_else(|| crate::collectors::otlp_from_env(&var, warnings));
+            if let Some(config) = config {
+                match tracing_usr_export::otlp::OtlpExporter::new(config) {
+                    Ok(exporter) => exporters.push(Box::new(exporter)),
+                    Err(e) => warnings.push(ConfigWarning {
+                        variable: crate::collectors::ENV_OTLP_ENDPOINT,
+                        message: format!("cannot create the OTLP exporter ({e}); nothing is sent over OTLP"),
+                    }),
+                }
+            }
+        }
+        let _ = (&var, &warnings, &exporters);
     }
 
     fn pattern(&self, kind: PatternKind, warnings: &mut Vec<ConfigWarning>) -> Option<Regex> {

@@ -685,6 +685,14 @@ where
             match ext.get_mut::<SpanState>() {
                 Some(state) => {
                     let ids = state.data.as_mut().map(|data| {
+                        if pipeline.is_some_and(Pipeline::wants_span_events) {
+                            data.events.push(tracing_usr_export::SpanEvent {
+                                time_unix_nanos: unix_nanos(),
+                                name: message.clone().unwrap_or_else(|| "event".to_owned()),
+                                level,
+                                fields: plain.clone(),
+                            });
+                        }
                         if level == Level::Error {
                             data.error = true;
                             if let Some(message) = &message {

@@ -134,6 +134,7 @@
 #![deny(unsafe_code)]
 
 mod callsite;
+pub mod collectors;
 mod config;
 mod ids;
 mod layer;

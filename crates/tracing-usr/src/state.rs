@@ -4,7 +4,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tracing_core::span;
 use tracing_usr_core::{Secret, TraceState};
-use tracing_usr_export::{Key, LogRecord, Record, SpanRecord};
+use tracing_usr_export::{Key, LogRecord, Record, SpanEvent, SpanRecord};
 
 /// Stored on every span the layer tracks.
 #[derive(Debug)]
@@ -26,6 +26,7 @@ pub(crate) struct SpanData {
     pub(crate) meta: Vec<(Key, String)>,
     pub(crate) metrics: Vec<(Key, f64)>,
     pub(crate) error: bool,
+    pub(crate) events: Vec<SpanEvent>,
 }
 
 impl SpanData {
@@ -39,6 +40,7 @@ impl SpanData {
             meta: Vec::new(),
             metrics: Vec::new(),
             error: false,
+            events: Vec::new(),
         }
     }
 
@@ -61,6 +63,7 @@ impl SpanData {
             error: self.error,
             meta: self.meta,
             metrics: self.metrics,
+            events: self.events,
             pending_value_mask,
         }
     }

@@ -1,0 +1,417 @@
+//! The Datadog agent exporter: traces to `/v0.4/traces` in msgpack, with the headers Datadog's
+//! tracers send, honouring the agent's `rate_by_service` answer; and Datadog-format JSON log
+//! lines (for the agent's log collection) with `dd.trace_id` / `dd.span_id` correlation.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::exporter::{ExportError, ExportErrorKind, Exporter};
+use crate::http::{Request, RetryPolicy, Sender};
+use crate::record::{FieldValue, LogRecord, Record, SpanRecord};
+
+/// Where the agent listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentAddress {
+    /// `http://host:port`.
+    Http(String),
+    /// A Unix domain socket path (`unix:///var/run/datadog/apm.socket`).
+    Unix(String),
+}
+
+impl AgentAddress {
+    /// Parses `DD_TRACE_AGENT_URL`: `http://…`, `https://…` or `unix://PATH`.
+    pub fn parse(url: &str) -> Option<Self> {
+        let url = url.trim().trim_end_matches('/');
+        if let Some(path) = url.strip_prefix("unix://") {
+            (!path.is_empty()).then(|| AgentAddress::Unix(path.to_owned()))
+        } else if url.starts_with("http://") || url.starts_with("https://") {
+            Some(AgentAddress::Http(url.to_owned()))
+        } else {
+            None
+        }
+    }
+}
+
+/// Settings of the Datadog exporter (see `tracing_usr::Builder` for the variables).
+#[derive(Clone, PartialEq)]
+pub struct DatadogConfig {
+    /// The agent. Defaults to `http://localhost:8126`.
+    pub agent: AgentAddress,
+    /// `DD_SERVICE`. Defaults to the executable's name.
+    pub service: String,
+    /// `DD_ENV`.
+    pub env: Option<String>,
+    /// `DD_VERSION`.
+    pub version: Option<String>,
+    /// `DD_TAGS`, added to every span.
+    pub tags: Vec<(String, String)>,
+    /// Extra request headers (for a proxy in front of the agent, a test session token…). Their
+    /// values are never printed.
+    pub headers: Vec<(String, String)>,
+    /// Per-request timeout. Defaults to 2 s.
+    pub timeout: Duration,
+    /// Retries.
+    pub retry: RetryPolicy,
+}
+
+impl fmt::Debug for DatadogConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatadogConfig")
+            .field("agent", &self.agent)
+            .field("service", &self.service)
+            .field("env", &self.env)
+            .field("version", &self.version)
+            .field("tags", &self.tags)
+            .field(
+                "headers",
+                &self
+                    .headers
+                    .iter()
+                    .map(|(k, _)| format!("{k}: <Redacted>"))
+                    .collect::<Vec<_>>(),
+            )
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+impl Default for DatadogConfig {
+    fn default() -> Self {
+        Self {
+            agent: AgentAddress::Http("http://localhost:8126".to_owned()),
+            service: crate::default_service_name(),
+            env: None,
+            version: None,
+            tags: Vec::new(),
+            headers: Vec::new(),
+            timeout: Duration::from_secs(2),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Parses `DD_TAGS`: `key:value` pairs separated by commas or spaces.
+pub fn parse_dd_tags(value: &str) -> Vec<(String, String)> {
+    value
+        .split([',', ' '])
+        .filter_map(|pair| {
+            let pair = pair.trim();
+            let (k, v) = pair.split_once(':').unwrap_or((pair, ""));
+            (!k.is_empty()).then(|| (k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+/// Sends spans to the Datadog agent.
+pub struct DatadogExporter {
+    config: DatadogConfig,
+    url: String,
+    sender: Sender,
+    rates: HashMap<String, f64>,
+}
+
+impl fmt::Debug for DatadogExporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatadogExporter")
+            .field("config", &self.config)
+            .field("rates", &self.rates)
+            .finish()
+    }
+}
+
+impl DatadogExporter {
+    /// An exporter for `config`.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be created.
+    pub fn new(config: DatadogConfig) -> Result<Self, ExportError> {
+        let (url, socket) = match &config.agent {
+            AgentAddress::Http(base) => (format!("{base}/v0.4/traces"), None),
+            AgentAddress::Unix(path) => ("http://localhost/v0.4/traces".to_owned(), Some(path.as_str())),
+        };
+        let sender = Sender::new(config.timeout, config.retry.clone(), socket)?;
+        Ok(Self {
+            url,
+            sender,
+            rates: HashMap::new(),
+            config,
+        })
+    }
+
+    /// The sampling rates the agent last returned, by `service:…,env:…` key.
+    pub fn rates(&self) -> &HashMap<String, f64> {
+        &self.rates
+    }
+
+    fn rate_for(&self) -> f64 {
+        let key = format!(
+            "service:{},env:{}",
+            self.config.service,
+            self.config.env.as_deref().unwrap_or("")
+        );
+        self.rates
+            .get(&key)
+            .or_else(|| self.rates.get("service:,env:"))
+            .copied()
+            .unwrap_or(1.0)
+    }
+}
+
+const KNUTH_FACTOR: u64 = 1_111_111_111_111_111_111;
+
+/// Datadog's deterministic sampling decision for a rate.
+fn sampled(trace_id: u64, rate: f64) -> bool {
+    if rate >= 1.0 {
+        return true;
+    }
+    if rate <= 0.0 {
+        return false;
+    }
+    (trace_id.wrapping_mul(KNUTH_FACTOR) as f64) < rate * u64::MAX as f64
+}
+
+fn write_str(buf: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail.
+    let _ = rmp::encode::write_str(buf, s);
+}
+
+/// Encodes trace chunks (spans grouped by trace, in order) as the agent's v0.4 msgpack payload.
+/// Returns the payload and the number of chunks.
+pub fn encode_v04(spans: &[&SpanRecord], config: &DatadogConfig, rate: f64) -> (Vec<u8>, usize) {
+    let mut chunks: Vec<(u128, Vec<&SpanRecord>)> = Vec::new();
+    for span in spans {
+        match chunks.iter_mut().find(|(t, _)| *t == span.trace_id) {
+            Some((_, list)) => list.push(span),
+            None => chunks.push((span.trace_id, vec![span])),
+        }
+    }
+    let mut buf = Vec::with_capacity(256 * spans.len());
+    let _ = rmp::encode::write_array_len(&mut buf, chunks.len() as u32);
+    for (_, chunk) in &chunks {
+        let _ = rmp::encode::write_array_len(&mut buf, chunk.len() as u32);
+        for span in chunk {
+            encode_span(&mut buf, span, config, rate);
+        }
+    }
+    (buf, chunks.len())
+}
+
+fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rate: f64) {
+    let mut meta: Vec<(&str, &str)> = span.meta.iter().map(|(k, v)| (k.as_ref(), v.as_str())).collect();
+    let high = format!("{:016x}", (span.trace_id >> 64) as u64);
+    if let Some(env) = &config.env {
+        meta.push(("env", env));
+    }
+    if let Some(version) = &config.version {
+        meta.push(("version", version));
+    }
+    for (k, v) in &config.tags {
+        if !meta.iter().any(|(mk, _)| mk == k) {
+            meta.push((k, v));
+        }
+    }
+    let mut metrics: Vec<(&str, f64)> = span.metrics.iter().map(|(k, v)| (k.as_ref(), *v)).collect();
+    let mut decision = None;
+    if span.local_root {
+        meta.push(("language", "rust"));
+        if span.trace_id >> 64 != 0 {
+            meta.push(("_dd.p.tid", &high));
+        }
+        metrics.push(("_dd.top_level", 1.0));
+        if !metrics.iter().any(|(k, _)| *k == "_sampling_priority_v1") {
+            let priority = if sampled(span.trace_id as u64, rate) {
+                1.0
+            } else {
+                0.0
+            };
+            metrics.push(("_sampling_priority_v1", priority));
+            metrics.push(("_dd.agent_psr", rate));
+            if !meta.iter().any(|(k, _)| *k == "_dd.p.dm") {
+                decision = Some("-1");
+            }
+        }
+    }
+    if let Some(dm) = decision {
+        meta.push(("_dd.p.dm", dm));
+    }
+    let resource = span.meta("resource.name").unwrap_or(&span.name);
+    // trace_id, span_id, name, resource, service, type, start, duration, meta.
+    let fields = 9
+        + usize::from(span.parent_id.is_some())
+        + usize::from(span.error)
+        + usize::from(!metrics.is_empty());
+    let _ = rmp::encode::write_map_len(buf, fields as u32);
+    write_str(buf, "trace_id");
+    let _ = rmp::encode::write_uint(buf, span.trace_id as u64);
+    write_str(buf, "span_id");
+    let _ = rmp::encode::write_uint(buf, span.span_id);
+    if let Some(parent) = span.parent_id {
+        write_str(buf, "parent_id");
+        let _ = rmp::encode::write_uint(buf, parent);
+    }
+    write_str(buf, "name");
+    write_str(buf, &span.name);
+    write_str(buf, "resource");
+    write_str(buf, resource);
+    write_str(buf, "service");
+    write_str(buf, span.meta("service.name").unwrap_or(&config.service));
+    write_str(buf, "type");
+    write_str(buf, span.meta("span.type").unwrap_or("custom"));
+    write_str(buf, "start");
+    let _ = rmp::encode::write_sint(buf, span.start_unix_nanos.min(i64::MAX as u64) as i64);
+    write_str(buf, "duration");
+    let _ = rmp::encode::write_sint(buf, span.duration_nanos.min(i64::MAX as u64) as i64);
+    if span.error {
+        write_str(buf, "error");
+        let _ = rmp::encode::write_sint(buf, 1);
+    }
+    write_str(buf, "meta");
+    let _ = rmp::encode::write_map_len(buf, meta.len() as u32);
+    for (k, v) in &meta {
+        write_str(buf, k);
+        write_str(buf, v);
+    }
+    if !metrics.is_empty() {
+        write_str(buf, "metrics");
+        let _ = rmp::encode::write_map_len(buf, metrics.len() as u32);
+        for (k, v) in &metrics {
+            write_str(buf, k);
+            let _ = rmp::encode::write_f64(buf, *v);
+        }
+    }
+}
+
+impl Exporter for DatadogExporter {
+    fn name(&self) -> &str {
+        "datadog"
+    }
+
+    fn export(&mut self, batch: &[Record]) -> Result<(), ExportError> {
+        let spans: Vec<&SpanRecord> = batch.iter().filter_map(Record::as_span).collect();
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let (body, chunks) = encode_v04(&spans, &self.config, self.rate_for());
+        let request = Request {
+            url: self.url.clone(),
+            method: reqwest::Method::PUT,
+            headers: vec![
+                ("Content-Type".into(), "application/msgpack".into()),
+                ("Datadog-Meta-Lang".into(), "rust".into()),
+                (
+                    "Datadog-Meta-Lang-Version".into(),
+                    env!("TRACING_USR_RUSTC_VERSION").into(),
+                ),
+                ("Datadog-Meta-Lang-Interpreter".into(), "rustc".into()),
+                (
+                    "Datadog-Meta-Tracer-Version".into(),
+                    env!("CARGO_PKG_VERSION").into(),
+                ),
+                ("X-Datadog-Trace-Count".into(), chunks.to_string()),
+            ]
+            .into_iter()
+            .chain(self.config.headers.iter().cloned())
+            .collect(),
+            body,
+        };
+        let response = self.sender.send(&request)?;
+        if let Ok(answer) = serde_json::from_slice::<Value>(&response.body) {
+            if let Some(rates) = answer.get("rate_by_service").and_then(Value::as_object) {
+                self.rates = rates
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                    .collect();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes log records as Datadog-format JSON lines (for the agent's log collection):
+/// `timestamp` (ms), `status`, `message`, `logger.name`, `dd.trace_id` / `dd.span_id` (decimal,
+/// lower 64 bits, as Datadog's tracers inject them), `dd.service`, `dd.env`, `dd.version`,
+/// `usr.*` and the event's fields.
+pub struct DatadogLogsExporter {
+    out: std::io::BufWriter<Box<dyn Write + Send>>,
+    service: String,
+    env: Option<String>,
+    version: Option<String>,
+}
+
+impl fmt::Debug for DatadogLogsExporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatadogLogsExporter")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DatadogLogsExporter {
+    /// Writes to `out` with the service, env and version of `config`.
+    pub fn new(out: Box<dyn Write + Send>, config: &DatadogConfig) -> Self {
+        Self {
+            out: std::io::BufWriter::new(out),
+            service: config.service.clone(),
+            env: config.env.clone(),
+            version: config.version.clone(),
+        }
+    }
+
+    /// The JSON object of one record.
+    pub fn to_json(&self, log: &LogRecord) -> Value {
+        let mut obj = Map::new();
+        obj.insert("timestamp".into(), (log.timestamp_unix_nanos / 1_000_000).into());
+        obj.insert("status".into(), log.level.as_str().to_ascii_lowercase().into());
+        obj.insert("message".into(), log.message.clone().unwrap_or_default().into());
+        obj.insert("logger.name".into(), log.target.as_ref().into());
+        if let (Some(trace), Some(span)) = (log.trace_id, log.span_id) {
+            obj.insert("dd.trace_id".into(), (trace as u64).to_string().into());
+            obj.insert("dd.span_id".into(), span.to_string().into());
+        }
+        obj.insert("dd.service".into(), self.service.clone().into());
+        if let Some(env) = &self.env {
+            obj.insert("dd.env".into(), env.clone().into());
+        }
+        if let Some(version) = &self.version {
+            obj.insert("dd.version".into(), version.clone().into());
+        }
+        for (k, v) in &log.user {
+            obj.insert(k.to_string(), v.clone().into());
+        }
+        for (k, v) in &log.fields {
+            let value = match v {
+                FieldValue::Str(s) => Value::String(s.clone()),
+                FieldValue::I64(i) => (*i).into(),
+                FieldValue::U64(u) => (*u).into(),
+                FieldValue::F64(f) => {
+                    serde_json::Number::from_f64(*f).map_or_else(|| v.to_string().into(), Value::Number)
+                }
+                FieldValue::Bool(b) => (*b).into(),
+            };
+            obj.entry(k.to_string()).or_insert(value);
+        }
+        Value::Object(obj)
+    }
+}
+
+impl Exporter for DatadogLogsExporter {
+    fn name(&self) -> &str {
+        "datadog-logs"
+    }
+
+    fn export(&mut self, batch: &[Record]) -> Result<(), ExportError> {
+        for log in batch.iter().filter_map(Record::as_log) {
+            let line = self.to_json(log);
+            serde_json::to_writer(&mut self.out, &line)
+                .map_err(|e| ExportError::new(ExportErrorKind::Encode, e.to_string()))?;
+            self.out.write_all(b"\n")?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,11 @@
+//! Export to real collectors: the Datadog test agent (Datadog intake and OTLP/HTTP), and faulty
+//! servers written here.
+#[path = "../support/mod.rs"]
+mod support;
+
+mod agent;
+
+mod collectors_are_chosen_from_the_environment;
+mod datadog_agent_receives_user_tagged_traces;
+mod faulty_collectors_never_stall_the_application;
+mod otlp_collector_receives_traces_and_logs;
