@@ -16,6 +16,8 @@ use serde_json::Value;
 
 pub struct TestAgent {
     pub dd_port: u16,
+    /// The agent also listens for traces on this Unix domain socket.
+    pub uds_path: PathBuf,
     pub otlp_port: u16,
     _child: Child,
 }
@@ -67,6 +69,9 @@ impl TestAgent {
         std::fs::create_dir_all(dir.join("snapshots")).expect("snapshot dir");
         let log = std::fs::File::create(dir.join("agent.log")).expect("agent log");
         let bin = binary();
+        // Unix socket paths are short (108 bytes): keep it out of the (possibly deep) target dir.
+        let uds_path = std::env::temp_dir().join(format!("tracing-usr-agent-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&uds_path);
         // A watchdog shell: the agent is killed when this test process exits, even though the
         // agent lives in a static that is never dropped.
         let script = r#"agent="$1"; shift; parent="$1"; shift; "$agent" "$@" & child=$!
@@ -85,6 +90,8 @@ impl TestAgent {
                 "--otlp-grpc-port",
                 &grpc_port.to_string(),
             ])
+            .arg("--trace-uds-socket")
+            .arg(&uds_path)
             .arg("--snapshot-dir")
             .arg(dir.join("snapshots"))
             .args(["--log-level", "WARNING"])
@@ -100,13 +107,14 @@ impl TestAgent {
         let agent = TestAgent {
             dd_port,
             otlp_port,
+            uds_path: uds_path.clone(),
             _child: child,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let dd = http_get(&format!("http://127.0.0.1:{dd_port}/info")).is_ok();
             let otlp = http_get(&format!("http://127.0.0.1:{otlp_port}/test/session/clear")).is_ok();
-            if dd && otlp {
+            if dd && otlp && agent.uds_path.exists() {
                 return agent;
             }
             assert!(

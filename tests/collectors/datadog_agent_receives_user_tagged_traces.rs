@@ -14,10 +14,17 @@ fn token(name: &str) -> String {
 }
 
 fn run(token: &str, body: impl FnOnce()) -> (InMemoryExporter, tracing_usr::Handle) {
-    let agent = TestAgent::get();
+    run_via(AgentAddress::Http(TestAgent::get().dd_url()), token, body)
+}
+
+fn run_via(
+    address: AgentAddress,
+    token: &str,
+    body: impl FnOnce(),
+) -> (InMemoryExporter, tracing_usr::Handle) {
     let memory = InMemoryExporter::default();
     let config = DatadogConfig {
-        agent: AgentAddress::Http(agent.dd_url()),
+        agent: address,
         service: "checkout".into(),
         env: Some("test".into()),
         version: Some("1.2.3".into()),
@@ -172,4 +179,19 @@ fn traces_without_a_keep_get_the_agents_sampling_decision() {
         "rate 1.0 by default: {span}"
     );
     assert_eq!(span["meta"]["_dd.p.dm"], "-1");
+}
+
+#[test]
+fn traces_reach_an_agent_on_a_unix_domain_socket() {
+    let token = token("dd-uds");
+    let agent = TestAgent::get();
+    let url = format!("unix://{}", agent.uds_path.display());
+    let address = AgentAddress::parse(&url).expect("a unix:// URL");
+    let (_, handle) = run_via(address, &token, || {
+        info_span!("over-uds", usr.id = "u-1").in_scope(|| {})
+    });
+    assert_eq!(handle.stats().export_errors, 0);
+    let traces = agent.dd(&format!("/test/session/traces?test_session_token={token}"));
+    assert_eq!(traces[0][0]["name"], "over-uds");
+    assert_eq!(traces[0][0]["meta"]["usr.id"], "u-1");
 }

@@ -98,7 +98,14 @@
 //! | `DD_APPSEC_AUTOMATED_USER_EVENTS_TRACKING_ENABLED` | `true`/`1`, `false`/`0` | `true`; `false` (or invalid) forces `disabled` |
 //! | `DD_APPSEC_OBFUSCATION_PARAMETER_KEY_REGEXP` | a regex | Datadog's default key pattern; invalid → default |
 //! | `DD_APPSEC_OBFUSCATION_PARAMETER_VALUE_REGEXP` | a regex | Datadog's default value pattern; invalid → default |
-//! | `TRACING_USR_EXPORT` | `stdout`, `file:PATH`, `none` | `stdout` when no other exporter is configured; invalid → `stdout`; unopenable file → `stdout` |
+//! | `TRACING_USR_EXPORT` | `stdout`, `file:PATH`, `none` | `stdout` when no collector or other exporter is configured; invalid → `stdout`; unopenable file → `stdout` |
+//! | `DD_TRACE_AGENT_URL`, `DD_AGENT_HOST`, `DD_TRACE_AGENT_PORT` | agent URL (`http://`, `unix://`), host, port | any of them enables the Datadog exporter (`localhost:8126`) |
+//! | `DD_SERVICE`, `DD_ENV`, `DD_VERSION`, `DD_TAGS` | service, environment, version, `k:v` tags | executable name, none |
+//! | `TRACING_USR_DD_LOGS` | `stdout`, `file:PATH`, `none` | Datadog log lines on `stdout` when the Datadog exporter runs |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT`, `…_TRACES_ENDPOINT`, `…_LOGS_ENDPOINT` | URLs | any of them enables the OTLP exporter |
+//! | `OTEL_EXPORTER_OTLP_HEADERS`, `…_PROTOCOL`, `…_TIMEOUT`, `…_COMPRESSION` | headers, `http/protobuf`/`http/json`, ms, `gzip` | none, `http/protobuf`, `10000`, none |
+//! | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | OTLP resource | `DD_SERVICE`, executable name |
+//! | `DD_TRACE_X_DATADOG_TAGS_MAX_LENGTH` | bytes | `512` |
 //!
 //! # Export
 //!
@@ -109,6 +116,14 @@
 //! that applies the value masking rule and runs the exporters; the application never waits on
 //! I/O, and a full queue drops and counts records ([`Handle::stats`]). Call [`shutdown()`]
 //! (or keep a [`ShutdownGuard`]) before the process exits, or queued records are lost.
+//!
+//! # Feature flags
+//!
+//! * `datadog` (default): the Datadog agent exporter and Datadog log lines.
+//! * `otlp` (default): the OTLP/HTTP exporter.
+//!
+//! Without both, the crate does not compile reqwest, tokio, rmp or prost, and exports JSON lines
+//! (or to exporters of your own).
 //!
 //! # Implementation notes
 //!
@@ -127,7 +142,7 @@
 //!
 //! # Missing
 //!
-//! Collectors (Datadog agent, OTLP), blocking and detection are not part of this release yet;
+//! Blocking and detection are not part of this release yet; OTLP over gRPC is not supported;
 //! neither is a sampler (the keep decision is written, and `x-datadog-sampling-priority` is 1
 //! unless a keep or an upstream priority says otherwise).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
