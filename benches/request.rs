@@ -33,34 +33,18 @@
 //! `Span::record`, an SDK `identify` with three attributes); most of its cost is registry
 //! extension access (locks, lookups) and the strings that identity needs.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
+#[path = "common.rs"]
+mod common;
 
+use std::hint::black_box;
+
+use common::{allocations, identity_request, plain_request, Counting};
 use criterion::{criterion_group, criterion_main, Criterion};
-use tracing::{field, info, info_span, Dispatch};
+use tracing::Dispatch;
 use tracing_subscriber::layer::Layer;
 use tracing_subscriber::prelude::*;
 use tracing_usr::export::{ExportError, Exporter, Record};
 use tracing_usr::{Export, Mode, User};
-
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        System.realloc(ptr, layout, new_size)
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -77,42 +61,6 @@ impl Exporter for Discard {
         black_box(batch);
         Ok(())
     }
-}
-
-fn plain_request() {
-    let _root = info_span!("request", http.method = "GET", http.route = "/orders").entered();
-    let _handler = info_span!("handler", step = 1).entered();
-    {
-        let _db = info_span!("db.query", db.system = "postgresql").entered();
-        info!(rows = 3, "loaded");
-    }
-    {
-        let _cache = info_span!("cache", hit = true).entered();
-    }
-    let _render = info_span!("render").entered();
-    info!("rendered");
-}
-
-fn identity_request(user: &User) {
-    let root = info_span!(
-        "request",
-        http.method = "GET",
-        http.route = "/orders",
-        usr.id = field::Empty
-    );
-    let _root = root.enter();
-    let _handler = info_span!("handler", step = 1, usr.session_id = "sess-1").entered();
-    let _ = tracing_usr::identify(user);
-    {
-        let _db = info_span!("db.query", db.system = "postgresql").entered();
-        info!(rows = 3, "loaded");
-    }
-    root.record("usr.id", "u-1");
-    {
-        let _cache = info_span!("cache", hit = true).entered();
-    }
-    let _render = info_span!("render").entered();
-    info!("rendered");
 }
 
 fn layer(mode: Mode, export: bool) -> tracing_usr::UserLayer {
@@ -171,7 +119,7 @@ fn allocations_per_request() {
                     plain_request()
                 }
             }
-            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            let before = allocations();
             for _ in 0..N {
                 if identity {
                     identity_request(&user)
@@ -179,7 +127,7 @@ fn allocations_per_request() {
                     plain_request()
                 }
             }
-            let per = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / N as f64;
+            let per = (allocations() - before) as f64 / N as f64;
             eprintln!("  {name:<24} {per:>6.1}");
         });
     }

@@ -119,6 +119,10 @@ impl Masker {
         let Some(re) = &self.value else {
             return Cow::Borrowed(value);
         };
+        // Most values match nothing: the match-only search is much cheaper than captures.
+        if !re.is_match(value) {
+            return Cow::Borrowed(value);
+        }
         let groups = re.captures_len() > 1;
         let mut out = String::new();
         let mut last = 0;

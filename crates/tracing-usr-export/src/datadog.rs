@@ -7,11 +7,11 @@ use std::fmt;
 use std::io::Write;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::exporter::{ExportError, ExportErrorKind, Exporter};
 use crate::http::{Request, RetryPolicy, Sender};
-use crate::record::{FieldValue, LogRecord, Record, SpanRecord};
+use crate::record::{LogRecord, Record, SpanRecord};
 
 /// Where the agent listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,16 +183,18 @@ fn write_str(buf: &mut Vec<u8>, s: &str) {
 /// Encodes trace chunks (spans grouped by trace, in order) as the agent's v0.4 msgpack payload.
 /// Returns the payload and the number of chunks.
 pub fn encode_v04(spans: &[&SpanRecord], config: &DatadogConfig, rate: f64) -> (Vec<u8>, usize) {
-    let mut chunks: Vec<(u128, Vec<&SpanRecord>)> = Vec::new();
+    let mut index: HashMap<u128, usize> = HashMap::new();
+    let mut chunks: Vec<Vec<&SpanRecord>> = Vec::new();
     for span in spans {
-        match chunks.iter_mut().find(|(t, _)| *t == span.trace_id) {
-            Some((_, list)) => list.push(span),
-            None => chunks.push((span.trace_id, vec![span])),
-        }
+        let slot = *index.entry(span.trace_id).or_insert_with(|| {
+            chunks.push(Vec::new());
+            chunks.len() - 1
+        });
+        chunks[slot].push(span);
     }
     let mut buf = Vec::with_capacity(256 * spans.len());
     let _ = rmp::encode::write_array_len(&mut buf, chunks.len() as u32);
-    for (_, chunk) in &chunks {
+    for chunk in &chunks {
         let _ = rmp::encode::write_array_len(&mut buf, chunk.len() as u32);
         for span in chunk {
             encode_span(&mut buf, span, config, rate);
@@ -362,40 +364,51 @@ impl DatadogLogsExporter {
         }
     }
 
-    /// The JSON object of one record.
-    pub fn to_json(&self, log: &LogRecord) -> Value {
-        let mut obj = Map::new();
-        obj.insert("timestamp".into(), (log.timestamp_unix_nanos / 1_000_000).into());
-        obj.insert("status".into(), log.level.as_str().to_ascii_lowercase().into());
-        obj.insert("message".into(), log.message.clone().unwrap_or_default().into());
-        obj.insert("logger.name".into(), log.target.as_ref().into());
+    /// Writes one record as a JSON object (no newline).
+    ///
+    /// # Errors
+    /// When writing fails.
+    pub fn write_json(&self, out: &mut impl Write, log: &LogRecord) -> serde_json::Result<()> {
+        use serde::ser::{SerializeMap, Serializer};
+        const RESERVED: [&str; 9] = [
+            "timestamp", "status", "message", "logger.name", "dd.trace_id", "dd.span_id", "dd.service", "dd.env",
+            "dd.version",
+        ];
+        let mut ser = serde_json::Serializer::new(out);
+        let mut map = ser.serialize_map(None)?;
+        map.serialize_entry("timestamp", &(log.timestamp_unix_nanos / 1_000_000))?;
+        map.serialize_entry("status", &log.level.as_str().to_ascii_lowercase())?;
+        map.serialize_entry("message", log.message.as_deref().unwrap_or(""))?;
+        map.serialize_entry("logger.name", log.target.as_ref())?;
         if let (Some(trace), Some(span)) = (log.trace_id, log.span_id) {
-            obj.insert("dd.trace_id".into(), (trace as u64).to_string().into());
-            obj.insert("dd.span_id".into(), span.to_string().into());
+            map.serialize_entry("dd.trace_id", &(trace as u64).to_string())?;
+            map.serialize_entry("dd.span_id", &span.to_string())?;
         }
-        obj.insert("dd.service".into(), self.service.clone().into());
+        map.serialize_entry("dd.service", &self.service)?;
         if let Some(env) = &self.env {
-            obj.insert("dd.env".into(), env.clone().into());
+            map.serialize_entry("dd.env", env)?;
         }
         if let Some(version) = &self.version {
-            obj.insert("dd.version".into(), version.clone().into());
+            map.serialize_entry("dd.version", version)?;
         }
         for (k, v) in &log.user {
-            obj.insert(k.to_string(), v.clone().into());
+            map.serialize_entry(k.as_ref(), v)?;
         }
         for (k, v) in &log.fields {
-            let value = match v {
-                FieldValue::Str(s) => Value::String(s.clone()),
-                FieldValue::I64(i) => (*i).into(),
-                FieldValue::U64(u) => (*u).into(),
-                FieldValue::F64(f) => {
-                    serde_json::Number::from_f64(*f).map_or_else(|| v.to_string().into(), Value::Number)
-                }
-                FieldValue::Bool(b) => (*b).into(),
-            };
-            obj.entry(k.to_string()).or_insert(value);
+            if !RESERVED.contains(&k.as_ref()) && !log.user.iter().any(|(u, _)| u == k) {
+                map.serialize_entry(k.as_ref(), v)?;
+            }
         }
-        Value::Object(obj)
+        map.end()
+    }
+
+    /// The JSON object of one record.
+    pub fn to_json(&self, log: &LogRecord) -> Value {
+        let mut buf = Vec::new();
+        match self.write_json(&mut buf, log) {
+            Ok(()) => serde_json::from_slice(&buf).unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
     }
 }
 
@@ -405,11 +418,12 @@ impl Exporter for DatadogLogsExporter {
     }
 
     fn export(&mut self, batch: &[Record]) -> Result<(), ExportError> {
+        let mut line = Vec::with_capacity(512);
         for log in batch.iter().filter_map(Record::as_log) {
-            let line = self.to_json(log);
-            serde_json::to_writer(&mut self.out, &line)
-                .map_err(|e| ExportError::new(ExportErrorKind::Encode, e.to_string()))?;
-            self.out.write_all(b"\n")?;
+            line.clear();
+            self.write_json(&mut line, log).map_err(|e| ExportError::new(ExportErrorKind::Encode, e.to_string()))?;
+            line.push(b'\n');
+            self.out.write_all(&line)?;
         }
         self.out.flush()?;
         Ok(())

@@ -8,10 +8,10 @@ use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::exporter::{ExportError, Exporter};
-use crate::record::{FieldValue, LogRecord, Record, SpanRecord};
+use crate::record::{FieldValue, Record};
 
 /// Writes records as JSON lines to stdout, a file or any writer.
 pub struct JsonLinesExporter {
@@ -58,10 +58,12 @@ impl Exporter for JsonLinesExporter {
     }
 
     fn export(&mut self, batch: &[Record]) -> Result<(), ExportError> {
+        let mut line = Vec::with_capacity(512);
         for record in batch {
-            serde_json::to_writer(&mut self.out, &to_json(record))
-                .map_err(|e| ExportError::new(crate::ExportErrorKind::Encode, e.to_string()))?;
-            self.out.write_all(b"\n")?;
+            line.clear();
+            write_json(&mut line, record).map_err(|e| ExportError::new(crate::ExportErrorKind::Encode, e.to_string()))?;
+            line.push(b'\n');
+            self.out.write_all(&line)?;
         }
         self.out.flush()?;
         Ok(())
@@ -83,94 +85,83 @@ pub fn span_id_hex(id: u64) -> String {
     format!("{id:016x}")
 }
 
+/// Writes one record as a JSON object (no newline).
+///
+/// # Errors
+/// When writing fails.
+pub fn write_json(out: &mut impl Write, record: &Record) -> serde_json::Result<()> {
+    use serde::ser::{SerializeMap, Serializer};
+    struct Pairs<'a, V>(&'a [(crate::record::Key, V)]);
+    impl<V: serde::Serialize> serde::Serialize for Pairs<'_, V> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut map = serializer.serialize_map(Some(self.0.len()))?;
+            for (k, v) in self.0 {
+                map.serialize_entry(k.as_ref(), v)?;
+            }
+            map.end()
+        }
+    }
+    struct Numbers<'a>(&'a [(crate::record::Key, f64)]);
+    impl serde::Serialize for Numbers<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut map = serializer.serialize_map(Some(self.0.len()))?;
+            for (k, v) in self.0 {
+                map.serialize_entry(k.as_ref(), &FieldValue::F64(*v))?;
+            }
+            map.end()
+        }
+    }
+    struct User<'a>(&'a [(crate::record::Key, String)]);
+    impl serde::Serialize for User<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut map = serializer.serialize_map(Some(self.0.len()))?;
+            for (k, v) in self.0 {
+                map.serialize_entry(k.strip_prefix("usr.").unwrap_or(k), v)?;
+            }
+            map.end()
+        }
+    }
+    let mut ser = serde_json::Serializer::new(out);
+    let mut map = ser.serialize_map(None)?;
+    match record {
+        Record::Span(span) => {
+            map.serialize_entry("type", "span")?;
+            map.serialize_entry("trace_id", &trace_id_hex(span.trace_id))?;
+            map.serialize_entry("span_id", &span_id_hex(span.span_id))?;
+            map.serialize_entry("parent_id", &span.parent_id.map(span_id_hex))?;
+            map.serialize_entry("name", span.name.as_ref())?;
+            map.serialize_entry("target", span.target.as_ref())?;
+            map.serialize_entry("local_root", &span.local_root)?;
+            map.serialize_entry("start", &span.start_unix_nanos)?;
+            map.serialize_entry("duration", &span.duration_nanos)?;
+            map.serialize_entry("error", &u8::from(span.error))?;
+            map.serialize_entry("meta", &Pairs(&span.meta))?;
+            map.serialize_entry("metrics", &Numbers(&span.metrics))?;
+        }
+        Record::Log(log) => {
+            map.serialize_entry("type", "log")?;
+            map.serialize_entry("timestamp", &log.timestamp_unix_nanos)?;
+            map.serialize_entry("level", log.level.as_str())?;
+            map.serialize_entry("target", log.target.as_ref())?;
+            map.serialize_entry("message", &log.message)?;
+            map.serialize_entry("fields", &Pairs(&log.fields))?;
+            map.serialize_entry("trace_id", &log.trace_id.map(trace_id_hex))?;
+            map.serialize_entry("span_id", &log.span_id.map(span_id_hex))?;
+            if log.user.is_empty() {
+                map.serialize_entry("usr", &())?;
+            } else {
+                map.serialize_entry("usr", &User(&log.user))?;
+            }
+        }
+    }
+    map.end()
+}
+
 /// The JSON object of one record, as written on its line.
 pub fn to_json(record: &Record) -> Value {
-    match record {
-        Record::Span(span) => span_json(span),
-        Record::Log(log) => log_json(log),
+    let mut buf = Vec::new();
+    match write_json(&mut buf, record) {
+        Ok(()) => serde_json::from_slice(&buf).unwrap_or(Value::Null),
+        Err(_) => Value::Null,
     }
-}
-
-fn span_json(span: &SpanRecord) -> Value {
-    let mut meta = Map::new();
-    for (k, v) in &span.meta {
-        meta.insert(k.to_string(), Value::String(v.clone()));
-    }
-    let mut metrics = Map::new();
-    for (k, v) in &span.metrics {
-        metrics.insert(k.to_string(), number(*v));
-    }
-    let mut obj = Map::new();
-    obj.insert("type".into(), "span".into());
-    obj.insert("trace_id".into(), trace_id_hex(span.trace_id).into());
-    obj.insert("span_id".into(), span_id_hex(span.span_id).into());
-    obj.insert(
-        "parent_id".into(),
-        span.parent_id.map(span_id_hex).map_or(Value::Null, Value::String),
-    );
-    obj.insert("name".into(), span.name.as_ref().into());
-    obj.insert("target".into(), span.target.as_ref().into());
-    obj.insert("local_root".into(), span.local_root.into());
-    obj.insert("start".into(), span.start_unix_nanos.into());
-    obj.insert("duration".into(), span.duration_nanos.into());
-    obj.insert("error".into(), u8::from(span.error).into());
-    obj.insert("meta".into(), Value::Object(meta));
-    obj.insert("metrics".into(), Value::Object(metrics));
-    Value::Object(obj)
-}
-
-fn number(v: f64) -> Value {
-    serde_json::Number::from_f64(v).map_or_else(
-        || Value::String(tracing_usr_core::value::format_f64(v)),
-        Value::Number,
-    )
-}
-
-fn field_json(value: &FieldValue) -> Value {
-    match value {
-        FieldValue::Str(s) => Value::String(s.clone()),
-        FieldValue::I64(v) => (*v).into(),
-        FieldValue::U64(v) => (*v).into(),
-        FieldValue::F64(v) => number(*v),
-        FieldValue::Bool(v) => (*v).into(),
-    }
-}
-
-fn log_json(log: &LogRecord) -> Value {
-    let mut fields = Map::new();
-    for (k, v) in &log.fields {
-        fields.insert(k.to_string(), field_json(v));
-    }
-    let mut usr = Map::new();
-    for (k, v) in &log.user {
-        let key = k.strip_prefix("usr.").unwrap_or(k);
-        usr.insert(key.to_owned(), Value::String(v.clone()));
-    }
-    let mut obj = Map::new();
-    obj.insert("type".into(), "log".into());
-    obj.insert("timestamp".into(), log.timestamp_unix_nanos.into());
-    obj.insert("level".into(), log.level.as_str().into());
-    obj.insert("target".into(), log.target.as_ref().into());
-    obj.insert(
-        "message".into(),
-        log.message.clone().map_or(Value::Null, Value::String),
-    );
-    obj.insert("fields".into(), Value::Object(fields));
-    obj.insert(
-        "trace_id".into(),
-        log.trace_id.map(trace_id_hex).map_or(Value::Null, Value::String),
-    );
-    obj.insert(
-        "span_id".into(),
-        log.span_id.map(span_id_hex).map_or(Value::Null, Value::String),
-    );
-    obj.insert(
-        "usr".into(),
-        if usr.is_empty() {
-            Value::Null
-        } else {
-            Value::Object(usr)
-        },
-    );
-    Value::Object(obj)
 }

@@ -118,6 +118,19 @@ pub enum FieldValue {
     Bool(bool),
 }
 
+impl serde::Serialize for FieldValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FieldValue::Str(s) => serializer.serialize_str(s),
+            FieldValue::I64(v) => serializer.serialize_i64(*v),
+            FieldValue::U64(v) => serializer.serialize_u64(*v),
+            FieldValue::F64(v) if v.is_finite() => serializer.serialize_f64(*v),
+            FieldValue::F64(v) => serializer.serialize_str(&tracing_usr_core::value::format_f64(*v)),
+            FieldValue::Bool(v) => serializer.serialize_bool(*v),
+        }
+    }
+}
+
 impl fmt::Display for FieldValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

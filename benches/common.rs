@@ -1,0 +1,64 @@
+//! Shared by the benches: the request under test and a counting allocator.
+#![allow(dead_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing::{field, info, info_span};
+use tracing_usr::User;
+
+/// Counts allocations of all threads.
+pub struct Counting;
+
+pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+pub fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+/// 5 spans and 2 events, without `usr.*` fields.
+pub fn plain_request() {
+    let _root = info_span!("request", http.method = "GET", http.route = "/orders").entered();
+    let _handler = info_span!("handler", step = 1).entered();
+    {
+        let _db = info_span!("db.query", db.system = "postgresql").entered();
+        info!(rows = 3, "loaded");
+    }
+    {
+        let _cache = info_span!("cache", hit = true).entered();
+    }
+    let _render = info_span!("render").entered();
+    info!("rendered");
+}
+
+/// 5 spans and 2 events with `usr.*` fields, a late `Span::record` and an SDK `identify`.
+pub fn identity_request(user: &User) {
+    let root = info_span!("request", http.method = "GET", http.route = "/orders", usr.id = field::Empty);
+    let _root = root.enter();
+    let _handler = info_span!("handler", step = 1, usr.session_id = "sess-1").entered();
+    let _ = tracing_usr::identify(user);
+    {
+        let _db = info_span!("db.query", db.system = "postgresql").entered();
+        info!(rows = 3, "loaded");
+    }
+    root.record("usr.id", "u-1");
+    {
+        let _cache = info_span!("cache", hit = true).entered();
+    }
+    let _render = info_span!("render").entered();
+    info!("rendered");
+}
