@@ -47,7 +47,12 @@ pub fn plain_request() {
 
 /// 5 spans and 2 events with `usr.*` fields, a late `Span::record` and an SDK `identify`.
 pub fn identity_request(user: &User) {
-    let root = info_span!("request", http.method = "GET", http.route = "/orders", usr.id = field::Empty);
+    let root = info_span!(
+        "request",
+        http.method = "GET",
+        http.route = "/orders",
+        usr.id = field::Empty
+    );
     let _root = root.enter();
     let _handler = info_span!("handler", step = 1, usr.session_id = "sess-1").entered();
     let _ = tracing_usr::identify(user);

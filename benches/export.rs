@@ -77,7 +77,10 @@ fn serve(stream: TcpStream) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        if stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}").is_err() {
+        if stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+            .is_err()
+        {
             return;
         }
     }
@@ -94,7 +97,9 @@ fn rung(name: &str, port: u16) -> Rung {
     let env = |_: &str| None;
     match name {
         "usr_datadog" | "usr_otlp" => {
-            let builder = tracing_usr::builder().with_env_lookup(env).with_export(Export::None);
+            let builder = tracing_usr::builder()
+                .with_env_lookup(env)
+                .with_export(Export::None);
             let builder = if name == "usr_datadog" {
                 builder.with_datadog(DatadogConfig {
                     agent: AgentAddress::Http(format!("http://127.0.0.1:{port}")),
@@ -125,7 +130,9 @@ fn rung(name: &str, port: u16) -> Rung {
                 .with_endpoint(format!("http://127.0.0.1:{port}/v1/traces"))
                 .build()
                 .expect("the OTLP span exporter");
-            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_batch_exporter(exporter).build();
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .build();
             let tracer = provider.tracer("bench");
             let layer = tracing_opentelemetry::layer().with_tracer(tracer);
             Rung {
@@ -156,7 +163,11 @@ fn run_requests(rung: &Rung, n: u64) {
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 

@@ -127,6 +127,7 @@ pub struct TraceIdentity {
     private_id: Option<String>,
     private_login: Option<String>,
     logged_out: bool,
+    version: u64,
 }
 
 /// Where the public identity of a root or record came from.
@@ -152,6 +153,7 @@ impl TraceIdentity {
     /// Records field-path identity (values already processed by the mode). `usr.id` and
     /// `usr.login` also update the private copies.
     pub fn record_field(&mut self, entries: Tags) {
+        self.version += 1;
         for (key, value) in &entries {
             if value.is_empty() {
                 continue;
@@ -168,6 +170,7 @@ impl TraceIdentity {
     /// Updates the private `_dd.appsec.usr.*` copies only (field-path login and signup events,
     /// spec a.4 rule 4a).
     pub fn record_private(&mut self, id: Option<&str>, login: Option<&str>) {
+        self.version += 1;
         if let Some(id) = id.filter(|v| !v.is_empty()) {
             self.private_id = Some(id.to_owned());
         }
@@ -179,12 +182,14 @@ impl TraceIdentity {
     /// Records an SDK identity: the SDK bucket takes `entries` (rule 1 applies) and log records
     /// that follow carry it again after a [`TraceIdentity::logout`].
     pub fn record_sdk(&mut self, entries: Tags) {
+        self.version += 1;
         self.sdk.write_tags(entries);
         self.logged_out = false;
     }
 
     /// Ends the SDK association for what follows; the root keeps its tags.
     pub fn logout(&mut self) {
+        self.version += 1;
         self.logged_out = true;
     }
 
@@ -196,6 +201,11 @@ impl TraceIdentity {
     /// The field-path bucket.
     pub fn field(&self) -> &IdentityBucket {
         &self.field
+    }
+
+    /// A counter that changes whenever the identity may have changed (for caches).
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// Whether `logout()` was called since the last SDK identity.
@@ -255,6 +265,7 @@ impl TraceIdentity {
     /// Writes field-path identity without touching the private copies (the root `usr.id` of
     /// login-success and signup events).
     pub fn record_field_bucket_only(&mut self, entries: Tags) {
+        self.version += 1;
         self.field.write_tags(entries);
     }
 

@@ -183,18 +183,28 @@ fn write_str(buf: &mut Vec<u8>, s: &str) {
 /// Encodes trace chunks (spans grouped by trace, in order) as the agent's v0.4 msgpack payload.
 /// Returns the payload and the number of chunks.
 pub fn encode_v04(spans: &[&SpanRecord], config: &DatadogConfig, rate: f64) -> (Vec<u8>, usize) {
+    // The spans of a trace arrive together (children, then their root): a hash lookup only when
+    // the trace changes.
     let mut index: HashMap<u128, usize> = HashMap::new();
-    let mut chunks: Vec<Vec<&SpanRecord>> = Vec::new();
+    let mut chunks: Vec<(u128, Vec<&SpanRecord>)> = Vec::new();
     for span in spans {
-        let slot = *index.entry(span.trace_id).or_insert_with(|| {
-            chunks.push(Vec::new());
-            chunks.len() - 1
-        });
-        chunks[slot].push(span);
+        if let Some((trace, chunk)) = chunks.last_mut() {
+            if *trace == span.trace_id {
+                chunk.push(span);
+                continue;
+            }
+        }
+        match index.get(&span.trace_id) {
+            Some(&slot) => chunks[slot].1.push(span),
+            None => {
+                index.insert(span.trace_id, chunks.len());
+                chunks.push((span.trace_id, vec![span]));
+            }
+        }
     }
     let mut buf = Vec::with_capacity(256 * spans.len());
     let _ = rmp::encode::write_array_len(&mut buf, chunks.len() as u32);
-    for chunk in &chunks {
+    for (_, chunk) in &chunks {
         let _ = rmp::encode::write_array_len(&mut buf, chunk.len() as u32);
         for span in chunk {
             encode_span(&mut buf, span, config, rate);
@@ -204,49 +214,49 @@ pub fn encode_v04(spans: &[&SpanRecord], config: &DatadogConfig, rate: f64) -> (
 }
 
 fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rate: f64) {
-    let mut meta: Vec<(&str, &str)> = span.meta.iter().map(|(k, v)| (k.as_ref(), v.as_str())).collect();
-    let high = format!("{:016x}", (span.trace_id >> 64) as u64);
-    if let Some(env) = &config.env {
-        meta.push(("env", env));
+    let has = |key: &str| span.meta.iter().any(|(k, _)| k == key);
+    // Extra meta entries: env, version, DD_TAGS (unless the span has them), and on the local
+    // root the language, the upper trace-id bits and a sampling decision.
+    let mut extra: Vec<(&str, std::borrow::Cow<'_, str>)> = Vec::new();
+    if let Some(env) = config.env.as_ref().filter(|_| !has("env")) {
+        extra.push(("env", env.as_str().into()));
     }
-    if let Some(version) = &config.version {
-        meta.push(("version", version));
+    if let Some(version) = config.version.as_ref().filter(|_| !has("version")) {
+        extra.push(("version", version.as_str().into()));
     }
     for (k, v) in &config.tags {
-        if !meta.iter().any(|(mk, _)| mk == k) {
-            meta.push((k, v));
+        if !has(k) {
+            extra.push((k, v.as_str().into()));
         }
     }
-    let mut metrics: Vec<(&str, f64)> = span.metrics.iter().map(|(k, v)| (k.as_ref(), *v)).collect();
-    let mut decision = None;
+    let mut extra_metrics: Vec<(&str, f64)> = Vec::new();
     if span.local_root {
-        meta.push(("language", "rust"));
+        extra.push(("language", "rust".into()));
         if span.trace_id >> 64 != 0 {
-            meta.push(("_dd.p.tid", &high));
+            extra.push((
+                "_dd.p.tid",
+                format!("{:016x}", (span.trace_id >> 64) as u64).into(),
+            ));
         }
-        metrics.push(("_dd.top_level", 1.0));
-        if !metrics.iter().any(|(k, _)| *k == "_sampling_priority_v1") {
+        extra_metrics.push(("_dd.top_level", 1.0));
+        if !span.metrics.iter().any(|(k, _)| k == "_sampling_priority_v1") {
             let priority = if sampled(span.trace_id as u64, rate) {
                 1.0
             } else {
                 0.0
             };
-            metrics.push(("_sampling_priority_v1", priority));
-            metrics.push(("_dd.agent_psr", rate));
-            if !meta.iter().any(|(k, _)| *k == "_dd.p.dm") {
-                decision = Some("-1");
+            extra_metrics.push(("_sampling_priority_v1", priority));
+            extra_metrics.push(("_dd.agent_psr", rate));
+            if !has("_dd.p.dm") {
+                extra.push(("_dd.p.dm", "-1".into()));
             }
         }
     }
-    if let Some(dm) = decision {
-        meta.push(("_dd.p.dm", dm));
-    }
+    let metrics_len = span.metrics.len() + extra_metrics.len();
     let resource = span.meta("resource.name").unwrap_or(&span.name);
     // trace_id, span_id, name, resource, service, type, start, duration, meta.
-    let fields = 9
-        + usize::from(span.parent_id.is_some())
-        + usize::from(span.error)
-        + usize::from(!metrics.is_empty());
+    let fields =
+        9 + usize::from(span.parent_id.is_some()) + usize::from(span.error) + usize::from(metrics_len > 0);
     let _ = rmp::encode::write_map_len(buf, fields as u32);
     write_str(buf, "trace_id");
     let _ = rmp::encode::write_uint(buf, span.trace_id as u64);
@@ -273,17 +283,26 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rat
         let _ = rmp::encode::write_sint(buf, 1);
     }
     write_str(buf, "meta");
-    let _ = rmp::encode::write_map_len(buf, meta.len() as u32);
-    for (k, v) in &meta {
+    let _ = rmp::encode::write_map_len(buf, (span.meta.len() + extra.len()) as u32);
+    for (k, v) in &span.meta {
         write_str(buf, k);
         write_str(buf, v);
     }
-    if !metrics.is_empty() {
+    for (k, v) in &extra {
+        write_str(buf, k);
+        write_str(buf, v);
+    }
+    if metrics_len > 0 {
         write_str(buf, "metrics");
-        let _ = rmp::encode::write_map_len(buf, metrics.len() as u32);
-        for (k, v) in &metrics {
+        let _ = rmp::encode::write_map_len(buf, metrics_len as u32);
+        for (k, v) in span
+            .metrics
+            .iter()
+            .map(|(k, v)| (k.as_ref(), *v))
+            .chain(extra_metrics.iter().copied())
+        {
             write_str(buf, k);
-            let _ = rmp::encode::write_f64(buf, *v);
+            let _ = rmp::encode::write_f64(buf, v);
         }
     }
 }
@@ -371,7 +390,14 @@ impl DatadogLogsExporter {
     pub fn write_json(&self, out: &mut impl Write, log: &LogRecord) -> serde_json::Result<()> {
         use serde::ser::{SerializeMap, Serializer};
         const RESERVED: [&str; 9] = [
-            "timestamp", "status", "message", "logger.name", "dd.trace_id", "dd.span_id", "dd.service", "dd.env",
+            "timestamp",
+            "status",
+            "message",
+            "logger.name",
+            "dd.trace_id",
+            "dd.span_id",
+            "dd.service",
+            "dd.env",
             "dd.version",
         ];
         let mut ser = serde_json::Serializer::new(out);
@@ -391,7 +417,7 @@ impl DatadogLogsExporter {
         if let Some(version) = &self.version {
             map.serialize_entry("dd.version", version)?;
         }
-        for (k, v) in &log.user {
+        for (k, v) in log.user.iter() {
             map.serialize_entry(k.as_ref(), v)?;
         }
         for (k, v) in &log.fields {
@@ -421,7 +447,8 @@ impl Exporter for DatadogLogsExporter {
         let mut line = Vec::with_capacity(512);
         for log in batch.iter().filter_map(Record::as_log) {
             line.clear();
-            self.write_json(&mut line, log).map_err(|e| ExportError::new(ExportErrorKind::Encode, e.to_string()))?;
+            self.write_json(&mut line, log)
+                .map_err(|e| ExportError::new(ExportErrorKind::Encode, e.to_string()))?;
             line.push(b'\n');
             self.out.write_all(&line)?;
         }

@@ -61,7 +61,8 @@ impl Exporter for JsonLinesExporter {
         let mut line = Vec::with_capacity(512);
         for record in batch {
             line.clear();
-            write_json(&mut line, record).map_err(|e| ExportError::new(crate::ExportErrorKind::Encode, e.to_string()))?;
+            write_json(&mut line, record)
+                .map_err(|e| ExportError::new(crate::ExportErrorKind::Encode, e.to_string()))?;
             line.push(b'\n');
             self.out.write_all(&line)?;
         }

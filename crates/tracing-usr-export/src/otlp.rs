@@ -299,7 +299,7 @@ pub fn otlp_log(record: &LogRecord) -> OtlpLog {
         .iter()
         .map(|(k, v)| kv(k.to_string(), field_value(v)))
         .collect();
-    for (k, v) in &record.user {
+    for (k, v) in record.user.iter() {
         attributes.push(kv(k.to_string(), string(v.clone())));
     }
     attributes.push(kv("code.namespace", string(record.target.to_string())));

@@ -325,11 +325,14 @@ impl Worker {
     }
 
     fn run(mut self) {
+        let mut spare = Vec::new();
         loop {
-            let (batch, flush_target, shutdown) = self.next_batch();
-            if !batch.is_empty() {
-                self.export(batch);
-            }
+            let (batch, flush_target, shutdown) = self.next_batch(spare);
+            spare = if batch.is_empty() {
+                batch
+            } else {
+                self.export(batch)
+            };
             if flush_target.is_some() || shutdown {
                 for exporter in &mut self.exporters {
                     let result = if shutdown {
@@ -360,7 +363,7 @@ impl Worker {
         }
     }
 
-    fn next_batch(&self) -> (Vec<Record>, Option<u64>, bool) {
+    fn next_batch(&self, spare: Vec<Record>) -> (Vec<Record>, Option<u64>, bool) {
         let config = &self.shared.config;
         let mut state = self.shared.lock();
         let deadline = Instant::now() + config.batch_delay;
@@ -379,11 +382,14 @@ impl Worker {
             };
         }
         let flush = (state.flush_requested > state.flush_done).then_some(state.flush_requested);
-        let batch = std::mem::take(&mut state.queue);
+        // Swap in the previous batch's (emptied) buffer, so neither side regrows from zero.
+        let mut batch = spare;
+        std::mem::swap(&mut batch, &mut state.queue);
         (batch, flush, state.shutdown)
     }
 
-    fn export(&mut self, mut batch: Vec<Record>) {
+    /// Exports `batch` and hands back its emptied buffer.
+    fn export(&mut self, mut batch: Vec<Record>) -> Vec<Record> {
         for record in &mut batch {
             mask_record(&self.masker, record);
         }
@@ -398,6 +404,8 @@ impl Worker {
                 slot.1 = Some(e.to_string());
             }
         }
+        batch.clear();
+        batch
     }
 
     fn report(&mut self, force: bool) {

@@ -143,6 +143,9 @@ impl fmt::Display for FieldValue {
     }
 }
 
+/// The user tags of a log record, shared (cheap to clone).
+pub type UserTags = std::sync::Arc<[(Key, String)]>;
+
 /// One `tracing` event, with the user of its trace.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogRecord {
@@ -160,8 +163,9 @@ pub struct LogRecord {
     pub trace_id: Option<u128>,
     /// The span the event occurred in.
     pub span_id: Option<u64>,
-    /// The user of the trace (`usr.*` tags after the mode, and the collection mode), or empty.
-    pub user: Vec<(Key, String)>,
+    /// The user of the trace (`usr.*` tags after the mode), or empty. Shared between the records
+    /// of a trace while its identity does not change.
+    pub user: UserTags,
 }
 
 impl LogRecord {

@@ -657,13 +657,14 @@ where
         let Some(span) = ctx.event_span(event) else {
             // Outside any span: the event's own identity, else the default identity.
             if let Some(pipeline) = pipeline {
-                let user = if identity.iter().any(|(k, _)| k == keys::USR_ID) {
-                    identity
+                let user: tracing_usr_export::UserTags = if identity.iter().any(|(k, _)| k == keys::USR_ID) {
+                    identity.into()
                 } else {
                     shared
                         .default_bucket()
                         .map(|b| b.tags().to_vec())
                         .unwrap_or_default()
+                        .into()
                 };
                 pipeline.send_one(Record::Log(LogRecord {
                     timestamp_unix_nanos: unix_nanos(),
@@ -722,7 +723,7 @@ where
             fields: plain,
             trace_id: ids.map(|(t, _)| t),
             span_id: ids.map(|(_, s)| s),
-            user: Vec::new(),
+            user: Default::default(),
         });
         {
             let mut ext = root.extensions_mut();
@@ -738,15 +739,13 @@ where
                     state.held_logs.push(log);
                 }
             } else if let Some(log) = record.as_mut() {
-                if let Some((user, _)) = state.trace.identity.current(shared.mode, None) {
-                    log.user = user;
-                }
+                log.user = state.current_user(shared.mode);
             }
         }
         if let (Some(pipeline), Some(mut log)) = (pipeline, record) {
             if log.user.is_empty() {
                 if let Some(default) = shared.default_bucket() {
-                    log.user = default.tags().to_vec();
+                    log.user = default.tags().to_vec().into();
                 }
             }
             pipeline.send_one(Record::Log(log));
@@ -801,12 +800,13 @@ where
                 }
                 batch.push(Record::Span(record));
                 if !state.held_logs.is_empty() {
-                    let user = state
+                    let user: tracing_usr_export::UserTags = state
                         .trace
                         .identity
                         .final_identity(shared.mode, default.as_ref())
                         .map(|(tags, _)| tags)
-                        .unwrap_or_default();
+                        .unwrap_or_default()
+                        .into();
                     batch.extend(state.held_logs.into_iter().map(|mut log| {
                         log.user = user.clone();
                         Record::Log(log)

@@ -4,7 +4,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tracing_core::span;
 use tracing_usr_core::{Secret, TraceState};
-use tracing_usr_export::{Key, LogRecord, Record, SpanEvent, SpanRecord};
+use tracing_usr_export::{Key, LogRecord, Record, SpanEvent, SpanRecord, UserTags};
 
 /// Stored on every span the layer tracks.
 #[derive(Debug)]
@@ -79,15 +79,37 @@ pub(crate) struct RootState {
     pub(crate) finished: Vec<Record>,
     /// Log records held for retroactive identity.
     pub(crate) held_logs: Vec<LogRecord>,
+    /// The user tags of log records, shared while the identity version does not change.
+    pub(crate) user_cache: Option<(u64, UserTags)>,
 }
 
 impl RootState {
+    /// The user a log record emitted now carries (spec a.3), shared between records.
+    pub(crate) fn current_user(&mut self, mode: tracing_usr_core::Mode) -> UserTags {
+        let version = self.trace.identity.version();
+        if let Some((cached, tags)) = &self.user_cache {
+            if *cached == version {
+                return tags.clone();
+            }
+        }
+        let tags: UserTags = self
+            .trace
+            .identity
+            .current(mode, None)
+            .map(|(t, _)| t)
+            .unwrap_or_default()
+            .into();
+        self.user_cache = Some((version, tags.clone()));
+        tags
+    }
+
     pub(crate) fn new() -> Self {
         Self {
             trace: TraceState::default(),
             sdk_token: None,
             finished: Vec::new(),
             held_logs: Vec::new(),
+            user_cache: None,
         }
     }
 }
