@@ -26,8 +26,15 @@ fn the_datadog_exporter_works_from_inside_a_multi_thread_tokio_runtime() {
         })
         .build();
     let handle = layer.handle();
-    let dispatch = tracing::Dispatch::new(tracing_subscriber::layer::SubscriberExt::with(tracing_subscriber::registry(), layer));
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::layer::SubscriberExt::with(
+        tracing_subscriber::registry(),
+        layer,
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let _guard = tracing::dispatcher::set_default(&dispatch);
         for i in 0..10 {
@@ -72,12 +79,17 @@ fn an_exporters_own_telemetry_never_loops_back() {
     let slot = Arc::new(OnceLock::new());
     let layer = builder_with_env(&[])
         .with_export(tracing_usr::Export::None)
-        .with_exporter(Chatty { dispatch: slot.clone() })
+        .with_exporter(Chatty {
+            dispatch: slot.clone(),
+        })
         .with_exporter(memory.clone())
         .with_batch_delay(Duration::from_millis(5))
         .build();
     let handle = layer.handle();
-    let dispatch = tracing::Dispatch::new(tracing_subscriber::layer::SubscriberExt::with(tracing_subscriber::registry(), layer));
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::layer::SubscriberExt::with(
+        tracing_subscriber::registry(),
+        layer,
+    ));
     slot.set(dispatch.clone()).unwrap();
     tracing::dispatcher::with_default(&dispatch, || {
         for _ in 0..3 {
@@ -87,7 +99,15 @@ fn an_exporters_own_telemetry_never_loops_back() {
     });
     handle.flush().unwrap();
     let records = memory.records();
-    assert_eq!(records.len(), 6, "3 spans and 3 logs of the application only: {records:#?}");
-    assert!(records.iter().all(|r| r.as_log().is_none_or(|l| l.message.as_deref() == Some("app event"))));
-    assert!(records.iter().all(|r| r.as_span().is_none_or(|s| s.name == "request")));
+    assert_eq!(
+        records.len(),
+        6,
+        "3 spans and 3 logs of the application only: {records:#?}"
+    );
+    assert!(records.iter().all(|r| r
+        .as_log()
+        .is_none_or(|l| l.message.as_deref() == Some("app event"))));
+    assert!(records
+        .iter()
+        .all(|r| r.as_span().is_none_or(|s| s.name == "request")));
 }
