@@ -143,39 +143,29 @@ impl Harness {
         logs.into_iter().next().unwrap()
     }
 
+    fn config_events(&self) -> Vec<String> {
+        let events = self.warnings.events.lock().unwrap();
+        events
+            .iter()
+            .filter(|(target, _)| target == "tracing_usr::config")
+            .map(|(_, text)| text.clone())
+            .collect()
+    }
+
     /// The layer's configuration warnings. They are emitted by a helper thread right after
-    /// registration, so wait for them (briefly) when some are expected.
+    /// registration, so wait (at most 5 s) until `expected` of them arrived, then a little longer
+    /// so that a duplicate would show up too.
     pub fn config_warnings(&self, expected: usize) -> Vec<String> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let found: Vec<String> = self
-                .warnings
-                .events
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(target, _)| target == "tracing_usr::config")
-                .map(|(_, text)| text.clone())
-                .collect();
-            if found.len() >= expected || std::time::Instant::now() > deadline {
-                // Give a duplicate the chance to show up before returning.
-                std::thread::sleep(std::time::Duration::from_millis(if expected > 0 {
-                    50
-                } else {
-                    100
-                }));
-                return self
-                    .warnings
-                    .events
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .filter(|(target, _)| target == "tracing_usr::config")
-                    .map(|(_, text)| text.clone())
-                    .collect();
-            }
+        while self.config_events().len() < expected && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        std::thread::sleep(std::time::Duration::from_millis(if expected > 0 {
+            50
+        } else {
+            100
+        }));
+        self.config_events()
     }
 }
 

@@ -66,14 +66,7 @@ impl fmt::Debug for DatadogConfig {
             .field("env", &self.env)
             .field("version", &self.version)
             .field("tags", &self.tags)
-            .field(
-                "headers",
-                &self
-                    .headers
-                    .iter()
-                    .map(|(k, _)| format!("{k}: <Redacted>"))
-                    .collect::<Vec<_>>(),
-            )
+            .field("headers", &crate::http::redacted_headers(&self.headers))
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
             .finish()

@@ -33,6 +33,12 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Header names with `<Redacted>` values, for `Debug` output of configurations (header values
+/// may carry API keys).
+pub fn redacted_headers(headers: &[(String, String)]) -> Vec<String> {
+    headers.iter().map(|(k, _)| format!("{k}: <Redacted>")).collect()
+}
+
 /// A request to send: everything but the client.
 #[derive(Clone)]
 pub(crate) struct Request {

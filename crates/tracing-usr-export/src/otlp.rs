@@ -61,14 +61,7 @@ impl fmt::Debug for OtlpConfig {
         f.debug_struct("OtlpConfig")
             .field("traces_endpoint", &self.traces_endpoint)
             .field("logs_endpoint", &self.logs_endpoint)
-            .field(
-                "headers",
-                &self
-                    .headers
-                    .iter()
-                    .map(|(k, _)| format!("{k}: <Redacted>"))
-                    .collect::<Vec<_>>(),
-            )
+            .field("headers", &crate::http::redacted_headers(&self.headers))
             .field("protocol", &self.protocol)
             .field("timeout", &self.timeout)
             .field("gzip", &self.gzip)
