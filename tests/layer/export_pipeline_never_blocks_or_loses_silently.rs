@@ -140,3 +140,25 @@ fn the_guard_shuts_down_on_drop() {
     h.run(|| info_span!("late").in_scope(|| {}));
     assert_eq!(h.handle.stats().dropped, 1);
 }
+
+struct Panicking;
+
+impl Exporter for Panicking {
+    fn name(&self) -> &str {
+        "panicking"
+    }
+    fn export(&mut self, _batch: &[Record]) -> Result<(), ExportError> {
+        panic!("a bug in a custom exporter");
+    }
+}
+
+#[test]
+fn a_panicking_exporter_is_counted_and_the_others_keep_exporting() {
+    let h = Harness::new(builder_with_env(&[]).with_exporter(Panicking));
+    for i in 0..3 {
+        h.run(|| info_span!("request", i).in_scope(|| {}));
+        h.handle.flush().unwrap();
+    }
+    assert_eq!(h.spans().len(), 3, "the in-memory exporter still got every span");
+    assert_eq!(h.handle.stats().export_errors, 3);
+}

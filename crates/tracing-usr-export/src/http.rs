@@ -142,8 +142,9 @@ impl Sender {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            if self.runtime.is_none() {
-                let runtime = tokio::runtime::Builder::new_current_thread()
+            let runtime = match self.runtime.take() {
+                Some(runtime) => runtime,
+                None => tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .map_err(|e| {
@@ -151,13 +152,10 @@ impl Sender {
                             ExportErrorKind::Transport,
                             format!("cannot start the HTTP runtime: {e}"),
                         )
-                    })?;
-                self.runtime = Some(runtime);
-            }
-            let Some(runtime) = &self.runtime else {
-                unreachable!("created above")
+                    })?,
             };
             let outcome = runtime.block_on(attempt_once(&self.client, request));
+            self.runtime = Some(runtime);
             let (error, retry_after) = match outcome {
                 Ok(response) if (200..300).contains(&response.status) => return Ok(response),
                 Ok(response) => {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tracing_usr_core::Masker;
 
-use crate::exporter::Exporter;
+use crate::exporter::{ExportError, ExportErrorKind, Exporter};
 use crate::record::{FieldValue, Record};
 
 thread_local! {
@@ -397,7 +397,11 @@ impl Worker {
             .processed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         for (i, exporter) in self.exporters.iter_mut().enumerate() {
-            if let Err(e) = exporter.export(&batch) {
+            // A panicking exporter must not take the export thread (and every other exporter)
+            // down with it: the panic counts as a failed export.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exporter.export(&batch)))
+                .unwrap_or_else(|_| Err(ExportError::new(ExportErrorKind::Encode, "the exporter panicked")));
+            if let Err(e) = result {
                 self.shared.export_errors.fetch_add(1, Ordering::Relaxed);
                 let slot = &mut self.unreported_errors[i];
                 slot.0 += 1;

@@ -432,13 +432,21 @@ where
     }
 }
 
-fn root_state<'a>(ext: &'a mut tracing_subscriber::registry::ExtensionsMut<'_>) -> &'a mut RootState {
+/// The root's state, created on first use.
+fn root_state<'a>(ext: &'a mut tracing_subscriber::registry::ExtensionsMut<'_>) -> Option<&'a mut RootState> {
     if ext.get_mut::<RootState>().is_none() {
         ext.replace(RootState::new());
     }
-    match ext.get_mut::<RootState>() {
-        Some(state) => state,
-        None => unreachable!("inserted above"),
+    ext.get_mut::<RootState>()
+}
+
+/// Records field-path identity on `root`.
+fn record_field_on<R>(root: &SpanRef<'_, R>, identity: Tags)
+where
+    R: for<'a> LookupSpan<'a>,
+{
+    if let Some(state) = root_state(&mut root.extensions_mut()) {
+        state.trace.identity.record_field(identity);
     }
 }
 
@@ -458,8 +466,13 @@ where
         return false;
     };
     let mut ext = root.extensions_mut();
-    f(&layer.shared, root_state(&mut ext));
-    true
+    match root_state(&mut ext) {
+        Some(state) => {
+            f(&layer.shared, state);
+            true
+        }
+        None => false,
+    }
 }
 
 fn with_span_of<S>(
@@ -487,8 +500,13 @@ where
         return false;
     };
     let mut ext = root.extensions_mut();
-    on_root(root_state(&mut ext));
-    true
+    match root_state(&mut ext) {
+        Some(state) => {
+            on_root(state);
+            true
+        }
+        None => false,
+    }
 }
 
 fn level(meta: &Metadata<'_>) -> Level {
@@ -533,10 +551,7 @@ where
             // Nothing to export: only identity matters, and the root is found by walking up.
             if !identity.is_empty() {
                 if let Some(root) = ctx.span(id).and_then(|span| root_of(span, |id| ctx.span(id))) {
-                    root_state(&mut root.extensions_mut())
-                        .trace
-                        .identity
-                        .record_field(identity);
+                    record_field_on(&root, identity);
                 }
             }
             return;
@@ -580,10 +595,7 @@ where
                 drop(ext);
                 if !identity.is_empty() {
                     if let Some(root) = ctx.span(&root) {
-                        root_state(&mut root.extensions_mut())
-                            .trace
-                            .identity
-                            .record_field(identity);
+                        record_field_on(&root, identity);
                     }
                 }
             }
@@ -614,10 +626,7 @@ where
             return;
         }
         if let Some(root) = root_of(span, |id| ctx.span(id)) {
-            root_state(&mut root.extensions_mut())
-                .trace
-                .identity
-                .record_field(identity);
+            record_field_on(&root, identity);
         }
     }
 
@@ -727,7 +736,7 @@ where
         });
         {
             let mut ext = root.extensions_mut();
-            let state = root_state(&mut ext);
+            let Some(state) = root_state(&mut ext) else { return };
             if !identity.is_empty() {
                 state.trace.identity.record_field(identity);
             }
