@@ -344,7 +344,8 @@ pub struct Handle {
 
 impl Handle {
     /// Waits until every record produced so far (of closed traces) is exported and the
-    /// exporters are flushed.
+    /// exporters are flushed. It blocks the calling thread (at most the shutdown timeout): from
+    /// async code, call it through `tokio::task::spawn_blocking` or at shutdown.
     ///
     /// # Errors
     /// [`TimeoutError`] when that takes longer than the layer's shutdown timeout.
