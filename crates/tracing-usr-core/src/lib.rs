@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod anonymize;
+pub mod blocking;
 pub mod events;
 pub mod identity;
 pub mod keys;

@@ -1,0 +1,467 @@
+//! Blocking building blocks (spec e): deny lists with expiry on an injectable clock, the block
+//! response (body choice from `Accept`, templates, security response id) and the `_dd.appsec.json`
+//! trigger. Pure: the layer and the HTTP middleware wire them in.
+//!
+//! Not wired into the layer or an HTTP middleware yet; see the project's issue on protection.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// A monotonic clock. Detection windows and block expiry are measured on it, so tests can drive
+/// time without sleeping.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Time elapsed since the clock started.
+    fn now(&self) -> Duration;
+}
+
+/// The real clock: time since it was created.
+#[derive(Debug)]
+pub struct SystemClock(Instant);
+
+impl SystemClock {
+    /// A clock starting now.
+    pub fn new() -> Self {
+        Self(Instant::now())
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
+/// A clock that only moves when told to (for tests). Clones share the same time.
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    /// A clock at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        self.0.fetch_add(nanos, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// One deny-list entry as configured: a value and an expiration in Unix seconds (`None` or `0`:
+/// never).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DenyEntry {
+    /// The user id (exact, case-sensitive) or the IP address text.
+    pub value: String,
+    /// When the entry stops applying, in seconds since the Unix epoch.
+    pub expiration: Option<u64>,
+}
+
+/// Folds an IPv4-mapped IPv6 address to IPv4, so `::ffff:1.2.3.4` and `1.2.3.4` are one address.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// When an entry expires, on the clock; `None`: never.
+type Expiry = Option<Duration>;
+
+/// Blocked users and IPs, with expiry on a [`Clock`]. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct DenyList {
+    clock: Arc<dyn Clock>,
+    users: RwLock<HashMap<String, Expiry>>,
+    ips: RwLock<HashMap<IpAddr, Expiry>>,
+}
+
+impl DenyList {
+    /// An empty list timed by `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            users: RwLock::default(),
+            ips: RwLock::default(),
+        }
+    }
+
+    /// Converts a wall-clock expiration to the clock, once, at load time.
+    fn expiry(&self, expiration: Option<u64>, unix_now: u64) -> Option<Expiry> {
+        match expiration.filter(|e| *e != 0) {
+            None => Some(None),
+            Some(at) if at <= unix_now => None,
+            Some(at) => Some(Some(self.clock.now() + Duration::from_secs(at - unix_now))),
+        }
+    }
+
+    /// Replaces the blocked users; entries already expired at `unix_now` are left out.
+    pub fn replace_users(&self, entries: impl IntoIterator<Item = DenyEntry>, unix_now: u64) {
+        let users: HashMap<String, Expiry> = entries
+            .into_iter()
+            .filter_map(|e| self.expiry(e.expiration, unix_now).map(|x| (e.value, x)))
+            .collect();
+        if let Ok(mut slot) = self.users.write() {
+            *slot = users;
+        }
+    }
+
+    /// Replaces the blocked IPs; entries that are not IP addresses are skipped and returned.
+    pub fn replace_ips(&self, entries: impl IntoIterator<Item = DenyEntry>, unix_now: u64) -> Vec<String> {
+        let mut rejected = Vec::new();
+        let mut ips = HashMap::new();
+        for entry in entries {
+            match entry.value.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    if let Some(x) = self.expiry(entry.expiration, unix_now) {
+                        ips.insert(canonical_ip(ip), x);
+                    }
+                }
+                Err(_) => rejected.push(entry.value),
+            }
+        }
+        if let Ok(mut slot) = self.ips.write() {
+            *slot = ips;
+        }
+        rejected
+    }
+
+    /// Blocks `user_id` for `duration` (forever with `None`), timed on the clock.
+    pub fn block_user(&self, user_id: &str, duration: Option<Duration>) {
+        let expiry = duration.map(|d| self.clock.now() + d);
+        if let Ok(mut users) = self.users.write() {
+            users.insert(user_id.to_owned(), expiry);
+        }
+    }
+
+    /// Blocks `ip` for `duration` (forever with `None`), timed on the clock.
+    pub fn block_ip(&self, ip: IpAddr, duration: Option<Duration>) {
+        let expiry = duration.map(|d| self.clock.now() + d);
+        if let Ok(mut ips) = self.ips.write() {
+            ips.insert(canonical_ip(ip), expiry);
+        }
+    }
+
+    fn live(expiry: Option<&Expiry>, now: Duration) -> bool {
+        matches!(expiry, Some(None)) || matches!(expiry, Some(Some(at)) if now < *at)
+    }
+
+    /// Whether an unexpired entry equals `user_id` exactly (bytes: case-sensitive, untrimmed).
+    pub fn is_user_blocked(&self, user_id: &str) -> bool {
+        let now = self.clock.now();
+        self.users
+            .read()
+            .map(|u| Self::live(u.get(user_id), now))
+            .unwrap_or(false)
+    }
+
+    /// Whether an unexpired entry is `ip` (IPv4-mapped IPv6 folded to IPv4).
+    pub fn is_ip_blocked(&self, ip: IpAddr) -> bool {
+        let now = self.clock.now();
+        self.ips
+            .read()
+            .map(|i| Self::live(i.get(&canonical_ip(ip)), now))
+            .unwrap_or(false)
+    }
+}
+
+/// A fresh-looking UUID v4 (lowercase, hyphenated) from 16 random bytes.
+///
+/// ```
+/// use tracing_usr_core::blocking::uuid_v4;
+/// let id = uuid_v4([0xab; 16]);
+/// assert_eq!(id, "abababab-abab-4bab-abab-abababababab");
+/// ```
+pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+fn q_value(params: &str, default: f64) -> f64 {
+    params
+        .split(';')
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+        .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+        .filter(|q| q.is_finite())
+        .map_or(default, |q| q.clamp(0.0, 1.0))
+}
+
+/// Whether the block response should be HTML rather than JSON for this `Accept` header (spec
+/// e.3): HTML only when its best score is strictly greater than JSON's.
+///
+/// ```
+/// use tracing_usr_core::blocking::prefers_html;
+/// assert!(!prefers_html(None));
+/// assert!(prefers_html(Some("text/html,application/xhtml+xml,*/*;q=0.8")));
+/// assert!(!prefers_html(Some("text/html;q=0.5, application/json")));
+/// ```
+pub fn prefers_html(accept: Option<&str>) -> bool {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return false;
+    };
+    let (mut html, mut json) = (0.0f64, 0.0f64);
+    for entry in accept.split(',') {
+        if entry.len() > 128 {
+            continue;
+        }
+        let entry = entry.trim();
+        let (media, params) = entry.split_once(';').unwrap_or((entry, ""));
+        let media = media.trim().to_ascii_lowercase();
+        match media.as_str() {
+            "text/html" => html = html.max(q_value(params, 1.0)),
+            "text/*" => html = html.max(q_value(params, 0.2)),
+            "application/json" => json = json.max(q_value(params, 1.0)),
+            "application/*" => json = json.max(q_value(params, 0.2)),
+            _ => {}
+        }
+    }
+    html > json
+}
+
+/// The placeholder that templates carry for the security response id.
+pub const RESPONSE_ID_PLACEHOLDER: &str = "[security_response_id]";
+
+/// The built-in JSON block body (compact, exactly as Datadog's tracers send it).
+pub const DEFAULT_JSON_TEMPLATE: &str = r#"{"errors":[{"title":"You've been blocked","detail":"Sorry, you cannot access this page. Please contact the customer service team. Security provided by Datadog."}],"security_response_id":"[security_response_id]"}"#;
+
+/// The built-in HTML block page.
+pub const DEFAULT_HTML_TEMPLATE: &str = r#"<!DOCTYPE html><html lang="en"><head><meta charset="UTF-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>You've been blocked</title><style>body{font-family:sans-serif;margin:10vh auto;max-width:40rem;text-align:center;color:#222}footer{margin-top:4rem;font-size:.8rem;color:#666}</style></head><body><main><h1>Sorry, you cannot access this page. Please contact the customer service team.</h1><p>Security Response ID: [security_response_id]</p></main><footer>Security provided by Datadog</footer></body></html>"#;
+
+/// The block response bodies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockTemplates {
+    /// The JSON body, with [`RESPONSE_ID_PLACEHOLDER`]s.
+    pub json: String,
+    /// The HTML body, with [`RESPONSE_ID_PLACEHOLDER`]s.
+    pub html: String,
+}
+
+impl Default for BlockTemplates {
+    fn default() -> Self {
+        Self {
+            json: DEFAULT_JSON_TEMPLATE.to_owned(),
+            html: DEFAULT_HTML_TEMPLATE.to_owned(),
+        }
+    }
+}
+
+impl BlockTemplates {
+    /// The content type and body to send for this `Accept` header and response id.
+    pub fn render(&self, accept: Option<&str>, response_id: &str) -> (&'static str, String) {
+        if prefers_html(accept) {
+            (
+                "text/html",
+                self.html.replace(RESPONSE_ID_PLACEHOLDER, response_id),
+            )
+        } else {
+            (
+                "application/json",
+                self.json.replace(RESPONSE_ID_PLACEHOLDER, response_id),
+            )
+        }
+    }
+}
+
+/// What a block matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlockReason {
+    /// A blocked user id (in its exported form).
+    User(String),
+    /// A blocked client IP.
+    Ip(IpAddr),
+}
+
+/// The `_dd.appsec.json` tag of a blocked trace (spec e.4), compact.
+pub fn trigger_json(reason: &BlockReason, response_id: &str) -> String {
+    let (rule, name, kind, operator, address, value) = match reason {
+        BlockReason::User(id) => (
+            "blk-001-002",
+            "Block User Addresses",
+            "block_user",
+            "exact_match",
+            "usr.id",
+            id.clone(),
+        ),
+        BlockReason::Ip(ip) => (
+            "blk-001-001",
+            "Block IP Addresses",
+            "block_ip",
+            "ip_match",
+            "http.client_ip",
+            ip.to_string(),
+        ),
+    };
+    serde_json::json!({
+        "triggers": [{
+            "rule": {"id": rule, "name": name, "on_match": ["block"], "tags": {"category": "security_response", "type": kind}},
+            "rule_matches": [{"operator": operator, "operator_value": "", "parameters": [{"address": address, "highlight": [value], "key_path": [], "value": value}]}],
+            "security_response_id": response_id,
+        }]
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list() -> (DenyList, ManualClock) {
+        let clock = ManualClock::new();
+        (DenyList::new(Arc::new(clock.clone())), clock)
+    }
+
+    #[test]
+    fn users_match_exactly_and_expire_on_the_clock() {
+        let (list, clock) = list();
+        list.replace_users(
+            [
+                DenyEntry {
+                    value: "u-1".into(),
+                    expiration: None,
+                },
+                DenyEntry {
+                    value: "u-2".into(),
+                    expiration: Some(1_000 + 60),
+                },
+                DenyEntry {
+                    value: "gone".into(),
+                    expiration: Some(999),
+                },
+            ],
+            1_000,
+        );
+        assert!(list.is_user_blocked("u-1"));
+        assert!(!list.is_user_blocked("U-1") && !list.is_user_blocked(" u-1"));
+        assert!(list.is_user_blocked("u-2"));
+        assert!(!list.is_user_blocked("gone"));
+        clock.advance(Duration::from_secs(59));
+        assert!(list.is_user_blocked("u-2"));
+        clock.advance(Duration::from_secs(1));
+        assert!(!list.is_user_blocked("u-2"));
+        assert!(list.is_user_blocked("u-1"));
+    }
+
+    #[test]
+    fn temporary_blocks_from_detection_expire() {
+        let (list, clock) = list();
+        list.block_user("victim", Some(Duration::from_secs(900)));
+        list.block_ip("::ffff:10.0.0.1".parse().unwrap(), Some(Duration::from_secs(900)));
+        assert!(list.is_user_blocked("victim"));
+        assert!(list.is_ip_blocked("10.0.0.1".parse().unwrap()));
+        clock.advance(Duration::from_secs(900));
+        assert!(!list.is_user_blocked("victim"));
+        assert!(!list.is_ip_blocked("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn ip_entries_are_parsed_and_folded() {
+        let (list, _) = list();
+        let rejected = list.replace_ips(
+            [
+                DenyEntry {
+                    value: "1.2.3.4".into(),
+                    expiration: None,
+                },
+                DenyEntry {
+                    value: "not-an-ip".into(),
+                    expiration: None,
+                },
+                DenyEntry {
+                    value: "2001:db8::1".into(),
+                    expiration: Some(0),
+                },
+            ],
+            0,
+        );
+        assert_eq!(rejected, vec!["not-an-ip".to_owned()]);
+        assert!(list.is_ip_blocked("::ffff:1.2.3.4".parse().unwrap()));
+        assert!(list.is_ip_blocked("2001:db8::1".parse().unwrap()));
+        assert!(!list.is_ip_blocked("1.2.3.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn accept_negotiation_follows_the_spec() {
+        for (accept, html) in [
+            (None, false),
+            (Some(""), false),
+            (Some("*/*"), false),
+            (Some("text/html"), true),
+            (Some("TEXT/HTML"), true),
+            (Some("text/*"), true),
+            (Some("text/*, application/*"), false),
+            (Some("text/html;q=0.9, application/json;q=0.8"), true),
+            (Some("text/html;q=0.8, application/json;q=0.8"), false),
+            (Some("text/html;q=2, application/json;q=0.99"), true),
+            (Some("text/html;q=abc, application/json;q=0.99"), true),
+            (Some("application/json, text/html"), false),
+        ] {
+            assert_eq!(prefers_html(accept), html, "{accept:?}");
+        }
+        let long = format!("text/html;{}", "x".repeat(130));
+        assert!(
+            !prefers_html(Some(&long)),
+            "entries longer than 128 characters are skipped"
+        );
+    }
+
+    #[test]
+    fn bodies_and_ids() {
+        let id = uuid_v4([0x12; 16]);
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        let (ct, body) = BlockTemplates::default().render(None, &id);
+        assert_eq!(ct, "application/json");
+        assert_eq!(
+            body,
+            format!(
+                r#"{{"errors":[{{"title":"You've been blocked","detail":"Sorry, you cannot access this page. Please contact the customer service team. Security provided by Datadog."}}],"security_response_id":"{id}"}}"#
+            )
+        );
+        let (ct, body) = BlockTemplates::default().render(Some("text/html"), &id);
+        assert_eq!(ct, "text/html");
+        assert!(
+            body.contains("You've been blocked") && body.contains(&format!("Security Response ID: {id}"))
+        );
+        assert!(body.contains("Security provided by Datadog"));
+    }
+
+    #[test]
+    fn trigger_json_has_the_datadog_shape() {
+        let json: serde_json::Value =
+            serde_json::from_str(&trigger_json(&BlockReason::User("anon_x".into()), "rid")).unwrap();
+        let trigger = &json["triggers"][0];
+        assert_eq!(trigger["rule"]["id"], "blk-001-002");
+        assert_eq!(trigger["rule_matches"][0]["parameters"][0]["value"], "anon_x");
+        assert_eq!(trigger["security_response_id"], "rid");
+        let json: serde_json::Value =
+            serde_json::from_str(&trigger_json(&BlockReason::Ip("1.2.3.4".parse().unwrap()), "rid")).unwrap();
+        assert_eq!(json["triggers"][0]["rule_matches"][0]["operator"], "ip_match");
+    }
+}
