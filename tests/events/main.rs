@@ -2,6 +2,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod blocked_users_get_a_blocked_verdict;
 mod calling_twice_follows_the_overwrite_rules;
 mod field_path_events_follow_the_mode;
 mod metadata_is_flattened_as_the_spec_says;

@@ -50,6 +50,8 @@ pub struct TraceState {
     extra: Tags,
     /// The sampling priority received from upstream.
     upstream_priority: Option<i32>,
+    /// The first block of this trace and its security response id.
+    block: Option<(crate::blocking::BlockReason, String)>,
 }
 
 impl TraceState {
@@ -148,6 +150,19 @@ impl TraceState {
         tags
     }
 
+    /// Marks the trace as blocked (spec e.2): the first block wins, the trace is kept.
+    pub fn block(&mut self, reason: crate::blocking::BlockReason, security_response_id: String) {
+        if self.block.is_none() {
+            self.block = Some((reason, security_response_id));
+        }
+        self.keep = true;
+    }
+
+    /// The security response id when the trace is blocked.
+    pub fn blocked(&self) -> Option<&str> {
+        self.block.as_ref().map(|(_, id)| id.as_str())
+    }
+
     /// Takes the sampling priority received from upstream.
     pub fn set_upstream_priority(&mut self, priority: Option<i32>) {
         self.upstream_priority = priority;
@@ -211,6 +226,18 @@ impl TraceState {
         for (key, value) in self.propagation_tags() {
             meta.retain(|(k, _)| *k != key);
             meta.push((key, value));
+        }
+        if let Some((reason, id)) = &self.block {
+            meta.push((Key::Borrowed("appsec.blocked"), "true".to_owned()));
+            meta.push((Key::Borrowed("appsec.event"), "true".to_owned()));
+            meta.push((Key::Borrowed("_dd.origin"), "appsec".to_owned()));
+            if let crate::blocking::BlockReason::Ip(ip) = reason {
+                meta.push((Key::Borrowed("actor.ip"), ip.to_string()));
+            }
+            meta.push((
+                Key::Borrowed("_dd.appsec.json"),
+                crate::blocking::trigger_json(reason, id),
+            ));
         }
         meta.extend(self.extra.iter().cloned());
     }

@@ -99,6 +99,9 @@ pub struct Builder {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) max_spans_per_trace: usize,
     pub(crate) anonymizer_capacity: usize,
+    clock: Option<Arc<dyn tracing_usr_core::blocking::Clock>>,
+    blocked_users: Vec<tracing_usr_core::blocking::DenyEntry>,
+    blocked_ips: Vec<tracing_usr_core::blocking::DenyEntry>,
     #[cfg(feature = "datadog")]
     datadog: Option<tracing_usr_export::datadog::DatadogConfig>,
     #[cfg(feature = "otlp")]
@@ -146,6 +149,9 @@ impl Builder {
             shutdown_timeout: Duration::from_secs(5),
             max_spans_per_trace: 1000,
             anonymizer_capacity: tracing_usr_core::Anonymizer::DEFAULT_CAPACITY,
+            clock: None,
+            blocked_users: Vec::new(),
+            blocked_ips: Vec::new(),
             #[cfg(feature = "datadog")]
             datadog: None,
             #[cfg(feature = "otlp")]
@@ -192,6 +198,35 @@ impl Builder {
     #[cfg(feature = "otlp")]
     pub fn with_otlp(mut self, config: tracing_usr_export::otlp::OtlpConfig) -> Self {
         self.otlp = Some(config);
+        self
+    }
+
+    /// Sets the clock that block expiry (and, later, detection windows) are measured on; tests
+    /// use a [`ManualClock`](tracing_usr_core::blocking::ManualClock). Defaults to the system's
+    /// monotonic clock.
+    pub fn with_clock(mut self, clock: Arc<dyn tracing_usr_core::blocking::Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Sets the blocked users (exact `usr.id` match; expiration in Unix seconds, `None` for
+    /// never). SDK identity calls then report [`SdkError::Blocked`](crate::SdkError::Blocked)
+    /// for them. Defaults to none; [`Handle::deny_list`](crate::Handle::deny_list) changes the
+    /// list at run time.
+    pub fn with_blocked_users(
+        mut self,
+        entries: impl IntoIterator<Item = tracing_usr_core::blocking::DenyEntry>,
+    ) -> Self {
+        self.blocked_users = entries.into_iter().collect();
+        self
+    }
+
+    /// Sets the blocked client IPs (same shape as the users). Defaults to none.
+    pub fn with_blocked_ips(
+        mut self,
+        entries: impl IntoIterator<Item = tracing_usr_core::blocking::DenyEntry>,
+    ) -> Self {
+        self.blocked_ips = entries.into_iter().collect();
         self
     }
 
@@ -339,6 +374,21 @@ impl Builder {
                 tracing_usr_core::propagation::DEFAULT_TAGS_MAX_LENGTH
             }),
         };
+        let clock = self
+            .clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(tracing_usr_core::blocking::SystemClock::new()));
+        let deny = Arc::new(tracing_usr_core::blocking::DenyList::new(clock));
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        deny.replace_users(self.blocked_users.iter().cloned(), unix_now);
+        for rejected in deny.replace_ips(self.blocked_ips.iter().cloned(), unix_now) {
+            warnings.push(ConfigWarning {
+                variable: "tracing_usr::blocked_ips",
+                message: format!("{rejected:?} is not an IP address; entry ignored"),
+            });
+        }
         let Builder {
             exporters: extra,
             retroactive,
@@ -360,6 +410,7 @@ impl Builder {
             anonymizer_capacity,
             warnings,
             tags_max_length,
+            deny,
         })
     }
 

@@ -41,6 +41,15 @@ pub(crate) fn trace_id() -> u128 {
     ((next() as u128) << 64) | span_id() as u128
 }
 
+/// A fresh random UUID v4 for a block response.
+pub(crate) fn security_response_id() -> String {
+    let (a, b) = (next(), next());
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&a.to_be_bytes());
+    bytes[8..].copy_from_slice(&b.to_be_bytes());
+    tracing_usr_core::blocking::uuid_v4(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

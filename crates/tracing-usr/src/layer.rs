@@ -12,6 +12,7 @@ use tracing_core::subscriber::{Interest, Subscriber};
 use tracing_core::{Event, Metadata};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
+use tracing_usr_core::blocking::DenyList;
 use tracing_usr_core::events;
 use tracing_usr_core::identity::Key;
 use tracing_usr_core::identity::{apply_mode, Tags};
@@ -31,6 +32,7 @@ use crate::visit::{split_span_fields, Collector, Fields};
 pub(crate) struct Parts {
     pub(crate) mode: Mode,
     pub(crate) masker: Arc<Masker>,
+    pub(crate) deny: Arc<DenyList>,
     pub(crate) exporters: Vec<Box<dyn Exporter>>,
     pub(crate) retroactive: bool,
     pub(crate) pipeline: PipelineConfig,
@@ -52,6 +54,7 @@ pub(crate) struct DefaultUser {
 pub(crate) struct Shared {
     pub(crate) mode: Mode,
     pub(crate) masker: Arc<Masker>,
+    pub(crate) deny: Arc<DenyList>,
     pub(crate) anonymizer: Anonymizer,
     pub(crate) callsites: CallsiteCache,
     pub(crate) retroactive: bool,
@@ -245,6 +248,7 @@ impl UserLayer {
             mode: parts.mode,
             callsites: CallsiteCache::new(Arc::clone(&parts.masker)),
             masker: parts.masker,
+            deny: parts.deny,
             anonymizer: Anonymizer::new(parts.anonymizer_capacity),
             retroactive: parts.retroactive,
             max_spans_per_trace: parts.max_spans_per_trace,
@@ -379,6 +383,11 @@ impl Handle {
     /// The effective mode of the field path.
     pub fn mode(&self) -> Mode {
         self.shared.mode
+    }
+
+    /// The blocked users and IPs, to replace or extend at run time.
+    pub fn deny_list(&self) -> Arc<DenyList> {
+        Arc::clone(&self.shared.deny)
     }
 
     /// The names of the exporters in use (`json-lines`, …); empty when nothing is exported.
@@ -795,6 +804,10 @@ where
                     record.meta.retain(|(k, _)| {
                         !SAMPLER_RATES.contains(&k.as_ref()) && k != DECISION_MAKER && k != TRACE_SOURCE
                     });
+                }
+                if record.meta.iter().any(|(k, _)| k == "_dd.origin") {
+                    // An origin set by the application wins over the blocking one.
+                    tags.retain(|(k, _)| k != "_dd.origin");
                 }
                 record.meta.retain(|(k, _)| !tags.iter().any(|(t, _)| t == k));
                 // Field values still need the value rule; the tags from `finish` are final.

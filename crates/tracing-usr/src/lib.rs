@@ -165,8 +165,8 @@ pub use config::{
     ENV_VALUE_REGEXP,
 };
 pub use layer::{shutdown, Handle, ShutdownGuard, UserLayer};
-pub use sdk::{current_user, identify, logout, SdkError, SpanExt};
-pub use tracing_usr_core::{keys, Mode, Secret, User, REDACTED};
+pub use sdk::{current_user, identify, is_user_blocked, logout, SdkError, SpanExt};
+pub use tracing_usr_core::{blocking, keys, Mode, Secret, User, REDACTED};
 pub use track::{
     record_user, set_user, track_custom_event, track_login_failure, track_login_success,
     track_password_reset, track_payment_failure, track_sensitive_activity, track_signup, track_user,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tracing_core::dispatcher::Dispatch;
 use tracing_core::span::Id;
+use tracing_usr_core::blocking::BlockReason;
 use tracing_usr_core::identity::Tags;
 use tracing_usr_core::{IdentityBucket, Masker, User};
 
@@ -21,6 +22,13 @@ pub enum SdkError {
     /// There is no local root to write to: the call was made outside any span, or the span is
     /// disabled or closed.
     NoRoot,
+    /// The user is on the blocked-user list (spec e): the caller must stop its work. The trace is
+    /// marked as blocked (its root gets `appsec.blocked=true` and the trigger); the identity was
+    /// still recorded.
+    Blocked {
+        /// The security response id to show the user (in the 403 body).
+        security_response_id: String,
+    },
     /// `set_parent` was given a span that has a parent in the registry.
     NotLocalRoot,
     /// `track_custom_event` was called with a name that has a dedicated call
@@ -35,6 +43,12 @@ impl fmt::Display for SdkError {
             SdkError::NoLayer => f.write_str("the current subscriber has no tracing-usr layer"),
             SdkError::NoRoot => {
                 f.write_str("no local root to write to (outside any span, or the span is disabled or closed)")
+            }
+            SdkError::Blocked { security_response_id } => {
+                write!(
+                    f,
+                    "the user is blocked (security response id {security_response_id})"
+                )
             }
             SdkError::NotLocalRoot => {
                 f.write_str("the span has a parent: only a local root can take a remote parent")
@@ -87,6 +101,11 @@ fn identify_in(
     propagate: bool,
 ) -> Result<(), SdkError> {
     let tags = sdk_tags(user, &layer.shared.masker);
+    let blocked = layer
+        .shared
+        .deny
+        .is_user_blocked(user.id())
+        .then(crate::ids::security_response_id);
     match span {
         None => {
             let bucket = IdentityBucket::from_tags(tags);
@@ -94,7 +113,6 @@ fn identify_in(
                 user: Arc::new(user.clone()),
                 bucket,
             }));
-            Ok(())
         }
         Some(id) => {
             let mut tags = Some(tags);
@@ -106,10 +124,27 @@ fn identify_in(
                     state.trace.propagate_user_id(user.id());
                 }
                 state.sdk_token = token.take().flatten();
+                if let Some(rid) = &blocked {
+                    state
+                        .trace
+                        .block(BlockReason::User(user.id().to_owned()), rid.clone());
+                }
             });
-            found.then_some(()).ok_or(SdkError::NoRoot)
+            if !found {
+                return Err(SdkError::NoRoot);
+            }
         }
     }
+    match blocked {
+        Some(security_response_id) => Err(SdkError::Blocked { security_response_id }),
+        None => Ok(()),
+    }
+}
+
+/// Whether `user_id` is on the blocked-user list of the current subscriber's layer (exact match,
+/// unexpired). `false` without a tracing-usr layer.
+pub fn is_user_blocked(user_id: &str) -> bool {
+    with_layer(|_, layer, _| layer.shared.deny.is_user_blocked(user_id)).unwrap_or(false)
 }
 
 /// Attaches `user` to the local root of the current trace (the SDK path): its tags are written

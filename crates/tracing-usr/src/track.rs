@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use tracing_usr_core::blocking::BlockReason;
 use tracing_usr_core::events::{
     self, LOGIN_FAILURE, LOGIN_SUCCESS, PASSWORD_RESET, PAYMENT_FAILURE, SENSITIVE_ACTIVITY, SIGNUP,
     USER_DELETE,
@@ -144,9 +145,9 @@ fn optional(value: Option<&str>) -> Option<&str> {
 
 /// Runs `prepare` (tag building, masking: no lock held) then `apply` on the current trace's
 /// local root.
-fn on_current_root<T>(
+fn on_current_root<T, R: IntoOutcome>(
     prepare: impl FnOnce(&Shared) -> Result<T, SdkError>,
-    apply: impl FnOnce(&mut RootState, T),
+    apply: impl FnOnce(&mut RootState, T) -> R,
 ) -> Result<(), SdkError> {
     with_layer(|dispatch, layer, span| {
         let Some(id) = span else {
@@ -154,18 +155,32 @@ fn on_current_root<T>(
         };
         let prepared = prepare(&layer.shared)?;
         let mut slot = Some((prepared, apply));
-        let found = layer.with_root(dispatch, id, &mut |_, state| {
+        let mut outcome = Err(SdkError::NoRoot);
+        layer.with_root(dispatch, id, &mut |_, state| {
             if let Some((prepared, apply)) = slot.take() {
-                apply(state, prepared);
+                outcome = apply(state, prepared).into_outcome();
             }
         });
-        if found {
-            Ok(())
-        } else {
-            Err(SdkError::NoRoot)
-        }
+        outcome
     })
     .unwrap_or(Err(SdkError::NoLayer))
+}
+
+/// What an `apply` closure of [`on_current_root`] may return.
+trait IntoOutcome {
+    fn into_outcome(self) -> Result<(), SdkError>;
+}
+
+impl IntoOutcome for () {
+    fn into_outcome(self) -> Result<(), SdkError> {
+        Ok(())
+    }
+}
+
+impl IntoOutcome for Result<(), SdkError> {
+    fn into_outcome(self) -> Result<(), SdkError> {
+        self
+    }
 }
 
 /// Sets the trace's user (the SDK path, spec a.3): each given attribute as `usr.<key>` on the
@@ -221,14 +236,39 @@ fn track_identity(
             if session_id.is_some() {
                 skip.push("session_id");
             }
-            let mut tags: Tags = vec![(Key::Borrowed(keys::USR_ID), user_id)];
+            let blocked = blocked(shared, &user_id);
+            let mut tags: Tags = vec![(Key::Borrowed(keys::USR_ID), user_id.clone())];
             tags.extend(login.map(|l| (Key::Borrowed(keys::USR_LOGIN), l)));
             tags.extend(session_id.map(|s| (Key::Borrowed(keys::USR_SESSION_ID), s)));
             tags.extend(user_metadata_tags(shared, &metadata, &skip));
-            Ok(tags)
+            Ok((tags, blocked.map(|rid| (user_id, rid))))
         },
-        |state, tags| state.trace.identity.record_sdk(tags),
+        |state, (tags, blocked)| {
+            state.trace.identity.record_sdk(tags);
+            mark_blocked(state, blocked)
+        },
     )
+}
+
+/// A fresh security response id when `user_id` is blocked.
+fn blocked(shared: &Shared, user_id: &str) -> Option<String> {
+    shared
+        .deny
+        .is_user_blocked(user_id)
+        .then(crate::ids::security_response_id)
+}
+
+/// Marks the trace blocked and turns the outcome into the blocked verdict.
+fn mark_blocked(state: &mut RootState, blocked: Option<(String, String)>) -> Result<(), SdkError> {
+    match blocked {
+        Some((user_id, security_response_id)) => {
+            state
+                .trace
+                .block(BlockReason::User(user_id), security_response_id.clone());
+            Err(SdkError::Blocked { security_response_id })
+        }
+        None => Ok(()),
+    }
 }
 
 /// Identifies the trace's user by login and id (spec a.3): `usr.id`, `usr.login`,
@@ -269,27 +309,24 @@ fn record_event(
     root_id: Option<String>,
     propagate: bool,
 ) -> Result<(), SdkError> {
+    let check = root_id.clone();
     on_current_root(
         |shared| {
-            Ok(events::sdk_event_tags(
-                name,
-                &explicit,
-                metadata.as_value(),
-                true,
-                &shared.masker,
-            ))
+            let tags = events::sdk_event_tags(name, &explicit, metadata.as_value(), true, &shared.masker);
+            let blocked = check.as_deref().and_then(|id| blocked(shared, id));
+            Ok((tags, blocked))
         },
-        |state, tags| {
+        |state, (tags, blocked)| {
             state.trace.record_sdk_event(name, tags);
-            if let Some(id) = root_id {
-                if propagate {
-                    state.trace.propagate_user_id(&id);
-                }
-                state
-                    .trace
-                    .identity
-                    .record_sdk(vec![(Key::Borrowed(keys::USR_ID), id)]);
+            let Some(id) = root_id else { return Ok(()) };
+            if propagate {
+                state.trace.propagate_user_id(&id);
             }
+            state
+                .trace
+                .identity
+                .record_sdk(vec![(Key::Borrowed(keys::USR_ID), id.clone())]);
+            mark_blocked(state, blocked.map(|rid| (id, rid)))
         },
     )
 }
