@@ -8,6 +8,8 @@ use tracing_usr::{SdkError, SetUserOptions, User};
 
 use crate::support::{builder_with_env, Harness};
 
+type Call = Box<dyn Fn() -> Result<(), SdkError>>;
+
 fn harness(clock: &ManualClock) -> Harness {
     Harness::new(
         builder_with_env(&[])
@@ -31,7 +33,7 @@ fn every_identity_call_reports_a_blocked_user() {
     let clock = ManualClock::new();
     let h = harness(&clock);
     h.run(|| {
-        let calls: Vec<(&str, Box<dyn Fn() -> Result<(), SdkError>>)> = vec![
+        let calls: Vec<(&str, Call)> = vec![
             (
                 "identify",
                 Box::new(|| tracing_usr::identify(&User::new("bad-user"))),
