@@ -136,3 +136,94 @@ fn blocks_expire_on_the_layer_clock_and_the_list_changes_at_run_time() {
     assert_eq!(h.span("second").meta("appsec.blocked"), None);
     assert_eq!(h.span("third").meta("appsec.blocked"), None);
 }
+
+#[test]
+fn field_path_ids_are_checked_raw_or_hashed_but_not_in_disabled_mode() {
+    for (mode, entry, blocked) in [
+        ("identification", "user-1", true),
+        ("anonymization", "user-1", true),
+        ("anonymization", "anon_c6c289e49e9c05b2145860387b73bcb1", true),
+        ("disabled", "user-1", false),
+    ] {
+        let h = Harness::new(
+            builder_with_env(&[("DD_APPSEC_AUTO_USER_INSTRUMENTATION_MODE", mode)]).with_blocked_users([
+                DenyEntry {
+                    value: entry.into(),
+                    expiration: None,
+                },
+            ]),
+        );
+        h.run(|| {
+            let _root = info_span!("request").entered();
+            info_span!("auth", usr.id = "user-1").in_scope(|| {});
+        });
+        let root = h.span("request");
+        assert_eq!(root.meta("appsec.blocked").is_some(), blocked, "{mode} / {entry}");
+        if blocked {
+            let trigger: serde_json::Value =
+                serde_json::from_str(root.meta("_dd.appsec.json").unwrap()).unwrap();
+            let value = &trigger["triggers"][0]["rule_matches"][0]["parameters"][0]["value"];
+            let exported = if mode == "anonymization" {
+                "anon_c6c289e49e9c05b2145860387b73bcb1"
+            } else {
+                "user-1"
+            };
+            assert_eq!(value, exported, "the id that matched, in its exported form");
+        }
+    }
+}
+
+#[test]
+fn a_login_success_event_of_a_blocked_user_blocks_the_trace() {
+    let h = Harness::new(builder_with_env(&[]).with_blocked_users([DenyEntry {
+        value: "u-9".into(),
+        expiration: None,
+    }]));
+    h.run(|| {
+        let _root = info_span!("request").entered();
+        tracing::info!(
+            usr.event = "users.login.success",
+            usr.login = "mallory",
+            usr.id = "u-9"
+        );
+    });
+    assert_eq!(h.span("request").meta("appsec.blocked"), Some("true"));
+}
+
+#[test]
+fn a_blocked_client_ip_on_the_root_blocks_the_trace_and_actor_ip_is_tagged() {
+    let h = Harness::new(
+        builder_with_env(&[])
+            .with_blocked_ips([DenyEntry {
+                value: "203.0.113.7".into(),
+                expiration: None,
+            }])
+            .with_blocked_users([DenyEntry {
+                value: "bad-user".into(),
+                expiration: None,
+            }]),
+    );
+    h.run(|| {
+        info_span!("from-ip", http.client_ip = "::ffff:203.0.113.7").in_scope(|| {});
+        info_span!("child-field-only")
+            .in_scope(|| info_span!("inner", network.client.ip = "203.0.113.7").in_scope(|| {}));
+        let root = info_span!("user-from-ip", http.client_ip = tracing::field::Empty);
+        root.record("http.client_ip", "198.51.100.1");
+        root.in_scope(|| {
+            let _ = tracing_usr::identify(&User::new("bad-user"));
+        });
+    });
+    let by_ip = h.span("from-ip");
+    assert_eq!(by_ip.meta("appsec.blocked"), Some("true"));
+    assert_eq!(by_ip.meta("actor.ip"), Some("203.0.113.7"));
+    let trigger: serde_json::Value = serde_json::from_str(by_ip.meta("_dd.appsec.json").unwrap()).unwrap();
+    assert_eq!(trigger["triggers"][0]["rule"]["id"], "blk-001-001");
+    assert_eq!(
+        h.span("child-field-only").meta("appsec.blocked"),
+        None,
+        "only the root's client IP counts"
+    );
+    let by_user = h.span("user-from-ip");
+    assert_eq!(by_user.meta("appsec.blocked"), Some("true"));
+    assert_eq!(by_user.meta("actor.ip"), Some("198.51.100.1"));
+}

@@ -89,6 +89,8 @@ type Expiry = Option<Duration>;
 #[derive(Debug)]
 pub struct DenyList {
     clock: Arc<dyn Clock>,
+    /// Whether any entry was ever added (a cheap check on the hot path).
+    used: std::sync::atomic::AtomicBool,
     users: RwLock<HashMap<String, Expiry>>,
     ips: RwLock<HashMap<IpAddr, Expiry>>,
 }
@@ -98,6 +100,7 @@ impl DenyList {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             clock,
+            used: std::sync::atomic::AtomicBool::new(false),
             users: RwLock::default(),
             ips: RwLock::default(),
         }
@@ -118,6 +121,7 @@ impl DenyList {
             .into_iter()
             .filter_map(|e| self.expiry(e.expiration, unix_now).map(|x| (e.value, x)))
             .collect();
+        self.used.store(true, Ordering::Relaxed);
         if let Ok(mut slot) = self.users.write() {
             *slot = users;
         }
@@ -137,6 +141,7 @@ impl DenyList {
                 Err(_) => rejected.push(entry.value),
             }
         }
+        self.used.store(true, Ordering::Relaxed);
         if let Ok(mut slot) = self.ips.write() {
             *slot = ips;
         }
@@ -146,6 +151,7 @@ impl DenyList {
     /// Blocks `user_id` for `duration` (forever with `None`), timed on the clock.
     pub fn block_user(&self, user_id: &str, duration: Option<Duration>) {
         let expiry = duration.map(|d| self.clock.now() + d);
+        self.used.store(true, Ordering::Relaxed);
         if let Ok(mut users) = self.users.write() {
             users.insert(user_id.to_owned(), expiry);
         }
@@ -154,6 +160,7 @@ impl DenyList {
     /// Blocks `ip` for `duration` (forever with `None`), timed on the clock.
     pub fn block_ip(&self, ip: IpAddr, duration: Option<Duration>) {
         let expiry = duration.map(|d| self.clock.now() + d);
+        self.used.store(true, Ordering::Relaxed);
         if let Ok(mut ips) = self.ips.write() {
             ips.insert(canonical_ip(ip), expiry);
         }
@@ -161,6 +168,11 @@ impl DenyList {
 
     fn live(expiry: Option<&Expiry>, now: Duration) -> bool {
         matches!(expiry, Some(None)) || matches!(expiry, Some(Some(at)) if now < *at)
+    }
+
+    /// Whether the list never held an entry (then nothing needs checking).
+    pub fn is_unused(&self) -> bool {
+        !self.used.load(Ordering::Relaxed)
     }
 
     /// Whether an unexpired entry equals `user_id` exactly (bytes: case-sensitive, untrimmed).

@@ -52,6 +52,8 @@ pub struct TraceState {
     upstream_priority: Option<i32>,
     /// The first block of this trace and its security response id.
     block: Option<(crate::blocking::BlockReason, String)>,
+    /// The client IP, once recorded on the trace.
+    client_ip: Option<std::net::IpAddr>,
 }
 
 impl TraceState {
@@ -158,6 +160,16 @@ impl TraceState {
         self.keep = true;
     }
 
+    /// Records the client IP of the request (for `actor.ip` on blocks).
+    pub fn set_client_ip(&mut self, ip: std::net::IpAddr) {
+        self.client_ip.get_or_insert(ip);
+    }
+
+    /// The client IP, if recorded.
+    pub fn client_ip(&self) -> Option<std::net::IpAddr> {
+        self.client_ip
+    }
+
     /// The security response id when the trace is blocked.
     pub fn blocked(&self) -> Option<&str> {
         self.block.as_ref().map(|(_, id)| id.as_str())
@@ -231,7 +243,11 @@ impl TraceState {
             meta.push((Key::Borrowed("appsec.blocked"), "true".to_owned()));
             meta.push((Key::Borrowed("appsec.event"), "true".to_owned()));
             meta.push((Key::Borrowed("_dd.origin"), "appsec".to_owned()));
-            if let crate::blocking::BlockReason::Ip(ip) = reason {
+            let ip = match reason {
+                crate::blocking::BlockReason::Ip(ip) => Some(*ip),
+                crate::blocking::BlockReason::User(_) => self.client_ip,
+            };
+            if let Some(ip) = ip {
                 meta.push((Key::Borrowed("actor.ip"), ip.to_string()));
             }
             meta.push((

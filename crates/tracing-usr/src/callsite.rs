@@ -31,6 +31,9 @@ pub(crate) enum FieldKind {
     Event,
     /// `usr.exists`: business-event input (events only; ignored on spans).
     Exists,
+    /// `http.client_ip`, `network.client.ip` or `client.address`: an ordinary field that is
+    /// also checked against the blocked IPs.
+    ClientIp,
 }
 
 impl FieldKind {
@@ -40,6 +43,7 @@ impl FieldKind {
             keys::USR_EVENT => FieldKind::Event,
             keys::USR_EXISTS => FieldKind::Exists,
             keys::USR_TOKEN => FieldKind::Token,
+            _ if keys::CLIENT_IP_FIELDS.contains(&name) => FieldKind::ClientIp,
             _ if keys::is_standard_key(name) => FieldKind::Identity,
             _ if name.starts_with(keys::USR_PREFIX) => FieldKind::IdentityExtra {
                 masked: masker.key_matches(name),
@@ -51,7 +55,10 @@ impl FieldKind {
 
     /// Whether the field is identity input (or business-event input) rather than a tag.
     pub(crate) fn is_usr(self) -> bool {
-        !matches!(self, FieldKind::Plain | FieldKind::Masked | FieldKind::Message)
+        !matches!(
+            self,
+            FieldKind::Plain | FieldKind::Masked | FieldKind::Message | FieldKind::ClientIp
+        )
     }
 }
 
@@ -59,7 +66,8 @@ impl FieldKind {
 #[derive(Debug)]
 pub(crate) struct CallsiteInfo {
     kinds: Box<[FieldKind]>,
-    /// Declares any `usr.*` field.
+    /// Declares any `usr.*` or client-IP field: the layer has work to do even when nothing is
+    /// exported.
     pub(crate) has_usr: bool,
     /// Declares `usr.event` (a business-event callsite, when it is an event).
     pub(crate) has_event: bool,
@@ -72,7 +80,7 @@ impl CallsiteInfo {
             .iter()
             .map(|f| FieldKind::classify(f.name(), masker))
             .collect();
-        let has_usr = kinds.iter().any(|k| k.is_usr());
+        let has_usr = kinds.iter().any(|k| k.is_usr() || *k == FieldKind::ClientIp);
         let has_event = kinds.contains(&FieldKind::Event);
         Self {
             kinds,

@@ -12,7 +12,7 @@ use tracing_core::subscriber::{Interest, Subscriber};
 use tracing_core::{Event, Metadata};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
-use tracing_usr_core::blocking::DenyList;
+use tracing_usr_core::blocking::{BlockReason, DenyList};
 use tracing_usr_core::events;
 use tracing_usr_core::identity::Key;
 use tracing_usr_core::identity::{apply_mode, Tags};
@@ -450,13 +450,55 @@ fn root_state<'a>(ext: &'a mut tracing_subscriber::registry::ExtensionsMut<'_>) 
     ext.get_mut::<RootState>()
 }
 
-/// Records field-path identity on `root`.
-fn record_field_on<R>(root: &SpanRef<'_, R>, identity: Tags)
+/// What a span's or event's fields bring to its trace: identity, a blocked field-path user, and
+/// (on the root) the client IP.
+struct RootInput {
+    identity: Tags,
+    blocked_user: Option<String>,
+    client_ip: Option<std::net::IpAddr>,
+}
+
+impl RootInput {
+    fn from(fields: &mut Fields, identity: Tags, is_root: bool) -> Self {
+        Self {
+            identity,
+            blocked_user: fields.blocked_user.take(),
+            client_ip: fields.client_ip.take().filter(|_| is_root),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.identity.is_empty() && self.blocked_user.is_none() && self.client_ip.is_none()
+    }
+
+    /// Applies the input to the root's state (spec a.4, e.1).
+    fn apply(self, state: &mut RootState, shared: &Shared) {
+        if !self.identity.is_empty() {
+            state.trace.identity.record_field(self.identity);
+        }
+        if let Some(ip) = self.client_ip {
+            state.trace.set_client_ip(ip);
+            if shared.deny.is_ip_blocked(ip) {
+                state
+                    .trace
+                    .block(BlockReason::Ip(ip), crate::ids::security_response_id());
+            }
+        }
+        if let Some(user) = self.blocked_user {
+            state
+                .trace
+                .block(BlockReason::User(user), crate::ids::security_response_id());
+        }
+    }
+}
+
+/// Applies `input` on `root`.
+fn apply_on<R>(root: &SpanRef<'_, R>, input: RootInput, shared: &Shared)
 where
     R: for<'a> LookupSpan<'a>,
 {
     if let Some(state) = root_state(&mut root.extensions_mut()) {
-        state.trace.identity.record_field(identity);
+        input.apply(state, shared);
     }
 }
 
@@ -556,12 +598,19 @@ where
         }
         let mut collector = Collector::new(&info, shared, exporting);
         attrs.record(&mut collector);
-        let Fields { identity, plain, .. } = collector.fields;
+        let mut fields = collector.fields;
+        let identity = std::mem::take(&mut fields.identity);
+        let plain = std::mem::take(&mut fields.plain);
         if !exporting {
-            // Nothing to export: only identity matters, and the root is found by walking up.
-            if !identity.is_empty() {
-                if let Some(root) = ctx.span(id).and_then(|span| root_of(span, |id| ctx.span(id))) {
-                    record_field_on(&root, identity);
+            // Nothing to export: only identity and blocking matter, and the root is found by
+            // walking up.
+            if !identity.is_empty() || fields.blocked_user.is_some() || fields.client_ip.is_some() {
+                if let Some(span) = ctx.span(id) {
+                    let is_root = span.parent().is_none();
+                    let input = RootInput::from(&mut fields, identity, is_root);
+                    if let Some(root) = root_of(span, |id| ctx.span(id)) {
+                        apply_on(&root, input, shared);
+                    }
                 }
             }
             return;
@@ -598,14 +647,15 @@ where
         match root {
             None => {
                 let mut state = RootState::new();
-                state.trace.identity.record_field(identity);
+                RootInput::from(&mut fields, identity, true).apply(&mut state, shared);
                 ext.replace(state);
             }
             Some(root) => {
                 drop(ext);
-                if !identity.is_empty() {
+                let input = RootInput::from(&mut fields, identity, false);
+                if !input.is_empty() {
                     if let Some(root) = ctx.span(&root) {
-                        record_field_on(&root, identity);
+                        apply_on(&root, input, shared);
                     }
                 }
             }
@@ -625,18 +675,22 @@ where
         }
         let mut collector = Collector::new(&info, shared, exporting);
         values.record(&mut collector);
-        let Fields { identity, plain, .. } = collector.fields;
+        let mut fields = collector.fields;
+        let plain = std::mem::take(&mut fields.plain);
         if !plain.is_empty() {
             let mut ext = span.extensions_mut();
             if let Some(data) = ext.get_mut::<SpanState>().and_then(|s| s.data.as_mut()) {
                 split_span_fields(plain, &mut data.meta, &mut data.metrics);
             }
         }
-        if identity.is_empty() {
+        let identity = std::mem::take(&mut fields.identity);
+        let is_root = span.parent().is_none();
+        let input = RootInput::from(&mut fields, identity, is_root);
+        if input.is_empty() {
             return;
         }
         if let Some(root) = root_of(span, |id| ctx.span(id)) {
-            record_field_on(&root, identity);
+            apply_on(&root, input, shared);
         }
     }
 
@@ -653,21 +707,42 @@ where
             collector = collector.keep_raw();
         }
         event.record(&mut collector);
-        let Fields {
-            identity,
-            usr,
-            plain,
-            message,
-        } = collector.fields;
+        let mut fields = collector.fields;
+        let (identity, usr, plain, message) = (
+            std::mem::take(&mut fields.identity),
+            std::mem::take(&mut fields.usr),
+            std::mem::take(&mut fields.plain),
+            fields.message.take(),
+        );
         // A business event (`usr.event`) describes its subject, not the trace's user: its fields
         // never enter the identity bucket here (spec a.4, rule 4a).
         // The crate's own events (configuration warnings, signals) are exported but never feed
         // identity or business events back (feedback guard).
         let internal = meta.target().starts_with("tracing_usr");
+        if internal {
+            fields.blocked_user = None;
+        }
         let business = info.has_event && usr.iter().any(|(k, v)| *k == keys::USR_EVENT && !v.is_empty());
         let (identity, business_event) = match (internal, business, info.has_event) {
             (true, _, _) => (Tags::new(), None),
-            (false, true, _) => (Tags::new(), shared.business_event(&usr, &plain)),
+            (false, true, _) => {
+                let event = shared.business_event(&usr, &plain);
+                // A login success or signup names the trace's user: check it (raw or hashed).
+                if let Some((_, e)) = &event {
+                    if let Some(id) = &e.root_id {
+                        let raw = usr
+                            .iter()
+                            .find(|(k, _)| *k == keys::USR_ID)
+                            .map(|(_, v)| v.as_str());
+                        if shared.deny.is_user_blocked(id)
+                            || raw.is_some_and(|r| shared.deny.is_user_blocked(r))
+                        {
+                            fields.blocked_user = Some(id.clone());
+                        }
+                    }
+                }
+                (Tags::new(), event)
+            }
             (false, false, true) => (shared.field_identity(usr), None),
             (false, false, false) => (identity, None),
         };
@@ -747,9 +822,7 @@ where
         {
             let mut ext = root.extensions_mut();
             let Some(state) = root_state(&mut ext) else { return };
-            if !identity.is_empty() {
-                state.trace.identity.record_field(identity);
-            }
+            RootInput::from(&mut fields, identity, false).apply(state, shared);
             if let Some((name, event)) = business_event {
                 state.trace.record_field_event(&name, event, shared.mode);
             }

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use tracing_core::field::{Field, Visit};
+use tracing_usr_core::blocking::DenyList;
 use tracing_usr_core::identity::{apply_mode, Key, Tags};
 use tracing_usr_core::value::format_bool;
 use tracing_usr_core::{keys, Anonymizer, Masker, Mode, REDACTED};
@@ -24,6 +25,10 @@ pub(crate) struct Fields {
     pub(crate) plain: Vec<(Key, FieldValue)>,
     /// The `message` field of an event (only when exporting).
     pub(crate) message: Option<String>,
+    /// A field-path `usr.id` on the blocked-user list, in its exported form.
+    pub(crate) blocked_user: Option<String>,
+    /// A client IP field's address.
+    pub(crate) client_ip: Option<std::net::IpAddr>,
 }
 
 pub(crate) struct Collector<'a> {
@@ -31,6 +36,7 @@ pub(crate) struct Collector<'a> {
     masker: &'a Masker,
     mode: Mode,
     anonymizer: &'a Anonymizer,
+    deny: Option<&'a DenyList>,
     collect_plain: bool,
     keep_raw: bool,
     pub(crate) fields: Fields,
@@ -43,6 +49,7 @@ impl<'a> Collector<'a> {
             masker: &shared.masker,
             mode: shared.mode,
             anonymizer: &shared.anonymizer,
+            deny: (!shared.deny.is_unused()).then_some(&*shared.deny),
             collect_plain,
             keep_raw: false,
             fields: Fields::default(),
@@ -63,7 +70,14 @@ impl<'a> Collector<'a> {
             if value.is_empty() {
                 return;
             }
+            // The raw id is used for the block check only, then dropped (spec b.3).
+            let raw_blocked = key == keys::USR_ID && self.deny.is_some_and(|d| d.is_user_blocked(&value));
             if let Some(value) = apply_mode(self.mode, key, value, self.anonymizer) {
+                if key == keys::USR_ID
+                    && (raw_blocked || self.deny.is_some_and(|d| d.is_user_blocked(&value)))
+                {
+                    self.fields.blocked_user = Some(value.clone());
+                }
                 self.fields.identity.push((Key::Borrowed(key), value));
             }
         }
@@ -82,6 +96,15 @@ impl<'a> Collector<'a> {
             FieldKind::Plain => {
                 if self.collect_plain {
                     self.fields.plain.push((Key::Borrowed(name), value()));
+                }
+            }
+            FieldKind::ClientIp => {
+                let value = value();
+                if let Ok(ip) = value.to_string().trim().parse::<std::net::IpAddr>() {
+                    self.fields.client_ip = Some(tracing_usr_core::blocking::canonical_ip(ip));
+                }
+                if self.collect_plain {
+                    self.fields.plain.push((Key::Borrowed(name), value));
                 }
             }
             FieldKind::Masked => {
