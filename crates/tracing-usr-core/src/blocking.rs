@@ -177,6 +177,9 @@ impl DenyList {
 
     /// Whether an unexpired entry equals `user_id` exactly (bytes: case-sensitive, untrimmed).
     pub fn is_user_blocked(&self, user_id: &str) -> bool {
+        if self.is_unused() {
+            return false;
+        }
         let now = self.clock.now();
         self.users
             .read()
@@ -186,6 +189,9 @@ impl DenyList {
 
     /// Whether an unexpired entry is `ip` (IPv4-mapped IPv6 folded to IPv4).
     pub fn is_ip_blocked(&self, ip: IpAddr) -> bool {
+        if self.is_unused() {
+            return false;
+        }
         let now = self.clock.now();
         self.ips
             .read()

@@ -606,7 +606,8 @@ where
             // walking up.
             if !identity.is_empty() || fields.blocked_user.is_some() || fields.client_ip.is_some() {
                 if let Some(span) = ctx.span(id) {
-                    let is_root = span.parent().is_none();
+                    // Only a root's client IP counts; the parent lookup is needed only then.
+                    let is_root = fields.client_ip.is_some() && span.parent().is_none();
                     let input = RootInput::from(&mut fields, identity, is_root);
                     if let Some(root) = root_of(span, |id| ctx.span(id)) {
                         apply_on(&root, input, shared);
@@ -684,7 +685,7 @@ where
             }
         }
         let identity = std::mem::take(&mut fields.identity);
-        let is_root = span.parent().is_none();
+        let is_root = fields.client_ip.is_some() && span.parent().is_none();
         let input = RootInput::from(&mut fields, identity, is_root);
         if input.is_empty() {
             return;
