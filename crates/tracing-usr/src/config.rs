@@ -17,6 +17,11 @@ use tracing_usr_export::{Exporter, JsonLinesExporter, PipelineConfig};
 
 use crate::layer::UserLayer;
 
+/// A file replacing the JSON block body; every `[security_response_id]` in it is replaced.
+pub const ENV_BLOCKED_TEMPLATE_JSON: &str = "DD_APPSEC_HTTP_BLOCKED_TEMPLATE_JSON";
+/// A file replacing the HTML block page; every `[security_response_id]` in it is replaced.
+pub const ENV_BLOCKED_TEMPLATE_HTML: &str = "DD_APPSEC_HTTP_BLOCKED_TEMPLATE_HTML";
+
 /// Selects the embedded JSON-lines export: `stdout`, `file:PATH` or `none`.
 pub const ENV_EXPORT: &str = "TRACING_USR_EXPORT";
 pub use tracing_usr_core::mask::{ENV_KEY_REGEXP, ENV_VALUE_REGEXP};
@@ -389,6 +394,21 @@ impl Builder {
                 message: format!("{rejected:?} is not an IP address; entry ignored"),
             });
         }
+        let mut templates = tracing_usr_core::blocking::BlockTemplates::default();
+        for (variable, slot) in [
+            (ENV_BLOCKED_TEMPLATE_JSON, &mut templates.json),
+            (ENV_BLOCKED_TEMPLATE_HTML, &mut templates.html),
+        ] {
+            if let Some(path) = self.var(variable) {
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => *slot = text,
+                    Err(e) => warnings.push(ConfigWarning {
+                        variable,
+                        message: format!("cannot read {path:?} ({e}); using the built-in template"),
+                    }),
+                }
+            }
+        }
         let Builder {
             exporters: extra,
             retroactive,
@@ -411,6 +431,7 @@ impl Builder {
             warnings,
             tags_max_length,
             deny,
+            templates: Arc::new(templates),
         })
     }
 

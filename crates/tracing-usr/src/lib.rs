@@ -161,11 +161,13 @@ mod visit;
 mod warn;
 
 pub use config::{
-    BuildError, Builder, Export, ENV_EXPORT, ENV_KEY_REGEXP, ENV_MODE, ENV_MODE_DEPRECATED, ENV_MODE_ENABLED,
-    ENV_VALUE_REGEXP,
+    BuildError, Builder, Export, ENV_BLOCKED_TEMPLATE_HTML, ENV_BLOCKED_TEMPLATE_JSON, ENV_EXPORT,
+    ENV_KEY_REGEXP, ENV_MODE, ENV_MODE_DEPRECATED, ENV_MODE_ENABLED, ENV_VALUE_REGEXP,
 };
 pub use layer::{shutdown, Handle, ShutdownGuard, UserLayer};
-pub use sdk::{current_user, identify, is_user_blocked, logout, SdkError, SpanExt};
+pub use sdk::{
+    block_response, current_user, identify, is_user_blocked, logout, BlockResponse, SdkError, SpanExt,
+};
 pub use tracing_usr_core::{blocking, keys, Mode, Secret, User, REDACTED};
 pub use track::{
     record_user, set_user, track_custom_event, track_login_failure, track_login_success,
