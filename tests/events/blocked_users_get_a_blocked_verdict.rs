@@ -227,3 +227,25 @@ fn a_blocked_client_ip_on_the_root_blocks_the_trace_and_actor_ip_is_tagged() {
     assert_eq!(by_user.meta("appsec.blocked"), Some("true"));
     assert_eq!(by_user.meta("actor.ip"), Some("198.51.100.1"));
 }
+
+#[test]
+fn the_blocked_user_file_is_reloaded_when_it_changes() {
+    let path = std::env::temp_dir().join(format!("tracing-usr-blocked-{}.json", std::process::id()));
+    std::fs::write(&path, r#"[{"value": "from-file"}]"#).unwrap();
+    let h = Harness::new(builder_with_env(&[]).with_blocked_users_file(&path, Duration::from_millis(20)));
+    let blocked = |id: &str| h.run(|| info_span!("probe").in_scope(|| tracing_usr::is_user_blocked(id)));
+    assert!(blocked("from-file"));
+    assert!(!blocked("later"));
+    // A broken file keeps the previous list.
+    std::fs::write(&path, "not json").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(blocked("from-file"));
+    std::fs::write(&path, r#"[{"value": "later", "expiration": 0}]"#).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !blocked("later") {
+        assert!(std::time::Instant::now() < deadline, "the file was not reloaded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!blocked("from-file"));
+    std::fs::remove_file(&path).unwrap();
+}

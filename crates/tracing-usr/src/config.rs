@@ -17,6 +17,8 @@ use tracing_usr_export::{Exporter, JsonLinesExporter, PipelineConfig};
 
 use crate::layer::UserLayer;
 
+/// A JSON file of blocked users, reloaded when it changes.
+pub const ENV_BLOCKED_USERS_FILE: &str = "TRACING_USR_BLOCKED_USERS_FILE";
 /// A file replacing the JSON block body; every `[security_response_id]` in it is replaced.
 pub const ENV_BLOCKED_TEMPLATE_JSON: &str = "DD_APPSEC_HTTP_BLOCKED_TEMPLATE_JSON";
 /// A file replacing the HTML block page; every `[security_response_id]` in it is replaced.
@@ -107,6 +109,7 @@ pub struct Builder {
     clock: Option<Arc<dyn tracing_usr_core::blocking::Clock>>,
     blocked_users: Vec<tracing_usr_core::blocking::DenyEntry>,
     blocked_ips: Vec<tracing_usr_core::blocking::DenyEntry>,
+    blocked_users_file: Option<(PathBuf, Duration)>,
     #[cfg(feature = "datadog")]
     datadog: Option<tracing_usr_export::datadog::DatadogConfig>,
     #[cfg(feature = "otlp")]
@@ -157,6 +160,7 @@ impl Builder {
             clock: None,
             blocked_users: Vec::new(),
             blocked_ips: Vec::new(),
+            blocked_users_file: None,
             #[cfg(feature = "datadog")]
             datadog: None,
             #[cfg(feature = "otlp")]
@@ -223,6 +227,16 @@ impl Builder {
         entries: impl IntoIterator<Item = tracing_usr_core::blocking::DenyEntry>,
     ) -> Self {
         self.blocked_users = entries.into_iter().collect();
+        self
+    }
+
+    /// Reads the blocked users from a JSON file (`[{"value": "user-42", "expiration": 0}]`) and
+    /// reloads it when it changes (checked every `interval`); it replaces the list of
+    /// [`Builder::with_blocked_users`]. A file that cannot be read or parsed gives a warning and
+    /// keeps the previous list. Defaults to `TRACING_USR_BLOCKED_USERS_FILE` (checked every 2 s),
+    /// else none.
+    pub fn with_blocked_users_file(mut self, path: impl Into<PathBuf>, interval: Duration) -> Self {
+        self.blocked_users_file = Some((path.into(), interval));
         self
     }
 
@@ -388,6 +402,18 @@ impl Builder {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         deny.replace_users(self.blocked_users.iter().cloned(), unix_now);
+        let file = self.blocked_users_file.clone().or_else(|| {
+            self.var(ENV_BLOCKED_USERS_FILE)
+                .map(|p| (PathBuf::from(p), Duration::from_secs(2)))
+        });
+        if let Some((path, interval)) = file {
+            if let Err(e) = crate::deny_file::watch(path, &deny, interval) {
+                warnings.push(ConfigWarning {
+                    variable: ENV_BLOCKED_USERS_FILE,
+                    message: e,
+                });
+            }
+        }
         for rejected in deny.replace_ips(self.blocked_ips.iter().cloned(), unix_now) {
             warnings.push(ConfigWarning {
                 variable: "tracing_usr::blocked_ips",

@@ -151,6 +151,7 @@
 mod callsite;
 pub mod collectors;
 mod config;
+mod deny_file;
 mod ids;
 mod layer;
 pub mod propagation;
@@ -161,8 +162,9 @@ mod visit;
 mod warn;
 
 pub use config::{
-    BuildError, Builder, Export, ENV_BLOCKED_TEMPLATE_HTML, ENV_BLOCKED_TEMPLATE_JSON, ENV_EXPORT,
-    ENV_KEY_REGEXP, ENV_MODE, ENV_MODE_DEPRECATED, ENV_MODE_ENABLED, ENV_VALUE_REGEXP,
+    BuildError, Builder, Export, ENV_BLOCKED_TEMPLATE_HTML, ENV_BLOCKED_TEMPLATE_JSON,
+    ENV_BLOCKED_USERS_FILE, ENV_EXPORT, ENV_KEY_REGEXP, ENV_MODE, ENV_MODE_DEPRECATED, ENV_MODE_ENABLED,
+    ENV_VALUE_REGEXP,
 };
 pub use layer::{shutdown, Handle, ShutdownGuard, UserLayer};
 pub use sdk::{
