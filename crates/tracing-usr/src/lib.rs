@@ -74,6 +74,14 @@
 //! tracing::info!(usr.event = "users.login.failure", usr.login = "ada", usr.exists = true, reason = "bad password");
 //! ```
 //!
+//! # Blocking
+//!
+//! Users on the blocked list ([`Builder::with_blocked_users`], a reloaded file, or
+//! [`Handle::deny_list`] at run time) make the identity calls return [`SdkError::Blocked`]; the
+//! trace is kept and tagged (`appsec.blocked`, the `_dd.appsec.json` trigger), also when the id
+//! came from fields. [`block_response`] gives the 403 answer; the `tracing-usr-tower` crate sends
+//! it for tower/axum/hyper services and blocks listed client IPs.
+//!
 //! [`propagation`] carries the trace and a propagated user id (`_dd.p.usr.id`) across services
 //! with `http::HeaderMap`s.
 //!
@@ -142,7 +150,8 @@
 //!
 //! # Missing
 //!
-//! Blocking and detection are not part of this release yet; OTLP over gRPC is not supported;
+//! In-process detection of account takeover is not part of this release yet; OTLP over gRPC is
+//! not supported;
 //! neither is a sampler (the keep decision is written, and `x-datadog-sampling-priority` is 1
 //! unless a keep or an upstream priority says otherwise).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
