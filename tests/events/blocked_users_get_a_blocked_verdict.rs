@@ -249,3 +249,20 @@ fn the_blocked_user_file_is_reloaded_when_it_changes() {
     assert!(!blocked("from-file"));
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn user_records_and_events_with_an_empty_usr_event_are_checked_like_fields() {
+    let h = Harness::new(builder_with_env(&[]).with_blocked_users([DenyEntry {
+        value: "u-5".into(),
+        expiration: None,
+    }]));
+    h.run(|| {
+        info_span!("record")
+            .in_scope(|| tracing_usr::record_user(&serde_json::json!({"id": "u-5"})).unwrap());
+        info_span!("event")
+            .in_scope(|| tracing::info!(usr.event = "", usr.id = "u-5", "not a business event"));
+    });
+    assert_eq!(h.span("record").meta("appsec.blocked"), Some("true"));
+    assert_eq!(h.span("event").meta("appsec.blocked"), Some("true"));
+    assert_eq!(h.span("event").meta("usr.id"), Some("u-5"));
+}

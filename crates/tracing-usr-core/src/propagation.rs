@@ -5,7 +5,6 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
 use crate::identity::{Key, Tags};
-use crate::keys;
 
 /// Default maximum length of `x-datadog-tags` (`DD_TRACE_X_DATADOG_TAGS_MAX_LENGTH`).
 pub const DEFAULT_TAGS_MAX_LENGTH: usize = 512;
@@ -92,11 +91,6 @@ pub fn parse_tracestate(value: &str) -> (Option<i32>, Tags) {
         }
     }
     (priority, tags)
-}
-
-/// Whether a tag is the propagated user id.
-pub fn is_user_id_tag(key: &str) -> bool {
-    key == keys::DD_P_USR_ID
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! the keep decision and the propagated user id.
 
 use crate::events;
-use crate::identity::{IdentityBucket, Key, Source, Tags, TraceIdentity};
+use crate::identity::{IdentityBucket, Key, Tags, TraceIdentity};
 use crate::keys;
 use crate::mode::Mode;
 
@@ -256,12 +256,5 @@ impl TraceState {
             ));
         }
         meta.extend(self.extra.iter().cloned());
-    }
-}
-
-impl Source {
-    /// Whether this is the SDK path.
-    pub fn is_sdk(self) -> bool {
-        matches!(self, Source::Sdk)
     }
 }

@@ -16,8 +16,6 @@ pub enum ExportErrorKind {
     Transport,
     /// The collector answered with an error status.
     Rejected,
-    /// The pipeline is shut down.
-    Closed,
 }
 
 /// An export failure. Its message never contains record contents or credentials.

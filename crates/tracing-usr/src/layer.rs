@@ -15,7 +15,7 @@ use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use tracing_usr_core::blocking::{BlockReason, DenyList};
 use tracing_usr_core::events;
 use tracing_usr_core::identity::Key;
-use tracing_usr_core::identity::{apply_mode, Tags};
+use tracing_usr_core::identity::Tags;
 use tracing_usr_core::mode::ConfigWarning;
 use tracing_usr_core::trace::{DECISION_MAKER, SAMPLER_RATES, TRACE_SOURCE};
 use tracing_usr_core::{keys, Anonymizer, IdentityBucket, Masker, Mode, User};
@@ -26,7 +26,7 @@ use tracing_usr_export::{
 
 use crate::callsite::CallsiteCache;
 use crate::state::{unix_nanos, RootState, SpanData, SpanState};
-use crate::visit::{split_span_fields, Collector, Fields};
+use crate::visit::{split_span_fields, Collector, Fields, IdentityRules};
 
 /// The settings [`Builder::build`](crate::Builder::build) resolved.
 pub(crate) struct Parts {
@@ -96,17 +96,13 @@ impl Drop for Shared {
 
 impl Shared {
     /// Processes `usr.*` values by the mode (spec b.2); business-event-only keys are skipped.
-    pub(crate) fn field_identity(&self, usr: Vec<(&'static str, String)>) -> Tags {
-        let mut tags = Tags::with_capacity(usr.len());
+    pub(crate) fn field_identity(&self, usr: Vec<(&'static str, String)>) -> Fields {
+        let rules = IdentityRules::of(self);
+        let mut fields = Fields::default();
         for (key, value) in usr {
-            if key == keys::USR_EVENT || key == keys::USR_EXISTS || value.is_empty() {
-                continue;
-            }
-            if let Some(value) = apply_mode(self.mode, key, value, &self.anonymizer) {
-                tags.push((Key::Borrowed(key), value));
-            }
+            rules.push(&mut fields, key, value);
         }
-        tags
+        fields
     }
 
     /// The field-path business event a `tracing` event with `usr.event` describes (spec c.5),
@@ -747,7 +743,11 @@ where
                 }
                 (Tags::new(), event)
             }
-            (false, false, true) => (shared.field_identity(usr), None),
+            (false, false, true) => {
+                let mut identity = shared.field_identity(usr);
+                fields.blocked_user = identity.blocked_user.take();
+                (identity.identity, None)
+            }
             (false, false, false) => (identity, None),
         };
         let level = level(meta);

@@ -566,9 +566,15 @@ pub fn record_user<T: Serialize + ?Sized>(record: &T) -> Result<(), SdkError> {
     ];
     on_current_root(
         |shared| Ok(shared.field_identity(raw.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())),
-        |state, tags| {
-            if !tags.is_empty() {
-                state.trace.identity.record_field(tags);
+        |state, fields| {
+            if !fields.identity.is_empty() {
+                state.trace.identity.record_field(fields.identity);
+            }
+            // Field-path input: a blocked id blocks the trace (the response shows it).
+            if let Some(user) = fields.blocked_user {
+                state
+                    .trace
+                    .block(BlockReason::User(user), crate::ids::security_response_id());
             }
         },
     )

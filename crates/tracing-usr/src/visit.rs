@@ -31,12 +31,45 @@ pub(crate) struct Fields {
     pub(crate) client_ip: Option<std::net::IpAddr>,
 }
 
-pub(crate) struct Collector<'a> {
-    info: &'a CallsiteInfo,
-    masker: &'a Masker,
+/// The field-path identity rules (spec b.2, e.1): the mode, then the block check of the id in
+/// its raw and exported forms.
+#[derive(Clone, Copy)]
+pub(crate) struct IdentityRules<'a> {
     mode: Mode,
     anonymizer: &'a Anonymizer,
     deny: Option<&'a DenyList>,
+}
+
+impl<'a> IdentityRules<'a> {
+    pub(crate) fn of(shared: &'a Shared) -> Self {
+        Self {
+            mode: shared.mode,
+            anonymizer: &shared.anonymizer,
+            deny: (!shared.deny.is_unused()).then_some(&*shared.deny),
+        }
+    }
+
+    /// Adds one `usr.*` value to `fields.identity` (and `fields.blocked_user`). Business-event
+    /// keys and empty values are skipped.
+    pub(crate) fn push(&self, fields: &mut Fields, key: &'static str, value: String) {
+        if value.is_empty() || key == keys::USR_EVENT || key == keys::USR_EXISTS {
+            return;
+        }
+        // The raw id is used for the block check only, then dropped (spec b.3).
+        let raw_blocked = key == keys::USR_ID && self.deny.is_some_and(|d| d.is_user_blocked(&value));
+        if let Some(value) = apply_mode(self.mode, key, value, self.anonymizer) {
+            if key == keys::USR_ID && (raw_blocked || self.deny.is_some_and(|d| d.is_user_blocked(&value))) {
+                fields.blocked_user = Some(value.clone());
+            }
+            fields.identity.push((Key::Borrowed(key), value));
+        }
+    }
+}
+
+pub(crate) struct Collector<'a> {
+    info: &'a CallsiteInfo,
+    masker: &'a Masker,
+    rules: IdentityRules<'a>,
     collect_plain: bool,
     keep_raw: bool,
     pub(crate) fields: Fields,
@@ -47,9 +80,7 @@ impl<'a> Collector<'a> {
         Self {
             info,
             masker: &shared.masker,
-            mode: shared.mode,
-            anonymizer: &shared.anonymizer,
-            deny: (!shared.deny.is_unused()).then_some(&*shared.deny),
+            rules: IdentityRules::of(shared),
             collect_plain,
             keep_raw: false,
             fields: Fields::default(),
@@ -65,21 +96,8 @@ impl<'a> Collector<'a> {
     fn usr(&mut self, key: &'static str, value: impl FnOnce() -> String) {
         if self.keep_raw {
             self.fields.usr.push((key, value()));
-        } else if self.mode != Mode::Disabled && key != keys::USR_EVENT && key != keys::USR_EXISTS {
-            let value = value();
-            if value.is_empty() {
-                return;
-            }
-            // The raw id is used for the block check only, then dropped (spec b.3).
-            let raw_blocked = key == keys::USR_ID && self.deny.is_some_and(|d| d.is_user_blocked(&value));
-            if let Some(value) = apply_mode(self.mode, key, value, self.anonymizer) {
-                if key == keys::USR_ID
-                    && (raw_blocked || self.deny.is_some_and(|d| d.is_user_blocked(&value)))
-                {
-                    self.fields.blocked_user = Some(value.clone());
-                }
-                self.fields.identity.push((Key::Borrowed(key), value));
-            }
+        } else if self.rules.mode != Mode::Disabled && key != keys::USR_EVENT && key != keys::USR_EXISTS {
+            self.rules.push(&mut self.fields, key, value());
         }
     }
 
