@@ -9,6 +9,7 @@
 
 pub mod anonymize;
 pub mod blocking;
+pub mod detect;
 pub mod events;
 pub mod identity;
 pub mod keys;

@@ -1,6 +1,7 @@
 //! Everything the local root of one trace accumulates and exports: identity, business events,
 //! the keep decision and the propagated user id.
 
+use crate::detect::{Observation, RuleId, Severity};
 use crate::events;
 use crate::identity::{IdentityBucket, Key, Tags, TraceIdentity};
 use crate::keys;
@@ -54,6 +55,14 @@ pub struct TraceState {
     block: Option<(crate::blocking::BlockReason, String)>,
     /// The client IP, once recorded on the trace.
     client_ip: Option<std::net::IpAddr>,
+    /// The user agent of the request (detection input).
+    user_agent: Option<String>,
+    /// Business events waiting for detection (until the client IP is known or the root closes).
+    pending_detections: Vec<Observation>,
+    /// `activity.sensitive` events for the privilege rules, evaluated when the root closes.
+    privilege_checks: Vec<Observation>,
+    /// The strongest signal each rule raised from this trace.
+    signals: Vec<(RuleId, Severity)>,
 }
 
 impl TraceState {
@@ -196,6 +205,50 @@ impl TraceState {
         self.extra.push((Key::Borrowed(key), value));
     }
 
+    /// Sets the request's user agent (the first one recorded is kept).
+    pub fn set_user_agent(&mut self, user_agent: String) {
+        self.user_agent.get_or_insert(user_agent);
+    }
+
+    /// The request's user agent, if recorded.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_deref()
+    }
+
+    /// Queues a business event for detection; an admin-only sensitive activity is also kept for
+    /// the privilege rules.
+    pub fn push_detection(&mut self, observation: Observation) {
+        if observation.needs_privilege_check() {
+            self.privilege_checks.push(observation.clone());
+        }
+        self.pending_detections.push(observation);
+    }
+
+    /// Whether events wait for detection (now or at close).
+    pub fn has_detection_work(&self) -> bool {
+        !self.pending_detections.is_empty() || !self.privilege_checks.is_empty()
+    }
+
+    /// The events waiting for detection, taken.
+    pub fn take_pending_detections(&mut self) -> Vec<Observation> {
+        std::mem::take(&mut self.pending_detections)
+    }
+
+    /// The events for the privilege rules, taken.
+    pub fn take_privilege_checks(&mut self) -> Vec<Observation> {
+        std::mem::take(&mut self.privilege_checks)
+    }
+
+    /// Records a signal raised from this trace: the root gets `tracing_usr.signal.<rule>` =
+    /// the strongest severity (detection rules §3).
+    pub fn add_signal(&mut self, rule: RuleId, severity: Severity) {
+        match self.signals.iter_mut().find(|(r, _)| *r == rule) {
+            Some(slot) => slot.1 = slot.1.max(severity),
+            None => self.signals.push((rule, severity)),
+        }
+        self.keep = true;
+    }
+
     /// Writes everything the local root exports into `meta` and `metrics` (spec a.4, a.5, c, d).
     pub fn finish(
         &self,
@@ -254,6 +307,9 @@ impl TraceState {
                 Key::Borrowed("_dd.appsec.json"),
                 crate::blocking::trigger_json(reason, id),
             ));
+        }
+        for (rule, severity) in &self.signals {
+            meta.push((Key::Borrowed(rule.tag_key()), severity.as_str().to_owned()));
         }
         meta.extend(self.extra.iter().cloned());
     }

@@ -34,6 +34,9 @@ pub(crate) enum FieldKind {
     /// `http.client_ip`, `network.client.ip` or `client.address`: an ordinary field that is
     /// also checked against the blocked IPs.
     ClientIp,
+    /// `http.useragent` or `user_agent.original`: an ordinary field that is also detection
+    /// input (copied into signals).
+    UserAgent,
 }
 
 impl FieldKind {
@@ -44,6 +47,7 @@ impl FieldKind {
             keys::USR_EXISTS => FieldKind::Exists,
             keys::USR_TOKEN => FieldKind::Token,
             _ if keys::CLIENT_IP_FIELDS.contains(&name) => FieldKind::ClientIp,
+            _ if keys::USER_AGENT_FIELDS.contains(&name) => FieldKind::UserAgent,
             _ if keys::is_standard_key(name) => FieldKind::Identity,
             _ if name.starts_with(keys::USR_PREFIX) => FieldKind::IdentityExtra {
                 masked: masker.key_matches(name),
@@ -57,7 +61,11 @@ impl FieldKind {
     pub(crate) fn is_usr(self) -> bool {
         !matches!(
             self,
-            FieldKind::Plain | FieldKind::Masked | FieldKind::Message | FieldKind::ClientIp
+            FieldKind::Plain
+                | FieldKind::Masked
+                | FieldKind::Message
+                | FieldKind::ClientIp
+                | FieldKind::UserAgent
         )
     }
 }
@@ -80,7 +88,9 @@ impl CallsiteInfo {
             .iter()
             .map(|f| FieldKind::classify(f.name(), masker))
             .collect();
-        let has_usr = kinds.iter().any(|k| k.is_usr() || *k == FieldKind::ClientIp);
+        let has_usr = kinds
+            .iter()
+            .any(|k| k.is_usr() || matches!(k, FieldKind::ClientIp | FieldKind::UserAgent));
         let has_event = kinds.contains(&FieldKind::Event);
         Self {
             kinds,

@@ -61,12 +61,15 @@ impl Export {
 pub enum BuildError {
     /// A masking pattern does not compile.
     Pattern(PatternError),
+    /// Detection settings are invalid (or their file cannot be read).
+    Detection(crate::detection::DetectionConfigError),
 }
 
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BuildError::Pattern(e) => e.fmt(f),
+            BuildError::Detection(e) => write!(f, "invalid detection settings: {e}"),
         }
     }
 }
@@ -75,6 +78,7 @@ impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             BuildError::Pattern(e) => Some(e),
+            BuildError::Detection(e) => Some(e),
         }
     }
 }
@@ -110,6 +114,9 @@ pub struct Builder {
     blocked_users: Vec<tracing_usr_core::blocking::DenyEntry>,
     blocked_ips: Vec<tracing_usr_core::blocking::DenyEntry>,
     blocked_users_file: Option<(PathBuf, Duration)>,
+    detection: Option<crate::detection::DetectionConfig>,
+    detection_enabled: Option<bool>,
+    sink: Option<Box<dyn crate::detection::SignalSink>>,
     #[cfg(feature = "datadog")]
     datadog: Option<tracing_usr_export::datadog::DatadogConfig>,
     #[cfg(feature = "otlp")]
@@ -161,6 +168,9 @@ impl Builder {
             blocked_users: Vec::new(),
             blocked_ips: Vec::new(),
             blocked_users_file: None,
+            detection: None,
+            detection_enabled: None,
+            sink: None,
             #[cfg(feature = "datadog")]
             datadog: None,
             #[cfg(feature = "otlp")]
@@ -210,7 +220,58 @@ impl Builder {
         self
     }
 
-    /// Sets the clock that block expiry (and, later, detection windows) are measured on; tests
+    /// Sets the detection settings (thresholds, windows, actions, table size); see
+    /// [`detection`](crate::detection). Defaults to the detection-rules document's values, or
+    /// the file named by `TRACING_USR_DETECTION_FILE`. Also turns detection on.
+    ///
+    /// # Errors
+    /// [`BuildError::Detection`] when [`DetectionConfig::validate`](crate::detection::DetectionConfig::validate)
+    /// rejects the settings.
+    ///
+    /// ```
+    /// use tracing_usr::detection::{DetectionConfig, RuleId};
+    /// let mut config = DetectionConfig::default();
+    /// config.rule_mut(RuleId::CredentialStuffing).block_ip = true;
+    /// config.rule_mut(RuleId::CredentialStuffing).block_user = true;
+    /// let layer = tracing_usr::builder().with_detection(config).unwrap().build();
+    /// # drop(layer);
+    /// ```
+    pub fn with_detection(mut self, config: crate::detection::DetectionConfig) -> Result<Self, BuildError> {
+        config.validate().map_err(BuildError::Detection)?;
+        self.detection = Some(config);
+        self.detection_enabled = Some(true);
+        Ok(self)
+    }
+
+    /// Reads the detection settings from a JSON file now (format:
+    /// [`parse_config`](crate::detection::parse_config)); its `enabled` applies unless
+    /// [`Builder::with_detection_enabled`] says otherwise.
+    ///
+    /// # Errors
+    /// [`BuildError::Detection`] when the file cannot be read or is invalid.
+    pub fn with_detection_file(mut self, path: impl AsRef<std::path::Path>) -> Result<Self, BuildError> {
+        let (config, enabled) =
+            crate::detection::load_config(path.as_ref()).map_err(BuildError::Detection)?;
+        self.detection = Some(config);
+        self.detection_enabled = self.detection_enabled.or(Some(enabled));
+        Ok(self)
+    }
+
+    /// Turns detection on or off. Default: on, unless `TRACING_USR_DETECTION=off`.
+    pub fn with_detection_enabled(mut self, enabled: bool) -> Self {
+        self.detection_enabled = Some(enabled);
+        self
+    }
+
+    /// Sets where signals go. Default: [`TracingSink`](crate::detection::TracingSink) (one
+    /// `WARN` event per signal, target `tracing_usr::signal`). `()` drops them (the root tags and
+    /// actions still apply).
+    pub fn with_signal_sink(mut self, sink: impl crate::detection::SignalSink) -> Self {
+        self.sink = Some(Box::new(sink));
+        self
+    }
+
+    /// Sets the clock that block expiry and detection windows are measured on; tests
     /// use a [`ManualClock`](tracing_usr_core::blocking::ManualClock). Defaults to the system's
     /// monotonic clock.
     pub fn with_clock(mut self, clock: Arc<dyn tracing_usr_core::blocking::Clock>) -> Self {
@@ -397,7 +458,8 @@ impl Builder {
             .clock
             .clone()
             .unwrap_or_else(|| Arc::new(tracing_usr_core::blocking::SystemClock::new()));
-        let deny = Arc::new(tracing_usr_core::blocking::DenyList::new(clock));
+        let deny = Arc::new(tracing_usr_core::blocking::DenyList::new(Arc::clone(&clock)));
+        let detection = self.detection_settings(&mut warnings);
         let unix_now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -436,6 +498,7 @@ impl Builder {
             }
         }
         let Builder {
+            sink,
             exporters: extra,
             retroactive,
             pipeline,
@@ -458,7 +521,59 @@ impl Builder {
             tags_max_length,
             deny,
             templates: Arc::new(templates),
+            detection,
+            sink: sink.unwrap_or_else(|| Box::new(crate::detection::TracingSink)),
+            clock,
         })
+    }
+
+    /// The detection settings in force, if detection is on: the builder's, else the file of
+    /// `TRACING_USR_DETECTION_FILE`, else the defaults; on unless the builder or
+    /// `TRACING_USR_DETECTION` (or the file's `enabled`) says off.
+    fn detection_settings(
+        &self,
+        warnings: &mut Vec<ConfigWarning>,
+    ) -> Option<crate::detection::DetectionConfig> {
+        use crate::detection::{ENV_DETECTION, ENV_DETECTION_FILE};
+        let mut file_enabled = None;
+        let config = match &self.detection {
+            Some(config) => config.clone(),
+            None => match self.var(ENV_DETECTION_FILE) {
+                None => crate::detection::DetectionConfig::default(),
+                Some(path) => match crate::detection::load_config(std::path::Path::new(&path)) {
+                    Ok((config, enabled)) => {
+                        file_enabled = Some(enabled);
+                        config
+                    }
+                    Err(e) => {
+                        warnings.push(ConfigWarning {
+                            variable: ENV_DETECTION_FILE,
+                            message: format!("{e}; using the default detection settings"),
+                        });
+                        crate::detection::DetectionConfig::default()
+                    }
+                },
+            },
+        };
+        let env_enabled =
+            self.var(ENV_DETECTION)
+                .and_then(|v| match v.trim().to_ascii_lowercase().as_str() {
+                    "on" | "true" | "1" => Some(true),
+                    "off" | "false" | "0" => Some(false),
+                    _ => {
+                        warnings.push(ConfigWarning {
+                            variable: ENV_DETECTION,
+                            message: format!("invalid value {v:?} (expected on or off); detection stays on"),
+                        });
+                        None
+                    }
+                });
+        let enabled = self
+            .detection_enabled
+            .or(env_enabled)
+            .or(file_enabled)
+            .unwrap_or(true);
+        enabled.then_some(config)
     }
 
     /// Adds the collector exporters the builder or the environment asks for.

@@ -42,6 +42,9 @@ pub(crate) struct Parts {
     pub(crate) anonymizer_capacity: usize,
     pub(crate) warnings: Vec<ConfigWarning>,
     pub(crate) tags_max_length: usize,
+    pub(crate) detection: Option<tracing_usr_core::detect::DetectionConfig>,
+    pub(crate) sink: Box<dyn crate::detection::SignalSink>,
+    pub(crate) clock: Arc<dyn tracing_usr_core::blocking::Clock>,
 }
 
 /// The SDK identity set outside any span.
@@ -64,6 +67,12 @@ pub(crate) struct Shared {
     pub(crate) pipeline: Option<Pipeline>,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) tags_max_length: usize,
+    /// The detector, unless detection is off.
+    pub(crate) detector: Option<Arc<tracing_usr_core::detect::Detector>>,
+    /// Signal delivery.
+    pub(crate) signals: Arc<crate::detection::SignalHub>,
+    /// Roots holding detection work for their close (checked before a lookup in `on_close`).
+    pub(crate) armed_roots: std::sync::atomic::AtomicUsize,
     default_user: RwLock<Option<DefaultUser>>,
     has_default: AtomicBool,
     warnings: Mutex<Vec<ConfigWarning>>,
@@ -141,6 +150,12 @@ impl Shared {
             self.has_default.store(user.is_some(), Ordering::Release);
             *slot = user;
         }
+    }
+
+    /// Emits a warning found at run time (target `variable`) from a helper thread, through
+    /// the dispatcher the layer was registered with.
+    pub(crate) fn push_warning(&self, variable: &'static str, message: String) {
+        self.signals.warn_later(variable, message);
     }
 
     /// Emits the configuration warnings through `dispatch`, once.
@@ -254,6 +269,11 @@ impl UserLayer {
             pipeline,
             shutdown_timeout: parts.shutdown_timeout,
             tags_max_length: parts.tags_max_length,
+            detector: parts
+                .detection
+                .map(|config| Arc::new(tracing_usr_core::detect::Detector::new(config, parts.clock))),
+            signals: crate::detection::SignalHub::new(parts.sink),
+            armed_roots: std::sync::atomic::AtomicUsize::new(0),
             default_user: RwLock::new(None),
             has_default: AtomicBool::new(false),
             warnings: Mutex::new(parts.warnings),
@@ -353,10 +373,22 @@ impl Handle {
     /// # Errors
     /// [`TimeoutError`] when that takes longer than the layer's shutdown timeout.
     pub fn flush(&self) -> Result<(), TimeoutError> {
+        self.shared.signals.drain();
         match &self.shared.pipeline {
             Some(p) => p.flush(self.shared.shutdown_timeout),
             None => Ok(()),
         }
+    }
+
+    /// The detector, unless detection is off: its settings, tracked keys and memory.
+    pub fn detector(&self) -> Option<Arc<tracing_usr_core::detect::Detector>> {
+        self.shared.detector.clone()
+    }
+
+    /// Signals delivered to the sink so far, and signals dropped because the delivery queue
+    /// (4,096) was full.
+    pub fn signal_counts(&self) -> (u64, u64) {
+        (self.shared.signals.delivered(), self.shared.signals.dropped())
     }
 
     /// Flushes and stops this layer's exporters.
@@ -455,6 +487,7 @@ struct RootInput {
     identity: Tags,
     blocked_user: Option<String>,
     client_ip: Option<std::net::IpAddr>,
+    user_agent: Option<String>,
 }
 
 impl RootInput {
@@ -463,20 +496,33 @@ impl RootInput {
             identity,
             blocked_user: fields.blocked_user.take(),
             client_ip: fields.client_ip.take().filter(|_| is_root),
+            user_agent: fields.user_agent.take().filter(|_| is_root),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.identity.is_empty() && self.blocked_user.is_none() && self.client_ip.is_none()
+        self.identity.is_empty()
+            && self.blocked_user.is_none()
+            && self.client_ip.is_none()
+            && self.user_agent.is_none()
     }
 
-    /// Applies the input to the root's state (spec a.4, e.1).
-    fn apply(self, state: &mut RootState, shared: &Shared) {
+    /// Applies the input to the root's state (spec a.4, e.1); returns the signals of events that
+    /// were waiting for the client IP.
+    #[must_use]
+    fn apply(self, state: &mut RootState, shared: &Shared) -> Vec<crate::detection::Signal> {
         if !self.identity.is_empty() {
             state.trace.identity.record_field(self.identity);
         }
+        if let Some(user_agent) = self.user_agent {
+            state.trace.set_user_agent(user_agent);
+        }
+        let mut signals = Vec::new();
         if let Some(ip) = self.client_ip {
             state.trace.set_client_ip(ip);
+            if state.trace.has_detection_work() {
+                signals = crate::detection::run(shared, state, false);
+            }
             if shared.deny.is_ip_blocked(ip) {
                 state
                     .trace
@@ -488,17 +534,20 @@ impl RootInput {
                 .trace
                 .block(BlockReason::User(user), crate::ids::security_response_id());
         }
+        signals
     }
 }
 
-/// Applies `input` on `root`.
+/// Applies `input` on `root`; signals are queued once the extension lock is released.
 fn apply_on<R>(root: &SpanRef<'_, R>, input: RootInput, shared: &Shared)
 where
     R: for<'a> LookupSpan<'a>,
 {
-    if let Some(state) = root_state(&mut root.extensions_mut()) {
-        input.apply(state, shared);
-    }
+    let signals = match root_state(&mut root.extensions_mut()) {
+        Some(state) => input.apply(state, shared),
+        None => return,
+    };
+    shared.signals.enqueue(signals);
 }
 
 fn with_root_of<S>(dispatch: &Dispatch, id: &Id, f: &mut dyn FnMut(&Shared, &mut RootState)) -> bool
@@ -560,6 +609,16 @@ where
     }
 }
 
+/// The root's detection work at its close: waiting events and the privilege rules.
+fn close_detection(shared: &Shared, state: &mut RootState) -> Vec<crate::detection::Signal> {
+    if !state.detection_armed {
+        return Vec::new();
+    }
+    state.detection_armed = false;
+    shared.armed_roots.fetch_sub(1, Ordering::AcqRel);
+    crate::detection::run(shared, state, true)
+}
+
 fn level(meta: &Metadata<'_>) -> Level {
     match *meta.level() {
         tracing_core::Level::TRACE => Level::Trace,
@@ -575,6 +634,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        self.shared.signals.set_dispatch(subscriber);
         self.shared.emit_warnings(subscriber);
     }
 
@@ -603,10 +663,15 @@ where
         if !exporting {
             // Nothing to export: only identity and blocking matter, and the root is found by
             // walking up.
-            if !identity.is_empty() || fields.blocked_user.is_some() || fields.client_ip.is_some() {
+            if !identity.is_empty()
+                || fields.blocked_user.is_some()
+                || fields.client_ip.is_some()
+                || fields.user_agent.is_some()
+            {
                 if let Some(span) = ctx.span(id) {
                     // Only a root's client IP counts; the parent lookup is needed only then.
-                    let is_root = fields.client_ip.is_some() && span.parent().is_none();
+                    let is_root = (fields.client_ip.is_some() || fields.user_agent.is_some())
+                        && span.parent().is_none();
                     let input = RootInput::from(&mut fields, identity, is_root);
                     if let Some(root) = root_of(span, |id| ctx.span(id)) {
                         apply_on(&root, input, shared);
@@ -638,6 +703,7 @@ where
             }
         };
         let mut data = SpanData::new(trace_id.unwrap_or_else(crate::ids::trace_id), parent_span_id);
+        let span_trace_id = data.trace_id;
         split_span_fields(plain, &mut data.meta, &mut data.metrics);
         let mut ext = span.extensions_mut();
         ext.replace(SpanState {
@@ -647,7 +713,9 @@ where
         match root {
             None => {
                 let mut state = RootState::new();
-                RootInput::from(&mut fields, identity, true).apply(&mut state, shared);
+                state.trace_id = Some(span_trace_id);
+                // A new root has no waiting events: no signals here.
+                let _ = RootInput::from(&mut fields, identity, true).apply(&mut state, shared);
                 ext.replace(state);
             }
             Some(root) => {
@@ -684,7 +752,7 @@ where
             }
         }
         let identity = std::mem::take(&mut fields.identity);
-        let is_root = fields.client_ip.is_some() && span.parent().is_none();
+        let is_root = (fields.client_ip.is_some() || fields.user_agent.is_some()) && span.parent().is_none();
         let input = RootInput::from(&mut fields, identity, is_root);
         if input.is_empty() {
             return;
@@ -823,12 +891,16 @@ where
             span_id: ids.map(|(_, s)| s),
             user: Default::default(),
         });
-        {
+        let signals = {
             let mut ext = root.extensions_mut();
             let Some(state) = root_state(&mut ext) else { return };
-            RootInput::from(&mut fields, identity, false).apply(state, shared);
+            let mut signals = RootInput::from(&mut fields, identity, false).apply(state, shared);
             if let Some((name, event)) = business_event {
+                if let Some(obs) = crate::detection::observation_of(shared, &name, &event.tags) {
+                    crate::detection::push(shared, state, obs);
+                }
                 state.trace.record_field_event(&name, event, shared.mode);
+                signals.extend(crate::detection::run(shared, state, false));
             }
             if shared.retroactive {
                 if let Some(log) = record.take() {
@@ -837,7 +909,9 @@ where
             } else if let Some(log) = record.as_mut() {
                 log.user = state.current_user(shared.mode);
             }
-        }
+            signals
+        };
+        shared.signals.enqueue(signals);
         if let (Some(pipeline), Some(mut log)) = (pipeline, record) {
             if log.user.is_empty() {
                 if let Some(default) = shared.default_bucket() {
@@ -852,8 +926,21 @@ where
         if self.inert() {
             return;
         }
-        let Some(pipeline) = self.exporting() else { return };
         let shared = &*self.shared;
+        let Some(pipeline) = self.exporting() else {
+            // Not exporting: only a root holding detection work needs its close.
+            if shared.armed_roots.load(Ordering::Acquire) > 0 {
+                if let Some(span) = ctx.span(&id) {
+                    let signals = span
+                        .extensions_mut()
+                        .get_mut::<RootState>()
+                        .map(|state| close_detection(shared, state))
+                        .unwrap_or_default();
+                    shared.signals.enqueue(signals);
+                }
+            }
+            return;
+        };
         let Some(span) = ctx.span(&id) else { return };
         let mut ext = span.extensions_mut();
         let Some(SpanState {
@@ -865,8 +952,13 @@ where
         };
         match root {
             None => {
-                let state = ext.remove::<RootState>();
+                let mut state = ext.remove::<RootState>();
                 drop(ext);
+                let signals = state
+                    .as_mut()
+                    .map(|state| close_detection(shared, state))
+                    .unwrap_or_default();
+                shared.signals.enqueue(signals);
                 let mut record = data.finish(span.metadata(), true);
                 let Some(state) = state else {
                     pipeline.send_one(Record::Span(record));

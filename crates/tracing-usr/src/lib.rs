@@ -161,6 +161,7 @@ mod callsite;
 pub mod collectors;
 mod config;
 mod deny_file;
+pub mod detection;
 mod ids;
 mod layer;
 pub mod propagation;

@@ -170,6 +170,9 @@ pub fn set_parent(span: &tracing::Span, context: RemoteContext) -> Result<(), Sd
             },
             &mut |state| {
                 if let Some(remote) = remote.borrow_mut().take() {
+                    if state.trace_id.is_some() {
+                        state.trace_id = Some(remote.trace_id);
+                    }
                     state.trace.set_upstream_priority(remote.sampling_priority);
                     state.trace.set_upstream_tags(
                         remote.tags.into_iter().map(|(k, v)| (Key::Owned(k), v)).collect(),

@@ -81,6 +81,10 @@ pub(crate) struct RootState {
     pub(crate) held_logs: Vec<LogRecord>,
     /// The user tags of log records, shared while the identity version does not change.
     pub(crate) user_cache: Option<(u64, UserTags)>,
+    /// The trace id (when exporting), copied into signals.
+    pub(crate) trace_id: Option<u128>,
+    /// Whether the root holds detection work for its close (counted in `Shared::armed_roots`).
+    pub(crate) detection_armed: bool,
 }
 
 impl RootState {
@@ -110,6 +114,8 @@ impl RootState {
             finished: Vec::new(),
             held_logs: Vec::new(),
             user_cache: None,
+            trace_id: None,
+            detection_armed: false,
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The business-event SDK (spec a.3, c, d): `set_user`, `track_*`, and their arguments.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::Value;
 use tracing_usr_core::blocking::BlockReason;
@@ -144,26 +146,40 @@ fn optional(value: Option<&str>) -> Option<&str> {
 }
 
 /// Runs `prepare` (tag building, masking: no lock held) then `apply` on the current trace's
-/// local root.
+/// local root, then detection; signals are delivered from the caller's frame once every lock
+/// is released.
 fn on_current_root<T, R: IntoOutcome>(
     prepare: impl FnOnce(&Shared) -> Result<T, SdkError>,
-    apply: impl FnOnce(&mut RootState, T) -> R,
+    apply: impl FnOnce(&Shared, &mut RootState, T) -> R,
 ) -> Result<(), SdkError> {
-    with_layer(|dispatch, layer, span| {
+    let (outcome, signals) = with_layer(|dispatch, layer, span| {
         let Some(id) = span else {
-            return Err(SdkError::NoRoot);
+            return (Err(SdkError::NoRoot), None);
         };
-        let prepared = prepare(&layer.shared)?;
+        let prepared = match prepare(&layer.shared) {
+            Ok(prepared) => prepared,
+            Err(e) => return (Err(e), None),
+        };
         let mut slot = Some((prepared, apply));
         let mut outcome = Err(SdkError::NoRoot);
-        layer.with_root(dispatch, id, &mut |_, state| {
+        let mut signals = Vec::new();
+        layer.with_root(dispatch, id, &mut |shared, state| {
             if let Some((prepared, apply)) = slot.take() {
-                outcome = apply(state, prepared).into_outcome();
+                outcome = apply(shared, state, prepared).into_outcome();
+                if state.trace.has_detection_work() {
+                    signals = crate::detection::run(shared, state, false);
+                }
             }
         });
-        outcome
+        let signals = (!signals.is_empty()).then(|| (Arc::clone(&layer.shared.signals), signals));
+        (outcome, signals)
     })
-    .unwrap_or(Err(SdkError::NoLayer))
+    .unwrap_or((Err(SdkError::NoLayer), None));
+    // Outside the dispatcher's `get_default`, so the sink's own events are dispatched.
+    if let Some((hub, signals)) = signals {
+        hub.deliver_now(signals);
+    }
+    outcome
 }
 
 /// What an `apply` closure of [`on_current_root`] may return.
@@ -243,7 +259,7 @@ fn track_identity(
             tags.extend(user_metadata_tags(shared, &metadata, &skip));
             Ok((tags, blocked.map(|rid| (user_id, rid))))
         },
-        |state, (tags, blocked)| {
+        |_, state, (tags, blocked)| {
             state.trace.identity.record_sdk(tags);
             mark_blocked(state, blocked)
         },
@@ -314,9 +330,13 @@ fn record_event(
         |shared| {
             let tags = events::sdk_event_tags(name, &explicit, metadata.as_value(), true, &shared.masker);
             let blocked = check.as_deref().and_then(|id| blocked(shared, id));
-            Ok((tags, blocked))
+            let observation = crate::detection::observation_of(shared, name, &tags);
+            Ok((tags, blocked, observation))
         },
-        |state, (tags, blocked)| {
+        |shared, state, (tags, blocked, observation)| {
+            if let Some(observation) = observation {
+                crate::detection::push(shared, state, observation);
+            }
             state.trace.record_sdk_event(name, tags);
             let Some(id) = root_id else { return Ok(()) };
             if propagate {
@@ -444,8 +464,17 @@ pub fn track_custom_event(name: &str, metadata: impl Into<Metadata>) -> Result<(
     }
     let name = name.to_owned();
     on_current_root(
-        |shared| Ok(events::sdk_event_tags(&name, &[], value, false, &shared.masker)),
-        |state, tags| state.trace.record_sdk_event(&name, tags),
+        |shared| {
+            let tags = events::sdk_event_tags(&name, &[], value, false, &shared.masker);
+            let observation = crate::detection::observation_of(shared, &name, &tags);
+            Ok((tags, observation))
+        },
+        |shared, state, (tags, observation)| {
+            if let Some(observation) = observation {
+                crate::detection::push(shared, state, observation);
+            }
+            state.trace.record_sdk_event(&name, tags);
+        },
     )
 }
 
@@ -566,7 +595,7 @@ pub fn record_user<T: Serialize + ?Sized>(record: &T) -> Result<(), SdkError> {
     ];
     on_current_root(
         |shared| Ok(shared.field_identity(raw.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())),
-        |state, fields| {
+        |_, state, fields| {
             if !fields.identity.is_empty() {
                 state.trace.identity.record_field(fields.identity);
             }

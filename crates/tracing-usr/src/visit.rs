@@ -29,6 +29,8 @@ pub(crate) struct Fields {
     pub(crate) blocked_user: Option<String>,
     /// A client IP field's address.
     pub(crate) client_ip: Option<std::net::IpAddr>,
+    /// A user-agent field's text.
+    pub(crate) user_agent: Option<String>,
 }
 
 /// The field-path identity rules (spec b.2, e.1): the mode, then the block check of the id in
@@ -120,6 +122,17 @@ impl<'a> Collector<'a> {
                 let value = value();
                 if let Ok(ip) = value.to_string().trim().parse::<std::net::IpAddr>() {
                     self.fields.client_ip = Some(tracing_usr_core::blocking::canonical_ip(ip));
+                }
+                if self.collect_plain {
+                    self.fields.plain.push((Key::Borrowed(name), value));
+                }
+            }
+            FieldKind::UserAgent => {
+                let value = value();
+                let text = value.to_string();
+                // `http.useragent` wins over `user_agent.original`.
+                if self.fields.user_agent.is_none() || name == "http.useragent" {
+                    self.fields.user_agent = Some(truncate_text(text, 512));
                 }
                 if self.collect_plain {
                     self.fields.plain.push((Key::Borrowed(name), value));
@@ -222,4 +235,16 @@ pub(crate) fn split_span_fields(
             other => meta.push((key, other.to_string())),
         }
     }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+fn truncate_text(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
