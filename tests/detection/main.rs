@@ -764,3 +764,24 @@ fn concurrent_requests_count_exactly() {
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(got[0].rule, RuleId::BruteForce);
 }
+
+#[test]
+fn http_client_ip_wins_over_the_peer_address_whatever_the_order() {
+    let s = setup(DetectionConfig::default());
+    for _ in 0..4 {
+        s.h.run(|| {
+            // As a proxy-aware middleware records them: the peer first, the client after.
+            let root = tracing::info_span!(
+                "request",
+                network.client.ip = "10.0.0.1",
+                http.client_ip = tracing::field::Empty
+            );
+            root.record("http.client_ip", "203.0.113.77");
+            let _e = root.enter();
+            tracing_usr::track_payment_failure(()).unwrap();
+            // A lower-ranked field recorded later changes nothing.
+            root.record("network.client.ip", "10.0.0.2");
+        });
+    }
+    assert_eq!(one(&s).key, "203.0.113.77");
+}

@@ -55,6 +55,8 @@ pub struct TraceState {
     block: Option<(crate::blocking::BlockReason, String)>,
     /// The client IP, once recorded on the trace.
     client_ip: Option<std::net::IpAddr>,
+    /// The rank of the field the client IP came from (index in `keys::CLIENT_IP_FIELDS`).
+    client_ip_rank: usize,
     /// The user agent of the request (detection input).
     user_agent: Option<String>,
     /// Business events waiting for detection (until the client IP is known or the root closes).
@@ -170,8 +172,15 @@ impl TraceState {
     }
 
     /// Records the client IP of the request (for `actor.ip` on blocks).
-    pub fn set_client_ip(&mut self, ip: std::net::IpAddr) {
-        self.client_ip.get_or_insert(ip);
+    ///
+    /// `rank` is the field's index in [`keys::CLIENT_IP_FIELDS`]: `http.client_ip` wins over
+    /// `network.client.ip`, which wins over `client.address`, whatever the order they are
+    /// recorded in; among equals the first stays.
+    pub fn set_client_ip(&mut self, ip: std::net::IpAddr, rank: usize) {
+        if self.client_ip.is_none() || rank < self.client_ip_rank {
+            self.client_ip = Some(ip);
+            self.client_ip_rank = rank;
+        }
     }
 
     /// The client IP, if recorded.

@@ -97,7 +97,10 @@ impl App {
 async fn credential_stuffing_blocks_the_ip_until_the_block_expires() {
     let app = app(true, false);
     let statuses = app.stuff("203.0.113.10", &[]).await;
-    assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
     // The 31st failure opened the signal and blocked the IP: every request is now refused.
     let response = app.send("203.0.113.10", &[("x-login", "user-1")]).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -106,7 +109,9 @@ async fn credential_stuffing_blocks_the_ip_until_the_block_expires() {
     assert_eq!(html.status(), StatusCode::FORBIDDEN);
     assert_eq!(html.headers()["content-type"], "text/html");
     // The attacker is not a trusted proxy: a forged X-Forwarded-For changes nothing.
-    let spoofed = app.send("203.0.113.10", &[("x-forwarded-for", "198.51.100.20")]).await;
+    let spoofed = app
+        .send("203.0.113.10", &[("x-forwarded-for", "198.51.100.20")])
+        .await;
     assert_eq!(spoofed.status(), StatusCode::FORBIDDEN);
     // Behind the trusted proxy, the attacker is still found.
     let proxied = app.send("10.1.2.3", &[("x-forwarded-for", "203.0.113.10")]).await;
@@ -123,13 +128,29 @@ async fn a_critical_escalation_blocks_the_account_that_logged_in() {
     let app = app(false, true);
     app.stuff("203.0.113.11", &[]).await;
     // The attacker's guess succeeds: the account is presumed compromised.
-    let success = app.send("203.0.113.11", &[("x-login", "user-5"), ("x-ok", "1")]).await;
-    assert_eq!(success.status(), StatusCode::OK, "the escalating request itself was not blocked yet");
+    let success = app
+        .send("203.0.113.11", &[("x-login", "user-5"), ("x-ok", "1")])
+        .await;
+    assert_eq!(
+        success.status(),
+        StatusCode::OK,
+        "the escalating request itself was not blocked yet"
+    );
     // Its next request, from anywhere, gets the 403 for a blocked user.
     let next = app.send("198.51.100.30", &[("x-user", "id-user-5")]).await;
     assert_eq!(next.status(), StatusCode::FORBIDDEN);
     // Other users are fine, and the block expires.
-    assert_eq!(app.send("198.51.100.30", &[("x-user", "id-user-6")]).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.send("198.51.100.30", &[("x-user", "id-user-6")])
+            .await
+            .status(),
+        StatusCode::OK
+    );
     app.clock.advance(Duration::from_secs(15 * 60));
-    assert_eq!(app.send("198.51.100.30", &[("x-user", "id-user-5")]).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.send("198.51.100.30", &[("x-user", "id-user-5")])
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }

@@ -486,7 +486,7 @@ fn root_state<'a>(ext: &'a mut tracing_subscriber::registry::ExtensionsMut<'_>) 
 struct RootInput {
     identity: Tags,
     blocked_user: Option<String>,
-    client_ip: Option<std::net::IpAddr>,
+    client_ip: Option<(std::net::IpAddr, usize)>,
     user_agent: Option<String>,
 }
 
@@ -518,8 +518,8 @@ impl RootInput {
             state.trace.set_user_agent(user_agent);
         }
         let mut signals = Vec::new();
-        if let Some(ip) = self.client_ip {
-            state.trace.set_client_ip(ip);
+        if let Some((ip, rank)) = self.client_ip {
+            state.trace.set_client_ip(ip, rank);
             if state.trace.has_detection_work() {
                 signals = crate::detection::run(shared, state, false);
             }

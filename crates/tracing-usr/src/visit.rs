@@ -28,7 +28,7 @@ pub(crate) struct Fields {
     /// A field-path `usr.id` on the blocked-user list, in its exported form.
     pub(crate) blocked_user: Option<String>,
     /// A client IP field's address.
-    pub(crate) client_ip: Option<std::net::IpAddr>,
+    pub(crate) client_ip: Option<(std::net::IpAddr, usize)>,
     /// A user-agent field's text.
     pub(crate) user_agent: Option<String>,
 }
@@ -121,7 +121,13 @@ impl<'a> Collector<'a> {
             FieldKind::ClientIp => {
                 let value = value();
                 if let Ok(ip) = value.to_string().trim().parse::<std::net::IpAddr>() {
-                    self.fields.client_ip = Some(tracing_usr_core::blocking::canonical_ip(ip));
+                    let rank = keys::CLIENT_IP_FIELDS
+                        .iter()
+                        .position(|f| *f == name)
+                        .unwrap_or(keys::CLIENT_IP_FIELDS.len());
+                    if self.fields.client_ip.map_or(true, |(_, r)| rank < r) {
+                        self.fields.client_ip = Some((tracing_usr_core::blocking::canonical_ip(ip), rank));
+                    }
                 }
                 if self.collect_plain {
                     self.fields.plain.push((Key::Borrowed(name), value));
