@@ -440,11 +440,17 @@ impl Observation {
     /// `None` for events no rule watches.
     pub fn from_event_tags<K: AsRef<str>>(name: &str, tags: &[(K, String)], time: u32) -> Option<Self> {
         let kind = EventKind::from_name(name)?;
-        let prefix = format!("appsec.events.{name}.");
         let get = |suffix: &str| {
             tags.iter()
                 .rev()
-                .find(|(k, v)| !v.is_empty() && k.as_ref().strip_prefix(prefix.as_str()) == Some(suffix))
+                .find(|(k, v)| {
+                    !v.is_empty()
+                        && k.as_ref()
+                            .strip_prefix("appsec.events.")
+                            .and_then(|rest| rest.strip_prefix(name))
+                            .and_then(|rest| rest.strip_prefix('.'))
+                            == Some(suffix)
+                })
                 .map(|(_, v)| v.clone())
         };
         let mut obs = Self::new(kind, time);
@@ -553,14 +559,17 @@ impl<T: Stamp> Ring<T> {
     /// of a full ring cannot change any outcome and is not kept.
     fn push(&mut self, item: T, cap: usize) {
         let t = item.time();
-        if self.items.len() >= cap && self.items.front().is_some_and(|o| t < o.time()) {
-            return;
+        if self.items.len() >= cap {
+            if self.items.front().is_some_and(|o| t < o.time()) {
+                return;
+            }
+            // Make room first, so the ring never grows beyond its capacity.
+            while self.items.len() >= cap {
+                self.items.pop_front();
+            }
         }
         let at = self.items.partition_point(|x| x.time() <= t);
         self.items.insert(at, item);
-        while self.items.len() > cap {
-            self.items.pop_front();
-        }
     }
 
     /// `cap` entries spanning less than `window`: more than `cap - 1` events inside one window.
@@ -676,6 +685,7 @@ impl<S> Slot<S> {
             slot => {
                 let mut key = key();
                 truncate(&mut key);
+                key.shrink_to_fit();
                 *slot = Some(Box::new(Open {
                     opened: now,
                     expires: now.saturating_add(window),
@@ -865,14 +875,17 @@ fn buckets_for(capacity: usize) -> usize {
     }
 }
 
-/// The worst-case bytes of one table: full shards, every key with its largest state and two
-/// open signals with full key text.
-fn table_bound<K, S>(max_keys: usize, state_heap: usize) -> usize {
+/// Key text capacity of an IP-keyed signal (an IPv6 address is at most 39 bytes).
+const IP_KEY_TEXT: usize = 64;
+
+/// The worst-case bytes of one table: full shards, every key with its largest state and
+/// `signals` open signals whose key text takes `key_text` bytes.
+fn table_bound<K, S>(max_keys: usize, state_heap: usize, signals: usize, key_text: usize) -> usize {
     let shards = if max_keys >= 1024 { 16 } else { 1 };
     let per_shard = (max_keys / shards).max(1);
     // A map holding `per_shard` keys may have grown to the next capacity step.
     let buckets = buckets_for(per_shard).max(buckets_for(per_shard * 8 / 7 + 1));
-    let per_key_heap = state_heap + 2 * (std::mem::size_of::<Open>() + MAX_KEY_TEXT);
+    let per_key_heap = state_heap + signals * (std::mem::size_of::<Open>() + key_text);
     shards * (buckets * (std::mem::size_of::<(K, Slot<S>)>() + 1) + per_shard * per_key_heap)
         + shards * std::mem::size_of::<Mutex<Shard<K, S>>>()
 }
@@ -934,7 +947,12 @@ impl HeapSize for ResetState {
     }
 }
 
-/// VecDeque / Vec capacity for `n` items (what `with_capacity` and growth give at most).
+/// A ring's allocation: `with_capacity(n)`, never grown.
+fn ring_bytes<T>(n: usize) -> usize {
+    n * std::mem::size_of::<T>()
+}
+
+/// A distinct set's allocation for `n` items (a `Vec` grown by doubling from 4).
 fn vec_bytes<T>(n: usize) -> usize {
     n.next_power_of_two().max(4) * std::mem::size_of::<T>()
 }
@@ -1047,24 +1065,43 @@ impl Detector {
 
     /// The most bytes the tables can use with `config`: every table full, every key with its
     /// largest state and open signals (allocator overhead aside). With the defaults this is
-    /// about 24 MiB; it scales linearly with `max_keys`.
+    /// about 39 MiB (40.5 MB); it scales linearly with `max_keys`.
     pub fn memory_bound(config: &DetectionConfig) -> usize {
         let keys = config.max_keys.max(1);
         let c = |rule: RuleId| cap(config.rule(rule).threshold);
         let d = cap(config.rule(RuleId::CredentialStuffing).distinct);
+        let (ip, text) = (IP_KEY_TEXT, MAX_KEY_TEXT);
         table_bound::<IpAddr, StuffingState>(
             keys,
-            vec_bytes::<u32>(c(RuleId::CredentialStuffing)) + vec_bytes::<(u64, u32)>(d),
-        ) + table_bound::<u64, BruteForceState>(keys, vec_bytes::<(u32, u32)>(c(RuleId::BruteForce)))
-            + table_bound::<u64, RateState>(keys, vec_bytes::<u32>(c(RuleId::SensitiveActivityRate)))
-            + table_bound::<IpAddr, RateState>(keys, vec_bytes::<u32>(c(RuleId::SignupRate)))
-            + table_bound::<IpAddr, DistinctState>(keys, vec_bytes::<(u64, u32)>(c(RuleId::AccountDeletion)))
+            ring_bytes::<u32>(c(RuleId::CredentialStuffing)) + vec_bytes::<(u64, u32)>(d),
+            1,
+            ip,
+        ) + table_bound::<u64, BruteForceState>(
+            keys,
+            ring_bytes::<(u32, u32)>(c(RuleId::BruteForce)),
+            1,
+            text,
+        ) + table_bound::<u64, RateState>(keys, ring_bytes::<u32>(c(RuleId::SensitiveActivityRate)), 1, text)
+            + table_bound::<IpAddr, RateState>(keys, ring_bytes::<u32>(c(RuleId::SignupRate)), 1, ip)
+            + table_bound::<IpAddr, DistinctState>(
+                keys,
+                vec_bytes::<(u64, u32)>(c(RuleId::AccountDeletion)),
+                1,
+                ip,
+            )
             + table_bound::<IpAddr, ResetState>(
                 keys,
                 2 * vec_bytes::<(u64, u32)>(c(RuleId::PasswordResetEnumeration)),
+                2,
+                ip,
             )
-            + table_bound::<u64, RateState>(keys, vec_bytes::<u32>(c(RuleId::PasswordResetBruteForce)))
-            + table_bound::<IpAddr, RateState>(keys, vec_bytes::<u32>(c(RuleId::PaymentFailures)))
+            + table_bound::<u64, RateState>(
+                keys,
+                ring_bytes::<u32>(c(RuleId::PasswordResetBruteForce)),
+                1,
+                text,
+            )
+            + table_bound::<IpAddr, RateState>(keys, ring_bytes::<u32>(c(RuleId::PaymentFailures)), 1, ip)
     }
 
     /// `true` once after a table had to evict a key with an open signal (every key had one):
@@ -1581,5 +1618,82 @@ impl Detector {
             self.block_ip(rule, Some(ip), &mut signal);
             out.push(signal);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocking::ManualClock;
+
+    #[test]
+    fn rings_keep_the_last_entries_sorted_and_match_on_span() {
+        let mut ring = Ring::<u32>::new(3);
+        for t in [10, 20, 30] {
+            ring.push(t, 3);
+        }
+        assert!(ring.full_within(3, 21) && !ring.full_within(3, 20));
+        // A deferred, older entry goes in time order; one older than a full ring's oldest is
+        // dropped.
+        ring.push(15, 3);
+        assert_eq!(ring.items.iter().copied().collect::<Vec<_>>(), vec![15, 20, 30]);
+        ring.push(1, 3);
+        assert_eq!(ring.items.iter().copied().collect::<Vec<_>>(), vec![15, 20, 30]);
+        assert_eq!(ring.count_within(30, 11), 2);
+    }
+
+    #[test]
+    fn distinct_sets_forget_stale_values_and_evict_the_oldest() {
+        let mut set = Distinct::default();
+        for (v, t) in [(1, 0), (2, 1), (3, 2)] {
+            set.observe(v, t, 10, 3);
+        }
+        set.observe(2, 5, 10, 3);
+        assert_eq!(set.len_within(5, 10), 3);
+        set.observe(4, 6, 10, 3);
+        assert!(
+            !set.items.iter().any(|(v, _)| *v == 1),
+            "the oldest (1) was evicted"
+        );
+        assert_eq!(set.len_within(12, 10), 2, "3 (seen at 2) is stale at 12");
+    }
+
+    #[test]
+    fn the_documented_memory_figure_holds_for_the_defaults() {
+        let bound = Detector::memory_bound(&DetectionConfig::default());
+        // docs/detection.md and the `detection` module docs quote this figure.
+        assert!(bound < 40 << 20, "{bound} bytes");
+        println!("worst case with the defaults: {bound} bytes");
+        let mut small = DetectionConfig::default();
+        small.max_keys = 1000;
+        assert!(Detector::memory_bound(&small) < bound / 5);
+    }
+
+    #[test]
+    fn long_account_text_is_cut_and_does_not_keep_its_allocation() {
+        let detector = Detector::new(DetectionConfig::default(), Arc::new(ManualClock::new()));
+        let long = "a".repeat(100_000);
+        let mut signals = Vec::new();
+        for _ in 0..41 {
+            let mut obs = Observation::new(EventKind::LoginFailure, 0);
+            obs.account = Some(long.clone());
+            signals = detector.observe(&obs);
+        }
+        assert_eq!(signals.len(), 1);
+        assert_eq!(signals[0].key.len(), MAX_KEY_TEXT);
+        assert!(detector.memory_usage() < 10_000, "{}", detector.memory_usage());
+    }
+
+    #[test]
+    fn invalid_settings_are_named() {
+        let mut config = DetectionConfig::default();
+        config.rule_mut(RuleId::SignupRate).window = Duration::ZERO;
+        assert!(config.validate().unwrap_err().0.contains("bl-signup-ratelimit"));
+        let mut config = DetectionConfig::default();
+        config.rule_mut(RuleId::BruteForce).threshold = MAX_THRESHOLD + 1;
+        assert!(config.validate().is_err());
+        assert_eq!(RuleId::from_id("def-000-yk4"), Some(RuleId::CredentialStuffing));
+        assert_eq!(RuleId::from_id("appsec-ato-bf"), Some(RuleId::BruteForce));
+        assert_eq!(RuleId::from_id("nope"), None);
     }
 }

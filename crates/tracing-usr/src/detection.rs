@@ -28,7 +28,7 @@
 //! Each rule keeps at most `max_keys` keys (10,000 by default) in 16 shards (one shard below
 //! 1,024 keys), sweeps expired keys at most every 5 s when inserting, and evicts the least
 //! recently updated key without an open signal when a shard is full. [`Detector::memory_bound`]
-//! computes the worst case for a configuration: about 24 MiB for the defaults (every table full
+//! computes the worst case for a configuration: about 39 MiB (40.5 MB) for the defaults (every table full
 //! of keys with full rings and two open signals with 256-byte key texts); a realistic table of
 //! 10,000 attacking IPs with no open signals uses a few MiB. [`Handle::detector`] exposes
 //! [`Detector::memory_usage`].
@@ -271,20 +271,18 @@ fn deliver_loop(hub: &Weak<SignalHub>) {
 /// Runs the detector on what `state` holds: the waiting events once the client IP is known (or
 /// the root closes), and the privilege rules when it closes. Tags the root, applies the
 /// actions, and returns the signals to deliver (the caller delivers them after releasing the
-/// extension lock).
+/// extension lock), including those [`submit`] left in `state.signals`.
 pub(crate) fn run(shared: &Shared, state: &mut RootState, closing: bool) -> Vec<Signal> {
+    let mut signals = std::mem::take(&mut state.signals);
     let Some(detector) = shared.detector.as_deref() else {
-        return Vec::new();
+        return signals;
     };
-    let mut signals = Vec::new();
+    let mut fresh = Vec::new();
     if state.trace.client_ip().is_some() || closing {
-        let ip = state.trace.client_ip();
-        let user_agent = state.trace.user_agent().map(str::to_owned);
         for mut obs in state.trace.take_pending_detections() {
-            obs.ip = ip;
-            obs.user_agent.clone_from(&user_agent);
+            obs.ip = state.trace.client_ip();
             obs.trace_id = state.trace_id;
-            signals.extend(detector.observe(&obs));
+            fresh.extend(detector.observe(&obs));
         }
     }
     if closing {
@@ -303,27 +301,29 @@ pub(crate) fn run(shared: &Shared, state: &mut RootState, closing: bool) -> Vec<
                     .find(|(k, v)| k.as_ref() == key && !v.is_empty())
                     .map(|(_, v)| v.as_str())
             };
-            let (role, has_id) = (
-                find(tracing_usr_core::keys::USR_ROLE),
-                find(tracing_usr_core::keys::USR_ID).is_some(),
-            );
-            let ip = state.trace.client_ip();
-            let user_agent = state.trace.user_agent().map(str::to_owned);
+            let role = find(tracing_usr_core::keys::USR_ROLE);
+            let has_id = find(tracing_usr_core::keys::USR_ID).is_some();
+            let disabled = shared.mode == tracing_usr_core::Mode::Disabled;
             for mut obs in checks {
-                obs.ip = ip;
-                obs.user_agent.clone_from(&user_agent);
+                obs.ip = state.trace.client_ip();
                 obs.trace_id = state.trace_id;
-                signals.extend(detector.privilege(
-                    &obs,
-                    role,
-                    has_id,
-                    shared.mode == tracing_usr_core::Mode::Disabled,
-                ));
+                fresh.extend(detector.privilege(&obs, role, has_id, disabled));
             }
         }
     }
-    for signal in &signals {
+    finish(shared, detector, state, &mut fresh);
+    signals.extend(fresh);
+    signals
+}
+
+/// Tags the root with the signals, copies the request's user agent into them, applies their
+/// actions, and reports a table that had to evict an open signal.
+fn finish(shared: &Shared, detector: &Detector, state: &mut RootState, signals: &mut [Signal]) {
+    for signal in signals.iter_mut() {
         state.trace.add_signal(signal.rule, signal.severity);
+        if signal.user_agent.is_none() {
+            signal.user_agent = state.trace.user_agent().map(str::to_owned);
+        }
         for action in &signal.actions {
             match action {
                 Action::BlockIp { ip, duration } => shared.deny.block_ip(*ip, Some(*duration)),
@@ -331,7 +331,7 @@ pub(crate) fn run(shared: &Shared, state: &mut RootState, closing: bool) -> Vec<
             }
         }
     }
-    if detector.take_eviction_notice() {
+    if !signals.is_empty() && detector.take_eviction_notice() {
         shared.push_warning(
             "tracing_usr::detection",
             format!(
@@ -340,16 +340,41 @@ pub(crate) fn run(shared: &Shared, state: &mut RootState, closing: bool) -> Vec<
             ),
         );
     }
-    signals
 }
 
-/// Queues `obs` on the root (and counts the root as holding detection work).
-pub(crate) fn push(shared: &Shared, state: &mut RootState, obs: Observation) {
+/// Hands a business event to detection: judged now when the client IP is known, else queued on
+/// the root until it is (or the root closes). Signals raised now wait in `state.signals` for
+/// [`run`] or [`take`] once the extension lock is released. An admin-only sensitive activity is
+/// also kept for the privilege rules at close.
+pub(crate) fn submit(shared: &Shared, state: &mut RootState, mut obs: Observation) {
+    let Some(detector) = shared.detector.as_deref() else {
+        return;
+    };
+    let ip = state.trace.client_ip();
+    if ip.is_some() && !obs.needs_privilege_check() {
+        obs.ip = ip;
+        obs.trace_id = state.trace_id;
+        let mut signals = detector.observe(&obs);
+        if !signals.is_empty() {
+            finish(shared, detector, state, &mut signals);
+            state.signals.extend(signals);
+        }
+        return;
+    }
     state.trace.push_detection(obs);
     if !state.detection_armed {
         state.detection_armed = true;
         shared.armed_roots.fetch_add(1, Ordering::AcqRel);
     }
+    if ip.is_some() {
+        let signals = run(shared, state, false);
+        state.signals = signals;
+    }
+}
+
+/// The signals [`submit`] raised, taken.
+pub(crate) fn take(state: &mut RootState) -> Vec<Signal> {
+    std::mem::take(&mut state.signals)
 }
 
 /// The observation of a business event, read from its tags, timed now.

@@ -897,10 +897,10 @@ where
             let mut signals = RootInput::from(&mut fields, identity, false).apply(state, shared);
             if let Some((name, event)) = business_event {
                 if let Some(obs) = crate::detection::observation_of(shared, &name, &event.tags) {
-                    crate::detection::push(shared, state, obs);
+                    crate::detection::submit(shared, state, obs);
                 }
                 state.trace.record_field_event(&name, event, shared.mode);
-                signals.extend(crate::detection::run(shared, state, false));
+                signals.extend(crate::detection::take(state));
             }
             if shared.retroactive {
                 if let Some(log) = record.take() {

@@ -85,6 +85,8 @@ pub(crate) struct RootState {
     pub(crate) trace_id: Option<u128>,
     /// Whether the root holds detection work for its close (counted in `Shared::armed_roots`).
     pub(crate) detection_armed: bool,
+    /// Signals raised while the extension lock is held, delivered once it is released.
+    pub(crate) signals: Vec<crate::detection::Signal>,
 }
 
 impl RootState {
@@ -116,6 +118,7 @@ impl RootState {
             user_cache: None,
             trace_id: None,
             detection_armed: false,
+            signals: Vec::new(),
         }
     }
 }

@@ -166,9 +166,7 @@ fn on_current_root<T, R: IntoOutcome>(
         layer.with_root(dispatch, id, &mut |shared, state| {
             if let Some((prepared, apply)) = slot.take() {
                 outcome = apply(shared, state, prepared).into_outcome();
-                if state.trace.has_detection_work() {
-                    signals = crate::detection::run(shared, state, false);
-                }
+                signals = crate::detection::take(state);
             }
         });
         let signals = (!signals.is_empty()).then(|| (Arc::clone(&layer.shared.signals), signals));
@@ -335,7 +333,7 @@ fn record_event(
         },
         |shared, state, (tags, blocked, observation)| {
             if let Some(observation) = observation {
-                crate::detection::push(shared, state, observation);
+                crate::detection::submit(shared, state, observation);
             }
             state.trace.record_sdk_event(name, tags);
             let Some(id) = root_id else { return Ok(()) };
@@ -471,7 +469,7 @@ pub fn track_custom_event(name: &str, metadata: impl Into<Metadata>) -> Result<(
         },
         |shared, state, (tags, observation)| {
             if let Some(observation) = observation {
-                crate::detection::push(shared, state, observation);
+                crate::detection::submit(shared, state, observation);
             }
             state.trace.record_sdk_event(&name, tags);
         },

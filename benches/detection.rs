@@ -1,0 +1,127 @@
+//! Detection on the request path: a login request (root span with the client IP and user agent,
+//! a handler span, one login event) with detection on vs off, in the same run.
+//!
+//! * `failure_off` / `failure_on`: `track_login_failure`, keys rotating over 1,000 IPs and
+//!   5,000 accounts (credential-stuffing and brute-force tables both updated; signals open and
+//!   are kept alive as the run goes on, with a no-op sink);
+//! * `success_off` / `success_on`: `track_login_success` (the escalation look-ups).
+//!
+//! Export is off in all rungs, so the figures are the layer's own work. Before the timings the
+//! bench prints allocations per request (a counting global allocator).
+//!
+//! Run: `cargo bench --bench detection`.
+//!
+//! Last run (2 shared cores, x86_64; ratios against the `off` rung of the same run):
+//!
+//! | request | off | on | ratio | allocations off → on |
+//! |---|---|---|---|---|
+//! | login failure | see the closing note of the protection issue | | | |
+
+#[path = "common.rs"]
+mod common;
+
+use std::cell::Cell;
+
+use common::{allocations, Counting};
+use criterion::{criterion_group, criterion_main, Criterion};
+use tracing::Dispatch;
+use tracing_subscriber::prelude::*;
+use tracing_usr::{Export, SetUserOptions};
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn dispatch(detection: bool) -> Dispatch {
+    let layer = tracing_usr::builder()
+        .with_env_lookup(|_| None)
+        .with_export(Export::None)
+        .with_detection_enabled(detection)
+        .with_signal_sink(())
+        .build();
+    Dispatch::new(tracing_subscriber::registry().with(layer))
+}
+
+thread_local! {
+    static N: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Texts for the rotating keys, built once so the request itself does not format them.
+struct Keys {
+    ips: Vec<String>,
+    logins: Vec<String>,
+}
+
+impl Keys {
+    fn new() -> Self {
+        Self {
+            ips: (0..1000u32)
+                .map(|i| std::net::Ipv4Addr::from(0xc633_6400 + i).to_string())
+                .collect(),
+            logins: (0..5000).map(|i| format!("user-{i}")).collect(),
+        }
+    }
+
+    fn next(&self) -> (&str, &str) {
+        let n = N.with(|n| {
+            let v = n.get().wrapping_add(1);
+            n.set(v);
+            v as usize
+        });
+        (
+            &self.ips[n % self.ips.len()],
+            &self.logins[(n * 7) % self.logins.len()],
+        )
+    }
+}
+
+fn request(keys: &Keys, success: bool) {
+    let (ip, login) = keys.next();
+    let _root =
+        tracing::info_span!("http.request", http.client_ip = ip, http.useragent = "bench/1").entered();
+    let _handler = tracing::info_span!("login").entered();
+    if success {
+        let _ = tracing_usr::track_login_success(login, login, (), SetUserOptions::default());
+    } else {
+        let _ = tracing_usr::track_login_failure(login, true, None, ());
+    }
+}
+
+const RUNGS: [(&str, bool, bool); 4] = [
+    ("failure_off", false, false),
+    ("failure_on", false, true),
+    ("success_off", true, false),
+    ("success_on", true, true),
+];
+
+fn allocations_per_request(keys: &Keys) {
+    const N: u64 = 20_000;
+    eprintln!("allocations per login request:");
+    for (name, success, detection) in RUNGS {
+        tracing::dispatcher::with_default(&dispatch(detection), || {
+            for _ in 0..N {
+                request(keys, success);
+            }
+            let before = allocations();
+            for _ in 0..N {
+                request(keys, success);
+            }
+            eprintln!("  {name:<12} {:>6.1}", (allocations() - before) as f64 / N as f64);
+        });
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let keys = Keys::new();
+    allocations_per_request(&keys);
+    let mut group = c.benchmark_group("detection");
+    for (name, success, detection) in RUNGS {
+        let dispatch = dispatch(detection);
+        tracing::dispatcher::with_default(&dispatch, || {
+            group.bench_function(name, |b| b.iter(|| request(&keys, success)));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
