@@ -15,7 +15,14 @@
 //!
 //! | request | off | on | ratio | allocations off → on |
 //! |---|---|---|---|---|
-//! | login failure | see the closing note of the protection issue | | | |
+//! | login failure | 1.71 µs | 2.02 µs | 1.18× (+0.31 µs) | 23 → 24 |
+//! | login success | 2.00 µs | 2.24 µs | 1.12× (+0.24 µs) | 29 → 31 |
+//!
+//! Callgrind on the failure request (50,000 requests, release build): 14.1 k instructions per
+//! request off, 15.9 k on (1.13×); the detector itself (two keyed hashes, two shard locks, a
+//! ring push, a distinct-set update) is about 1.2 k of the difference, reading the event's
+//! inputs from its tags most of the rest. The keys rotate over 1,000 IPs and 5,000 accounts,
+//! so the tables do not fit in the L1 cache, as in a real attack.
 
 #[path = "common.rs"]
 mod common;

@@ -25,7 +25,6 @@
 //! assert_eq!(signals[0].rule, RuleId::CredentialStuffing);
 //! ```
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
@@ -456,13 +455,20 @@ impl Observation {
         let mut obs = Self::new(kind, time);
         obs.user_id = get("usr.id");
         obs.account = get("usr.login").or_else(|| obs.user_id.clone());
-        obs.exists = get("exists").and_then(|v| match v.as_str() {
-            "true" => Some(true),
-            "false" => Some(false),
-            _ => None,
-        });
-        obs.name = get("name");
-        obs.required_role = get("required_role");
+        match kind {
+            EventKind::PasswordReset => {
+                obs.exists = get("exists").and_then(|v| match v.as_str() {
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    _ => None,
+                });
+            }
+            EventKind::SensitiveActivity => {
+                obs.name = get("name");
+                obs.required_role = get("required_role");
+            }
+            _ => {}
+        }
         Some(obs)
     }
 
@@ -568,8 +574,13 @@ impl<T: Stamp> Ring<T> {
                 self.items.pop_front();
             }
         }
-        let at = self.items.partition_point(|x| x.time() <= t);
-        self.items.insert(at, item);
+        if self.items.back().map_or(true, |last| last.time() <= t) {
+            // In order: the common case.
+            self.items.push_back(item);
+        } else {
+            let at = self.items.partition_point(|x| x.time() <= t);
+            self.items.insert(at, item);
+        }
     }
 
     /// `cap` entries spanning less than `window`: more than `cap - 1` events inside one window.
@@ -713,19 +724,41 @@ trait HeapSize {
     fn heap_bytes(&self) -> usize;
 }
 
+/// Keys are already keyed 64-bit hashes: the maps use them as they are.
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type KeyMap<S> = HashMap<u64, Slot<S>, std::hash::BuildHasherDefault<PreHashed>>;
+
 /// How often a shard may be swept, in seconds.
 const SWEEP_EVERY: u32 = 5;
 
 #[derive(Debug)]
-struct Shard<K, S> {
-    map: HashMap<K, Slot<S>>,
+struct Shard<S> {
+    map: KeyMap<S>,
     last_sweep: Option<u32>,
 }
 
 /// One rule's bounded, sharded table.
 #[derive(Debug)]
-struct Table<K, S> {
-    shards: Box<[Mutex<Shard<K, S>>]>,
+struct Table<S> {
+    shards: Box<[Mutex<Shard<S>>]>,
     per_shard: usize,
     window: u32,
     max_signal: u32,
@@ -737,14 +770,14 @@ struct Evicted {
     open_signal: bool,
 }
 
-impl<K: Hash + Eq + Copy, S: HeapSize> Table<K, S> {
+impl<S: HeapSize> Table<S> {
     fn new(max_keys: usize, window: u32, max_signal: u32) -> Self {
         let shards = if max_keys >= 1024 { 16 } else { 1 };
         Self {
             shards: (0..shards)
                 .map(|_| {
                     Mutex::new(Shard {
-                        map: HashMap::new(),
+                        map: KeyMap::default(),
                         last_sweep: None,
                     })
                 })
@@ -755,16 +788,17 @@ impl<K: Hash + Eq + Copy, S: HeapSize> Table<K, S> {
         }
     }
 
-    fn shard(&self, hash: u64) -> &Mutex<Shard<K, S>> {
+    /// The shard of a key: bits the map itself does not use for its buckets or tags.
+    fn shard(&self, key: u64) -> &Mutex<Shard<S>> {
         let len = self.shards.len() as u64;
-        &self.shards[usize::try_from(hash % len).unwrap_or(0)]
+        &self.shards[usize::try_from((key >> 32) % len).unwrap_or(0)]
     }
 
     /// Runs `f` on the key's slot, creating it with `init` (after a sweep or an eviction when
     /// the shard is full).
     fn upsert<R>(
         &self,
-        key: K,
+        key: u64,
         hash: u64,
         now: u32,
         init: impl FnOnce() -> S,
@@ -802,7 +836,7 @@ impl<K: Hash + Eq + Copy, S: HeapSize> Table<K, S> {
 
     /// Evicts the least recently updated key without an open signal; only if every key has
     /// one, the key with the oldest signal.
-    fn evict_one(&self, map: &mut HashMap<K, Slot<S>>, now: u32, evicted: &mut Evicted) {
+    fn evict_one(&self, map: &mut KeyMap<S>, now: u32, evicted: &mut Evicted) {
         let max = self.max_signal;
         let quiet = map
             .iter()
@@ -819,7 +853,7 @@ impl<K: Hash + Eq + Copy, S: HeapSize> Table<K, S> {
     }
 
     /// Runs `f` on the key's slot if it exists.
-    fn existing<R>(&self, key: K, hash: u64, f: impl FnOnce(&mut Slot<S>) -> R) -> Option<R> {
+    fn existing<R>(&self, key: u64, hash: u64, f: impl FnOnce(&mut Slot<S>) -> R) -> Option<R> {
         let mut shard = self.shard(hash).lock().ok()?;
         shard.map.get_mut(&key).map(f)
     }
@@ -852,7 +886,7 @@ impl<K: Hash + Eq + Copy, S: HeapSize> Table<K, S> {
                                         .sum::<usize>()
                             })
                             .sum();
-                        buckets * (std::mem::size_of::<(K, Slot<S>)>() + 1) + heap
+                        buckets * (std::mem::size_of::<(u64, Slot<S>)>() + 1) + heap
                     })
                     .unwrap_or(0)
             })
@@ -880,14 +914,14 @@ const IP_KEY_TEXT: usize = 64;
 
 /// The worst-case bytes of one table: full shards, every key with its largest state and
 /// `signals` open signals whose key text takes `key_text` bytes.
-fn table_bound<K, S>(max_keys: usize, state_heap: usize, signals: usize, key_text: usize) -> usize {
+fn table_bound<S>(max_keys: usize, state_heap: usize, signals: usize, key_text: usize) -> usize {
     let shards = if max_keys >= 1024 { 16 } else { 1 };
     let per_shard = (max_keys / shards).max(1);
     // A map holding `per_shard` keys may have grown to the next capacity step.
     let buckets = buckets_for(per_shard).max(buckets_for(per_shard * 8 / 7 + 1));
     let per_key_heap = state_heap + signals * (std::mem::size_of::<Open>() + key_text);
-    shards * (buckets * (std::mem::size_of::<(K, Slot<S>)>() + 1) + per_shard * per_key_heap)
-        + shards * std::mem::size_of::<Mutex<Shard<K, S>>>()
+    shards * (buckets * (std::mem::size_of::<(u64, Slot<S>)>() + 1) + per_shard * per_key_heap)
+        + shards * std::mem::size_of::<Mutex<Shard<S>>>()
 }
 
 /// Credential stuffing per IP: failure times and distinct accounts.
@@ -958,14 +992,14 @@ fn vec_bytes<T>(n: usize) -> usize {
 }
 
 struct Tables {
-    stuffing: Table<IpAddr, StuffingState>,
-    brute_force: Table<u64, BruteForceState>,
-    sensitive: Table<u64, RateState>,
-    signup: Table<IpAddr, RateState>,
-    deletion: Table<IpAddr, DistinctState>,
-    reset_enum: Table<IpAddr, ResetState>,
-    reset_bf: Table<u64, RateState>,
-    payment: Table<IpAddr, RateState>,
+    stuffing: Table<StuffingState>,
+    brute_force: Table<BruteForceState>,
+    sensitive: Table<RateState>,
+    signup: Table<RateState>,
+    deletion: Table<DistinctState>,
+    reset_enum: Table<ResetState>,
+    reset_bf: Table<RateState>,
+    payment: Table<RateState>,
 }
 
 /// The detector: rules, tables, and the clock.
@@ -973,7 +1007,7 @@ pub struct Detector {
     config: DetectionConfig,
     clock: Arc<dyn Clock>,
     start: Duration,
-    hasher: RandomState,
+    hasher: foldhash::quality::RandomState,
     tables: Tables,
     evicted_open_signal: AtomicBool,
     evicted_open_signal_reported: AtomicBool,
@@ -987,6 +1021,12 @@ impl fmt::Debug for Detector {
             .field("tracked_keys", &self.tracked_keys())
             .finish_non_exhaustive()
     }
+}
+
+/// The 32 bits of an IP's key kept with each brute-force failure; never 0, so it cannot match
+/// a failure without an IP.
+fn ip_hash32(ip_key: u64) -> u32 {
+    (ip_key as u32) | 1
 }
 
 fn secs(d: Duration) -> u32 {
@@ -1019,7 +1059,7 @@ impl Detector {
             config,
             clock,
             start,
-            hasher: RandomState::new(),
+            hasher: foldhash::quality::RandomState::default(),
             tables,
             evicted_open_signal: AtomicBool::new(false),
             evicted_open_signal_reported: AtomicBool::new(false),
@@ -1071,37 +1111,28 @@ impl Detector {
         let c = |rule: RuleId| cap(config.rule(rule).threshold);
         let d = cap(config.rule(RuleId::CredentialStuffing).distinct);
         let (ip, text) = (IP_KEY_TEXT, MAX_KEY_TEXT);
-        table_bound::<IpAddr, StuffingState>(
+        table_bound::<StuffingState>(
             keys,
             ring_bytes::<u32>(c(RuleId::CredentialStuffing)) + vec_bytes::<(u64, u32)>(d),
             1,
             ip,
-        ) + table_bound::<u64, BruteForceState>(
-            keys,
-            ring_bytes::<(u32, u32)>(c(RuleId::BruteForce)),
-            1,
-            text,
-        ) + table_bound::<u64, RateState>(keys, ring_bytes::<u32>(c(RuleId::SensitiveActivityRate)), 1, text)
-            + table_bound::<IpAddr, RateState>(keys, ring_bytes::<u32>(c(RuleId::SignupRate)), 1, ip)
-            + table_bound::<IpAddr, DistinctState>(
-                keys,
-                vec_bytes::<(u64, u32)>(c(RuleId::AccountDeletion)),
-                1,
-                ip,
-            )
-            + table_bound::<IpAddr, ResetState>(
+        ) + table_bound::<BruteForceState>(keys, ring_bytes::<(u32, u32)>(c(RuleId::BruteForce)), 1, text)
+            + table_bound::<RateState>(keys, ring_bytes::<u32>(c(RuleId::SensitiveActivityRate)), 1, text)
+            + table_bound::<RateState>(keys, ring_bytes::<u32>(c(RuleId::SignupRate)), 1, ip)
+            + table_bound::<DistinctState>(keys, vec_bytes::<(u64, u32)>(c(RuleId::AccountDeletion)), 1, ip)
+            + table_bound::<ResetState>(
                 keys,
                 2 * vec_bytes::<(u64, u32)>(c(RuleId::PasswordResetEnumeration)),
                 2,
                 ip,
             )
-            + table_bound::<u64, RateState>(
+            + table_bound::<RateState>(
                 keys,
                 ring_bytes::<u32>(c(RuleId::PasswordResetBruteForce)),
                 1,
                 text,
             )
-            + table_bound::<IpAddr, RateState>(keys, ring_bytes::<u32>(c(RuleId::PaymentFailures)), 1, ip)
+            + table_bound::<RateState>(keys, ring_bytes::<u32>(c(RuleId::PaymentFailures)), 1, ip)
     }
 
     /// `true` once after a table had to evict a key with an open signal (every key had one):
@@ -1128,11 +1159,6 @@ impl Detector {
         } else {
             self.hash(trimmed)
         }
-    }
-
-    fn ip_hash32(&self, ip: IpAddr) -> u32 {
-        // Never 0, so it cannot match a failure without an IP.
-        (self.hash(&ip) as u32) | 1
     }
 
     fn signal(
@@ -1190,28 +1216,33 @@ impl Detector {
         let mut out = Vec::new();
         let mut evicted = Evicted::default();
         let ip = obs.ip.map(canonical_ip);
+        // One keyed hash per input, shared by every table.
+        let ip_key = ip.map(|ip| self.hash(&ip));
+        let account_key = obs.account.as_deref().map(|a| self.account_hash(a));
         match obs.kind {
             EventKind::LoginFailure => {
-                if let Some(ip) = ip {
-                    self.stuffing_failure(obs, ip, &mut out, &mut evicted);
+                if let (Some(ip), Some(ip_key)) = (ip, ip_key) {
+                    self.stuffing_failure(obs, ip, ip_key, account_key, &mut out, &mut evicted);
                 }
-                if obs.account.is_some() {
-                    self.brute_force_failure(obs, ip, &mut out, &mut evicted);
+                if let Some(account_key) = account_key {
+                    self.brute_force_failure(obs, account_key, ip_key, &mut out, &mut evicted);
                 }
             }
             EventKind::LoginSuccess => {
-                if let Some(ip) = ip {
-                    self.stuffing_success(obs, ip, &mut out);
-                    self.brute_force_success(obs, ip, &mut out);
+                if let (Some(ip), Some(ip_key)) = (ip, ip_key) {
+                    self.stuffing_success(obs, ip, ip_key, &mut out);
+                    if let Some(account_key) = account_key {
+                        self.brute_force_success(obs, ip, ip_key, account_key, &mut out);
+                    }
                 }
             }
             EventKind::Signup => {
-                if let Some(ip) = ip {
+                if let (Some(ip), Some(ip_key)) = (ip, ip_key) {
                     self.rate(
                         RuleId::SignupRate,
                         &self.tables.signup,
-                        ip,
-                        self.hash(&ip),
+                        ip_key,
+                        ip_key,
                         KeyKind::Ip,
                         || ip.to_string(),
                         obs,
@@ -1222,12 +1253,12 @@ impl Detector {
                 }
             }
             EventKind::PaymentFailure => {
-                if let Some(ip) = ip {
+                if let (Some(ip), Some(ip_key)) = (ip, ip_key) {
                     self.rate(
                         RuleId::PaymentFailures,
                         &self.tables.payment,
-                        ip,
-                        self.hash(&ip),
+                        ip_key,
+                        ip_key,
                         KeyKind::Ip,
                         || ip.to_string(),
                         obs,
@@ -1255,16 +1286,15 @@ impl Detector {
                 }
             }
             EventKind::Delete => {
-                if let (Some(ip), Some(user_id)) = (ip, obs.user_id.as_deref()) {
-                    self.deletion(obs, ip, user_id, &mut out, &mut evicted);
+                if let (Some(ip), Some(ip_key), Some(user_id)) = (ip, ip_key, obs.user_id.as_deref()) {
+                    self.deletion(obs, ip, ip_key, user_id, &mut out, &mut evicted);
                 }
             }
             EventKind::PasswordReset => {
-                if let Some(ip) = ip {
-                    self.reset_enumeration(obs, ip, &mut out, &mut evicted);
+                if let (Some(ip), Some(ip_key), Some(account_key)) = (ip, ip_key, account_key) {
+                    self.reset_enumeration(obs, ip, ip_key, account_key, &mut out, &mut evicted);
                 }
-                if let Some(account) = obs.account.as_deref() {
-                    let key = self.account_hash(account);
+                if let (Some(account), Some(key)) = (obs.account.as_deref(), account_key) {
                     self.rate(
                         RuleId::PasswordResetBruteForce,
                         &self.tables.reset_bf,
@@ -1323,19 +1353,26 @@ impl Detector {
         out
     }
 
-    fn stuffing_failure(&self, obs: &Observation, ip: IpAddr, out: &mut Vec<Signal>, evicted: &mut Evicted) {
+    fn stuffing_failure(
+        &self,
+        obs: &Observation,
+        ip: IpAddr,
+        ip_key: u64,
+        account: Option<u64>,
+        out: &mut Vec<Signal>,
+        evicted: &mut Evicted,
+    ) {
         let rule = RuleId::CredentialStuffing;
         if !self.enabled(rule) {
             return;
         }
         let c = self.config.rule(rule);
         let (n, d, w) = (cap(c.threshold), cap(c.distinct), secs(c.window).max(1));
-        let account = obs.account.as_deref().map(|a| self.account_hash(a));
         let max = self.tables.stuffing.max_signal;
         let t = obs.time;
         let fired = self.tables.stuffing.upsert(
-            ip,
-            self.hash(&ip),
+            ip_key,
+            ip_key,
             t,
             || StuffingState {
                 failures: Ring::new(n),
@@ -1366,14 +1403,14 @@ impl Detector {
         }
     }
 
-    fn stuffing_success(&self, obs: &Observation, ip: IpAddr, out: &mut Vec<Signal>) {
+    fn stuffing_success(&self, obs: &Observation, ip: IpAddr, ip_key: u64, out: &mut Vec<Signal>) {
         let rule = RuleId::CredentialStuffing;
         if !self.enabled(rule) {
             return;
         }
         let (t, max) = (obs.time, self.tables.stuffing.max_signal);
         let w = secs(self.config.rule(rule).window).max(1);
-        let escalated = self.tables.stuffing.existing(ip, self.hash(&ip), |slot| {
+        let escalated = self.tables.stuffing.existing(ip_key, ip_key, |slot| {
             let open = slot.signals[0]
                 .as_mut()
                 .filter(|o| o.is_open(t, max) && !o.escalated)?;
@@ -1398,7 +1435,8 @@ impl Detector {
     fn brute_force_failure(
         &self,
         obs: &Observation,
-        ip: Option<IpAddr>,
+        key: u64,
+        ip_key: Option<u64>,
         out: &mut Vec<Signal>,
         evicted: &mut Evicted,
     ) {
@@ -1411,8 +1449,7 @@ impl Detector {
         }
         let c = self.config.rule(rule);
         let (n, w) = (cap(c.threshold), secs(c.window).max(1));
-        let key = self.account_hash(account);
-        let ip_hash = ip.map_or(0, |ip| self.ip_hash32(ip));
+        let ip_hash = ip_key.map_or(0, ip_hash32);
         let (t, max) = (obs.time, self.tables.brute_force.max_signal);
         let fired = self.tables.brute_force.upsert(
             key,
@@ -1441,17 +1478,20 @@ impl Detector {
         }
     }
 
-    fn brute_force_success(&self, obs: &Observation, ip: IpAddr, out: &mut Vec<Signal>) {
+    fn brute_force_success(
+        &self,
+        obs: &Observation,
+        ip: IpAddr,
+        ip_key: u64,
+        key: u64,
+        out: &mut Vec<Signal>,
+    ) {
         let rule = RuleId::BruteForce;
-        let Some(account) = obs.account.as_deref() else {
-            return;
-        };
         if !self.enabled(rule) {
             return;
         }
         let w = secs(self.config.rule(rule).window).max(1);
-        let key = self.account_hash(account);
-        let ip_hash = self.ip_hash32(ip);
+        let ip_hash = ip_hash32(ip_key);
         let (t, max) = (obs.time, self.tables.brute_force.max_signal);
         let escalated = self.tables.brute_force.existing(key, key, |slot| {
             let contributed = slot
@@ -1483,11 +1523,11 @@ impl Detector {
 
     /// "More than N events in W" for one key.
     #[allow(clippy::too_many_arguments)]
-    fn rate<K: Hash + Eq + Copy>(
+    fn rate(
         &self,
         rule: RuleId,
-        table: &Table<K, RateState>,
-        key: K,
+        table: &Table<RateState>,
+        key: u64,
         hash: u64,
         key_kind: KeyKind,
         key_text: impl FnOnce() -> String,
@@ -1539,6 +1579,7 @@ impl Detector {
         &self,
         obs: &Observation,
         ip: IpAddr,
+        ip_key: u64,
         user_id: &str,
         out: &mut Vec<Signal>,
         evicted: &mut Evicted,
@@ -1552,8 +1593,8 @@ impl Detector {
         let (t, max) = (obs.time, self.tables.deletion.max_signal);
         let value = self.hash(user_id);
         let fired = self.tables.deletion.upsert(
-            ip,
-            self.hash(&ip),
+            ip_key,
+            ip_key,
             t,
             || DistinctState {
                 values: Distinct::default(),
@@ -1576,9 +1617,17 @@ impl Detector {
         }
     }
 
-    fn reset_enumeration(&self, obs: &Observation, ip: IpAddr, out: &mut Vec<Signal>, evicted: &mut Evicted) {
+    fn reset_enumeration(
+        &self,
+        obs: &Observation,
+        ip: IpAddr,
+        ip_key: u64,
+        value: u64,
+        out: &mut Vec<Signal>,
+        evicted: &mut Evicted,
+    ) {
         let rule = RuleId::PasswordResetEnumeration;
-        let (Some(account), Some(exists)) = (obs.account.as_deref(), obs.exists) else {
+        let Some(exists) = obs.exists else {
             return;
         };
         if !self.enabled(rule) {
@@ -1587,10 +1636,9 @@ impl Detector {
         let c = self.config.rule(rule);
         let (n, w) = (cap(c.threshold), secs(c.window).max(1));
         let (t, max) = (obs.time, self.tables.reset_enum.max_signal);
-        let value = self.account_hash(account);
         let fired = self.tables.reset_enum.upsert(
-            ip,
-            self.hash(&ip),
+            ip_key,
+            ip_key,
             t,
             || ResetState {
                 existing: Distinct::default(),
