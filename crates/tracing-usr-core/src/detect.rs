@@ -1712,8 +1712,10 @@ mod tests {
         // docs/detection.md and the `detection` module docs quote this figure.
         assert!(bound < 40 << 20, "{bound} bytes");
         println!("worst case with the defaults: {bound} bytes");
-        let mut small = DetectionConfig::default();
-        small.max_keys = 1000;
+        let small = DetectionConfig {
+            max_keys: 1000,
+            ..DetectionConfig::default()
+        };
         assert!(Detector::memory_bound(&small) < bound / 5);
     }
 
