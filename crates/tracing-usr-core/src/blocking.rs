@@ -1,8 +1,6 @@
 //! Blocking building blocks (spec e): deny lists with expiry on an injectable clock, the block
 //! response (body choice from `Accept`, templates, security response id) and the `_dd.appsec.json`
 //! trigger. Pure: the layer and the HTTP middleware wire them in.
-//!
-//! Not wired into the layer or an HTTP middleware yet; see the project's issue on protection.
 
 use std::collections::HashMap;
 use std::fmt;

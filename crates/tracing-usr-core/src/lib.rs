@@ -1,5 +1,6 @@
 //! The I/O-free model and rules of [tracing-usr](https://docs.rs/tracing-usr): the SDK
-//! [`User`], identity buckets and their merge, the modes and the anonymizer, and secret masking.
+//! [`User`], identity buckets and their merge, the modes and the anonymizer, secret masking,
+//! blocking lists and the detection engine.
 //!
 //! Nothing here does I/O or touches `tracing`; the layer crate wires these rules into a
 //! `tracing_subscriber::Layer`. Most users want the `tracing-usr` crate, which re-exports what

@@ -33,7 +33,7 @@
 //! | `usr.<key>` | free-form attributes, `<key>` used as given (`usr.org.name`); subject to masking |
 //! | `usr.token` | always exported as `<Redacted>` |
 //! | `usr.event`, `usr.exists` | reserved for business events on `tracing` events; ignored on spans |
-//! | `http.client_ip`, `network.client.ip`, `client.address`, `http.useragent`, `user_agent.original` | read by later detection features; exported like any field |
+//! | `http.client_ip`, `network.client.ip`, `client.address`, `http.useragent`, `user_agent.original` | on the root: the client IP (blocked-IP check, detection) and user agent (copied into signals); exported like any field |
 //!
 //! * Any span of a trace, and any event inside it, may carry `usr.*` fields; they are collected
 //!   onto the trace's local root (the outermost span in the registry). They are **not** exported
@@ -82,6 +82,15 @@
 //! came from fields. [`block_response`] gives the 403 answer; the `tracing-usr-tower` crate sends
 //! it for tower/axum/hyper services and blocks listed client IPs.
 //!
+//! # Detection
+//!
+//! The business events, with the request's client IP, feed an in-process detector running
+//! Datadog's account-takeover and business-logic rules (credential stuffing, brute force, signup
+//! floods, …): a match raises a signal (a `WARN` event with target `tracing_usr::signal` by
+//! default), tags the root span `tracing_usr.signal.<rule>`, and, where enabled, blocks the
+//! attacking IP or the compromised account for 15 minutes. On by default, report-only; see
+//! [`detection`].
+//!
 //! [`propagation`] carries the trace and a propagated user id (`_dd.p.usr.id`) across services
 //! with `http::HeaderMap`s.
 //!
@@ -114,6 +123,8 @@
 //! | `OTEL_EXPORTER_OTLP_HEADERS`, `…_PROTOCOL`, `…_TIMEOUT`, `…_COMPRESSION` | headers, `http/protobuf`/`http/json`, ms, `gzip` | none, `http/protobuf`, `10000`, none |
 //! | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | OTLP resource | `DD_SERVICE`, executable name |
 //! | `DD_TRACE_X_DATADOG_TAGS_MAX_LENGTH` | bytes | `512` |
+//! | `TRACING_USR_DETECTION` | `on`, `off` | `on`; invalid → `on` |
+//! | `TRACING_USR_DETECTION_FILE` | JSON detection settings ([`detection::parse_config`]) | the rules' defaults; invalid → defaults |
 //!
 //! # Export
 //!
@@ -150,10 +161,9 @@
 //!
 //! # Missing
 //!
-//! In-process detection of account takeover is not part of this release yet; OTLP over gRPC is
-//! not supported;
-//! neither is a sampler (the keep decision is written, and `x-datadog-sampling-priority` is 1
-//! unless a keep or an upstream priority says otherwise).
+//! OTLP over gRPC is not supported; neither is a sampler (the keep decision is written, and
+//! `x-datadog-sampling-priority` is 1 unless a keep or an upstream priority says otherwise).
+//! Detection counts per process: replicas of a service each see their own share of an attack.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![deny(unsafe_code)]
 
