@@ -785,3 +785,23 @@ fn http_client_ip_wins_over_the_peer_address_whatever_the_order() {
     }
     assert_eq!(one(&s).key, "203.0.113.77");
 }
+
+#[test]
+fn signals_raised_inside_layer_callbacks_are_delivered_by_the_helper_thread() {
+    let s = setup(DetectionConfig::default());
+    for _ in 0..4 {
+        // Field-path events are seen inside `on_event`: the signal cannot be delivered there.
+        s.request("192.0.2.120", || {
+            tracing::info!(usr.event = "payment.failure", provider = "acme")
+        });
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while got.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        got = s.signals.take();
+    }
+    assert_eq!(got.len(), 1, "delivered without a flush");
+    assert_eq!(got[0].rule, RuleId::PaymentFailures);
+    assert_eq!(s.h.handle.signal_counts(), (1, 0));
+}

@@ -119,7 +119,9 @@ impl DenyList {
             .into_iter()
             .filter_map(|e| self.expiry(e.expiration, unix_now).map(|x| (e.value, x)))
             .collect();
-        self.used.store(true, Ordering::Relaxed);
+        if !users.is_empty() {
+            self.used.store(true, Ordering::Relaxed);
+        }
         if let Ok(mut slot) = self.users.write() {
             *slot = users;
         }
@@ -139,7 +141,9 @@ impl DenyList {
                 Err(_) => rejected.push(entry.value),
             }
         }
-        self.used.store(true, Ordering::Relaxed);
+        if !ips.is_empty() {
+            self.used.store(true, Ordering::Relaxed);
+        }
         if let Ok(mut slot) = self.ips.write() {
             *slot = ips;
         }
@@ -168,7 +172,8 @@ impl DenyList {
         matches!(expiry, Some(None)) || matches!(expiry, Some(Some(at)) if now < *at)
     }
 
-    /// Whether the list never held an entry (then nothing needs checking).
+    /// Whether the list never held an entry (then nothing needs checking): empty replacements
+    /// do not count.
     pub fn is_unused(&self) -> bool {
         !self.used.load(Ordering::Relaxed)
     }

@@ -1747,3 +1747,48 @@ mod tests {
         assert_eq!(RuleId::from_id("nope"), None);
     }
 }
+
+#[cfg(test)]
+mod window_properties {
+    use super::*;
+    use crate::blocking::ManualClock;
+    use proptest::prelude::*;
+
+    /// The first event at which more than `n` events lie in `(t - w, t]`, by brute force.
+    fn first_match(times: &[u32], n: usize, w: u32) -> Option<usize> {
+        (0..times.len()).find(|&i| {
+            let t = times[i];
+            times[..=i].iter().filter(|&&e| t - e < w).count() > n
+        })
+    }
+
+    proptest! {
+        /// The ring detector fires exactly where a brute-force count over the whole history
+        /// says the threshold is first exceeded, for any arrival pattern.
+        #[test]
+        fn rate_rules_fire_exactly_where_the_brute_force_count_does(
+            gaps in proptest::collection::vec(0u32..120, 1..80),
+            threshold in 0u32..6,
+            window in 1u64..400,
+        ) {
+            let mut config = DetectionConfig::default();
+            config.rule_mut(RuleId::PaymentFailures).threshold = threshold;
+            config.rule_mut(RuleId::PaymentFailures).window = Duration::from_secs(window);
+            let clock = ManualClock::new();
+            let detector = Detector::new(config, Arc::new(clock.clone()));
+            let mut times = Vec::new();
+            let mut fired = None;
+            for (i, gap) in gaps.iter().enumerate() {
+                clock.advance(Duration::from_secs(u64::from(*gap)));
+                let mut obs = Observation::new(EventKind::PaymentFailure, detector.now());
+                obs.ip = Some("192.0.2.1".parse().unwrap());
+                times.push(obs.time);
+                if !detector.observe(&obs).is_empty() && fired.is_none() {
+                    fired = Some(i);
+                }
+            }
+            let expected = first_match(&times, threshold as usize, u32::try_from(window).unwrap());
+            prop_assert_eq!(fired, expected);
+        }
+    }
+}
