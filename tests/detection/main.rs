@@ -805,3 +805,26 @@ fn signals_raised_inside_layer_callbacks_are_delivered_by_the_helper_thread() {
     assert_eq!(got[0].rule, RuleId::PaymentFailures);
     assert_eq!(s.h.handle.signal_counts(), (1, 0));
 }
+
+#[test]
+fn a_panicking_sink_loses_the_signal_not_the_request() {
+    let clock = ManualClock::new();
+    let h = Harness::new(
+        builder_with_env(&[])
+            .with_clock(Arc::new(clock))
+            .with_signal_sink(|_: &Signal| panic!("sink bug")),
+    );
+    for _ in 0..4 {
+        let verdict = h.run(|| {
+            let _root = tracing::info_span!("request", http.client_ip = "192.0.2.130").entered();
+            tracing_usr::track_payment_failure(())
+        });
+        assert!(verdict.is_ok());
+    }
+    assert_eq!(h.handle.signal_counts(), (0, 1));
+    // The root still carries the signal tag.
+    assert!(h.roots().iter().any(|r| r
+        .meta
+        .iter()
+        .any(|(k, _)| k == "tracing_usr.signal.bl-payment-failures")));
+}

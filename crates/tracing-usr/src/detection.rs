@@ -166,11 +166,15 @@ impl SignalHub {
         let _ = self.dispatch.set(dispatch.downgrade());
     }
 
-    /// Delivers now, from the caller's frame (no lock of the layer may be held).
+    /// Delivers now, from the caller's frame (no lock of the layer may be held). A sink that
+    /// panics loses that signal (counted as dropped), never the caller or the delivery thread.
     pub(crate) fn deliver_now(&self, signals: Vec<Signal>) {
         for signal in signals {
-            self.sink.deliver(&signal);
-            self.delivered.fetch_add(1, Ordering::Relaxed);
+            let sink = &self.sink;
+            let delivered =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.deliver(&signal))).is_ok();
+            let counter = if delivered { &self.delivered } else { &self.dropped };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -239,7 +243,7 @@ impl SignalHub {
         self.delivered.load(Ordering::Relaxed)
     }
 
-    /// Signals dropped because the delivery queue was full.
+    /// Signals dropped because the delivery queue was full or the sink panicked.
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }

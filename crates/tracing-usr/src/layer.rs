@@ -385,8 +385,8 @@ impl Handle {
         self.shared.detector.clone()
     }
 
-    /// Signals delivered to the sink so far, and signals dropped because the delivery queue
-    /// (4,096) was full.
+    /// Signals delivered to the sink so far, and signals lost because the delivery queue
+    /// (4,096) was full or the sink panicked.
     pub fn signal_counts(&self) -> (u64, u64) {
         (self.shared.signals.delivered(), self.shared.signals.dropped())
     }
