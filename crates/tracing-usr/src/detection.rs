@@ -179,10 +179,14 @@ impl SignalHub {
     }
 
     /// Queues signals raised inside a layer callback for the delivery thread.
+    #[inline]
     pub(crate) fn enqueue(self: &Arc<Self>, signals: Vec<Signal>) {
-        if signals.is_empty() {
-            return;
+        if !signals.is_empty() {
+            self.enqueue_some(signals);
         }
+    }
+
+    fn enqueue_some(self: &Arc<Self>, signals: Vec<Signal>) {
         if let Ok(mut queue) = self.queue.lock() {
             for signal in signals {
                 if queue.len() >= MAX_QUEUED {
