@@ -29,7 +29,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -1011,7 +1011,6 @@ pub struct Detector {
     tables: Tables,
     evicted_open_signal: AtomicBool,
     evicted_open_signal_reported: AtomicBool,
-    observed: AtomicU64,
 }
 
 impl fmt::Debug for Detector {
@@ -1063,7 +1062,6 @@ impl Detector {
             tables,
             evicted_open_signal: AtomicBool::new(false),
             evicted_open_signal_reported: AtomicBool::new(false),
-            observed: AtomicU64::new(0),
         }
     }
 
@@ -1142,11 +1140,6 @@ impl Detector {
             && !self.evicted_open_signal_reported.swap(true, Ordering::Relaxed)
     }
 
-    /// Observations evaluated so far.
-    pub fn observed(&self) -> u64 {
-        self.observed.load(Ordering::Relaxed)
-    }
-
     fn hash<T: Hash + ?Sized>(&self, value: &T) -> u64 {
         self.hasher.hash_one(value)
     }
@@ -1212,7 +1205,6 @@ impl Detector {
     /// Evaluates one event against the stateful rules (everything but the two privilege
     /// rules, which [`Detector::privilege`] evaluates when the root closes).
     pub fn observe(&self, obs: &Observation) -> Vec<Signal> {
-        self.observed.fetch_add(1, Ordering::Relaxed);
         let mut out = Vec::new();
         let mut evicted = Evicted::default();
         let ip = obs.ip.map(canonical_ip);

@@ -56,7 +56,7 @@ pub struct TraceState {
     /// The client IP, once recorded on the trace.
     client_ip: Option<std::net::IpAddr>,
     /// The rank of the field the client IP came from (index in `keys::CLIENT_IP_FIELDS`).
-    client_ip_rank: usize,
+    client_ip_rank: u8,
     /// The user agent of the request (detection input).
     user_agent: Option<String>,
     /// Business events waiting for detection (until the client IP is known or the root closes).
@@ -176,7 +176,7 @@ impl TraceState {
     /// `rank` is the field's index in [`keys::CLIENT_IP_FIELDS`]: `http.client_ip` wins over
     /// `network.client.ip`, which wins over `client.address`, whatever the order they are
     /// recorded in; among equals the first stays.
-    pub fn set_client_ip(&mut self, ip: std::net::IpAddr, rank: usize) {
+    pub fn set_client_ip(&mut self, ip: std::net::IpAddr, rank: u8) {
         if self.client_ip.is_none() || rank < self.client_ip_rank {
             self.client_ip = Some(ip);
             self.client_ip_rank = rank;

@@ -32,22 +32,30 @@ pub(crate) enum FieldKind {
     /// `usr.exists`: business-event input (events only; ignored on spans).
     Exists,
     /// `http.client_ip`, `network.client.ip` or `client.address`: an ordinary field that is
-    /// also checked against the blocked IPs.
-    ClientIp,
-    /// `http.useragent` or `user_agent.original`: an ordinary field that is also detection
-    /// input (copied into signals).
+    /// also checked against the blocked IPs; `rank` is its index in `keys::CLIENT_IP_FIELDS`
+    /// (a lower rank wins on the root).
+    ClientIp { rank: u8 },
+    /// `http.useragent` or `user_agent.original` while detection runs: an ordinary field that
+    /// is also detection input (copied into signals). Without detection these are `Plain`.
     UserAgent,
 }
 
 impl FieldKind {
-    pub(crate) fn classify(name: &str, masker: &Masker) -> Self {
+    /// The kind of the field `name`; user-agent fields count only when `detection` runs.
+    pub(crate) fn classify(name: &str, masker: &Masker, detection: bool) -> Self {
         match name {
             "message" => FieldKind::Message,
             keys::USR_EVENT => FieldKind::Event,
             keys::USR_EXISTS => FieldKind::Exists,
             keys::USR_TOKEN => FieldKind::Token,
-            _ if keys::CLIENT_IP_FIELDS.contains(&name) => FieldKind::ClientIp,
-            _ if keys::USER_AGENT_FIELDS.contains(&name) => FieldKind::UserAgent,
+            _ if keys::CLIENT_IP_FIELDS.contains(&name) => FieldKind::ClientIp {
+                rank: keys::CLIENT_IP_FIELDS
+                    .iter()
+                    .position(|f| *f == name)
+                    .and_then(|i| u8::try_from(i).ok())
+                    .unwrap_or(u8::MAX),
+            },
+            _ if detection && keys::USER_AGENT_FIELDS.contains(&name) => FieldKind::UserAgent,
             _ if keys::is_standard_key(name) => FieldKind::Identity,
             _ if name.starts_with(keys::USR_PREFIX) => FieldKind::IdentityExtra {
                 masked: masker.key_matches(name),
@@ -64,7 +72,7 @@ impl FieldKind {
             FieldKind::Plain
                 | FieldKind::Masked
                 | FieldKind::Message
-                | FieldKind::ClientIp
+                | FieldKind::ClientIp { .. }
                 | FieldKind::UserAgent
         )
     }
@@ -82,15 +90,15 @@ pub(crate) struct CallsiteInfo {
 }
 
 impl CallsiteInfo {
-    fn compute(meta: &Metadata<'_>, masker: &Masker) -> Self {
+    fn compute(meta: &Metadata<'_>, masker: &Masker, detection: bool) -> Self {
         let kinds: Box<[FieldKind]> = meta
             .fields()
             .iter()
-            .map(|f| FieldKind::classify(f.name(), masker))
+            .map(|f| FieldKind::classify(f.name(), masker, detection))
             .collect();
         let has_usr = kinds
             .iter()
-            .any(|k| k.is_usr() || matches!(k, FieldKind::ClientIp | FieldKind::UserAgent));
+            .any(|k| k.is_usr() || matches!(k, FieldKind::ClientIp { .. } | FieldKind::UserAgent));
         let has_event = kinds.contains(&FieldKind::Event);
         Self {
             kinds,
@@ -131,6 +139,8 @@ pub(crate) struct CallsiteCache {
     slots: Box<[Slot]>,
     used: AtomicUsize,
     masker: std::sync::Arc<Masker>,
+    /// Whether detection runs (user-agent fields are then read).
+    detection: bool,
 }
 
 const BITS: u32 = 11;
@@ -147,7 +157,7 @@ impl std::fmt::Debug for CallsiteCache {
 }
 
 impl CallsiteCache {
-    pub(crate) fn new(masker: std::sync::Arc<Masker>) -> Self {
+    pub(crate) fn new(masker: std::sync::Arc<Masker>, detection: bool) -> Self {
         let slots = (0..SLOTS)
             .map(|_| Slot {
                 key: AtomicUsize::new(0),
@@ -158,6 +168,7 @@ impl CallsiteCache {
             slots,
             used: AtomicUsize::new(0),
             masker,
+            detection,
         }
     }
 
@@ -176,19 +187,31 @@ impl CallsiteCache {
                     return match slot.info.get() {
                         Some(info) => InfoRef::Cached(info),
                         // Another thread claimed the slot and is filling it in right now.
-                        None => InfoRef::Computed(Box::new(CallsiteInfo::compute(meta, &self.masker))),
+                        None => InfoRef::Computed(Box::new(CallsiteInfo::compute(
+                            meta,
+                            &self.masker,
+                            self.detection,
+                        ))),
                     };
                 }
                 0 => return self.insert(meta, key, index),
                 _ => index = (index + 1) % SLOTS,
             }
         }
-        InfoRef::Computed(Box::new(CallsiteInfo::compute(meta, &self.masker)))
+        InfoRef::Computed(Box::new(CallsiteInfo::compute(
+            meta,
+            &self.masker,
+            self.detection,
+        )))
     }
 
     fn insert(&self, meta: &'static Metadata<'static>, key: usize, mut index: usize) -> InfoRef<'_> {
         if self.used.load(Ordering::Relaxed) >= MAX_CACHED {
-            return InfoRef::Computed(Box::new(CallsiteInfo::compute(meta, &self.masker)));
+            return InfoRef::Computed(Box::new(CallsiteInfo::compute(
+                meta,
+                &self.masker,
+                self.detection,
+            )));
         }
         for _ in 0..SLOTS {
             let slot = &self.slots[index];
@@ -200,19 +223,27 @@ impl CallsiteCache {
                     self.used.fetch_add(1, Ordering::Relaxed);
                     return InfoRef::Cached(
                         slot.info
-                            .get_or_init(|| CallsiteInfo::compute(meta, &self.masker)),
+                            .get_or_init(|| CallsiteInfo::compute(meta, &self.masker, self.detection)),
                     );
                 }
                 Err(existing) if existing == key => {
                     return match slot.info.get() {
                         Some(info) => InfoRef::Cached(info),
-                        None => InfoRef::Computed(Box::new(CallsiteInfo::compute(meta, &self.masker))),
+                        None => InfoRef::Computed(Box::new(CallsiteInfo::compute(
+                            meta,
+                            &self.masker,
+                            self.detection,
+                        ))),
                     };
                 }
                 Err(_) => index = (index + 1) % SLOTS,
             }
         }
-        InfoRef::Computed(Box::new(CallsiteInfo::compute(meta, &self.masker)))
+        InfoRef::Computed(Box::new(CallsiteInfo::compute(
+            meta,
+            &self.masker,
+            self.detection,
+        )))
     }
 }
 
@@ -223,19 +254,28 @@ mod tests {
     #[test]
     fn classification_follows_the_contract() {
         let m = Masker::default();
-        assert_eq!(FieldKind::classify("usr.id", &m), FieldKind::Identity);
+        assert_eq!(FieldKind::classify("usr.id", &m, false), FieldKind::Identity);
         assert_eq!(
-            FieldKind::classify("usr.org.name", &m),
+            FieldKind::classify("usr.org.name", &m, false),
             FieldKind::IdentityExtra { masked: false }
         );
         assert_eq!(
-            FieldKind::classify("usr.api_key", &m),
+            FieldKind::classify("usr.api_key", &m, false),
             FieldKind::IdentityExtra { masked: true }
         );
-        assert_eq!(FieldKind::classify("usr.token", &m), FieldKind::Token);
-        assert_eq!(FieldKind::classify("usr.event", &m), FieldKind::Event);
-        assert_eq!(FieldKind::classify("password", &m), FieldKind::Masked);
-        assert_eq!(FieldKind::classify("http.route", &m), FieldKind::Plain);
-        assert_eq!(FieldKind::classify("message", &m), FieldKind::Message);
+        assert_eq!(FieldKind::classify("usr.token", &m, false), FieldKind::Token);
+        assert_eq!(FieldKind::classify("usr.event", &m, false), FieldKind::Event);
+        assert_eq!(FieldKind::classify("password", &m, false), FieldKind::Masked);
+        assert_eq!(FieldKind::classify("http.route", &m, false), FieldKind::Plain);
+        assert_eq!(FieldKind::classify("message", &m, false), FieldKind::Message);
+        assert_eq!(
+            FieldKind::classify("network.client.ip", &m, false),
+            FieldKind::ClientIp { rank: 1 }
+        );
+        assert_eq!(FieldKind::classify("http.useragent", &m, false), FieldKind::Plain);
+        assert_eq!(
+            FieldKind::classify("http.useragent", &m, true),
+            FieldKind::UserAgent
+        );
     }
 }

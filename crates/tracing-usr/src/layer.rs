@@ -259,7 +259,7 @@ impl UserLayer {
         let has_warnings = !parts.warnings.is_empty();
         let shared = Arc::new(Shared {
             mode: parts.mode,
-            callsites: CallsiteCache::new(Arc::clone(&parts.masker)),
+            callsites: CallsiteCache::new(Arc::clone(&parts.masker), parts.detection.is_some()),
             masker: parts.masker,
             deny: parts.deny,
             templates: parts.templates,
@@ -486,7 +486,7 @@ fn root_state<'a>(ext: &'a mut tracing_subscriber::registry::ExtensionsMut<'_>) 
 struct RootInput {
     identity: Tags,
     blocked_user: Option<String>,
-    client_ip: Option<(std::net::IpAddr, usize)>,
+    client_ip: Option<(std::net::IpAddr, u8)>,
     user_agent: Option<String>,
 }
 

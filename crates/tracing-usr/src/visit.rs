@@ -28,7 +28,7 @@ pub(crate) struct Fields {
     /// A field-path `usr.id` on the blocked-user list, in its exported form.
     pub(crate) blocked_user: Option<String>,
     /// A client IP field's address.
-    pub(crate) client_ip: Option<(std::net::IpAddr, usize)>,
+    pub(crate) client_ip: Option<(std::net::IpAddr, u8)>,
     /// A user-agent field's text.
     pub(crate) user_agent: Option<String>,
 }
@@ -40,6 +40,8 @@ pub(crate) struct IdentityRules<'a> {
     mode: Mode,
     anonymizer: &'a Anonymizer,
     deny: Option<&'a DenyList>,
+    /// Whether detection runs (for classifying uncached callsites).
+    detection: bool,
 }
 
 impl<'a> IdentityRules<'a> {
@@ -48,6 +50,7 @@ impl<'a> IdentityRules<'a> {
             mode: shared.mode,
             anonymizer: &shared.anonymizer,
             deny: (!shared.deny.is_unused()).then_some(&*shared.deny),
+            detection: shared.detector.is_some(),
         }
     }
 
@@ -106,7 +109,7 @@ impl<'a> Collector<'a> {
     fn kind(&self, field: &Field) -> FieldKind {
         self.info
             .kind(field.index())
-            .unwrap_or_else(|| FieldKind::classify(field.name(), self.masker))
+            .unwrap_or_else(|| FieldKind::classify(field.name(), self.masker, self.rules.detection))
     }
 
     /// Routes one value by its field's kind; `value` is only built when it is needed.
@@ -118,13 +121,9 @@ impl<'a> Collector<'a> {
                     self.fields.plain.push((Key::Borrowed(name), value()));
                 }
             }
-            FieldKind::ClientIp => {
+            FieldKind::ClientIp { rank } => {
                 let value = value();
                 if let Ok(ip) = value.to_string().trim().parse::<std::net::IpAddr>() {
-                    let rank = keys::CLIENT_IP_FIELDS
-                        .iter()
-                        .position(|f| *f == name)
-                        .unwrap_or(keys::CLIENT_IP_FIELDS.len());
                     if self.fields.client_ip.map_or(true, |(_, r)| rank < r) {
                         self.fields.client_ip = Some((tracing_usr_core::blocking::canonical_ip(ip), rank));
                     }
