@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::blocking::{canonical_ip, Clock};
+use crate::value::truncate;
 
 /// A detection rule (Datadog's readable rule ids).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -630,9 +631,7 @@ impl Distinct {
                 self.items.swap_remove(oldest);
             }
         }
-        if cap > 0 {
-            self.items.push((value, now));
-        }
+        self.items.push((value, now));
     }
 
     fn len_within(&self, now: u32, window: u32) -> u32 {
@@ -695,7 +694,7 @@ impl<S> Slot<S> {
             }
             slot => {
                 let mut key = key();
-                truncate(&mut key);
+                truncate(&mut key, MAX_KEY_TEXT);
                 key.shrink_to_fit();
                 *slot = Some(Box::new(Open {
                     opened: now,
@@ -706,16 +705,6 @@ impl<S> Slot<S> {
                 true
             }
         }
-    }
-}
-
-fn truncate(text: &mut String) {
-    if text.len() > MAX_KEY_TEXT {
-        let mut end = MAX_KEY_TEXT;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
     }
 }
 
@@ -770,9 +759,19 @@ struct Evicted {
     open_signal: bool,
 }
 
+/// Shards of a table of `max_keys` keys: 16, or one below 1,024 keys (so small bounds are
+/// exact).
+fn shard_count(max_keys: usize) -> usize {
+    if max_keys >= 1024 {
+        16
+    } else {
+        1
+    }
+}
+
 impl<S: HeapSize> Table<S> {
     fn new(max_keys: usize, window: u32, max_signal: u32) -> Self {
-        let shards = if max_keys >= 1024 { 16 } else { 1 };
+        let shards = shard_count(max_keys);
         Self {
             shards: (0..shards)
                 .map(|_| {
@@ -915,10 +914,10 @@ const IP_KEY_TEXT: usize = 64;
 /// The worst-case bytes of one table: full shards, every key with its largest state and
 /// `signals` open signals whose key text takes `key_text` bytes.
 fn table_bound<S>(max_keys: usize, state_heap: usize, signals: usize, key_text: usize) -> usize {
-    let shards = if max_keys >= 1024 { 16 } else { 1 };
+    let shards = shard_count(max_keys);
     let per_shard = (max_keys / shards).max(1);
     // A map holding `per_shard` keys may have grown to the next capacity step.
-    let buckets = buckets_for(per_shard).max(buckets_for(per_shard * 8 / 7 + 1));
+    let buckets = buckets_for(per_shard * 8 / 7 + 1);
     let per_key_heap = state_heap + signals * (std::mem::size_of::<Open>() + key_text);
     shards * (buckets * (std::mem::size_of::<(u64, Slot<S>)>() + 1) + per_shard * per_key_heap)
         + shards * std::mem::size_of::<Mutex<Shard<S>>>()
@@ -1465,7 +1464,7 @@ impl Detector {
         if let Some(Some((count, first))) = fired {
             let mut signal = self.signal(rule, Severity::Low, KeyKind::Account, account.to_owned(), obs);
             (signal.count, signal.first_seen) = (count, first);
-            truncate(&mut signal.key);
+            truncate(&mut signal.key, MAX_KEY_TEXT);
             out.push(signal);
         }
     }
@@ -1522,7 +1521,7 @@ impl Detector {
         key: u64,
         hash: u64,
         key_kind: KeyKind,
-        key_text: impl FnOnce() -> String,
+        key_text: impl Fn() -> String,
         obs: &Observation,
         ip: Option<IpAddr>,
         out: &mut Vec<Signal>,
@@ -1534,7 +1533,6 @@ impl Detector {
         let c = self.config.rule(rule);
         let (n, w) = (cap(c.threshold), secs(c.window).max(1));
         let (t, max) = (obs.time, table.max_signal);
-        let mut text = None;
         let fired = table.upsert(
             key,
             hash,
@@ -1542,13 +1540,7 @@ impl Detector {
             || RateState { events: Ring::new(n) },
             |slot| {
                 slot.state.events.push(t, n);
-                let matched = slot.state.events.full_within(n, w);
-                let opened = matched
-                    && slot.matched(0, t, w, max, || {
-                        let k = key_text();
-                        text = Some(k.clone());
-                        k
-                    });
+                let opened = slot.state.events.full_within(n, w) && slot.matched(0, t, w, max, &key_text);
                 opened.then(|| {
                     (
                         slot.state.events.count_within(t, w),
@@ -1559,9 +1551,9 @@ impl Detector {
             evicted,
         );
         if let Some(Some((count, first))) = fired {
-            let mut signal = self.signal(rule, Severity::Medium, key_kind, text.unwrap_or_default(), obs);
+            let mut signal = self.signal(rule, Severity::Medium, key_kind, key_text(), obs);
             (signal.count, signal.first_seen) = (count, first);
-            truncate(&mut signal.key);
+            truncate(&mut signal.key, MAX_KEY_TEXT);
             self.block_ip(rule, ip, &mut signal);
             out.push(signal);
         }

@@ -224,13 +224,14 @@ impl TraceState {
         self.user_agent.as_deref()
     }
 
-    /// Queues a business event for detection; an admin-only sensitive activity is also kept for
-    /// the privilege rules.
+    /// Queues a business event for detection until the client IP is known.
     pub fn push_detection(&mut self, observation: Observation) {
-        if observation.needs_privilege_check() {
-            self.privilege_checks.push(observation.clone());
-        }
         self.pending_detections.push(observation);
+    }
+
+    /// Keeps an admin-only sensitive activity for the privilege rules at close.
+    pub fn push_privilege_check(&mut self, observation: Observation) {
+        self.privilege_checks.push(observation);
     }
 
     /// Whether events wait for detection (now or at close).

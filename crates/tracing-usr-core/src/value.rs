@@ -31,6 +31,24 @@ pub fn format_bool(value: bool) -> &'static str {
     }
 }
 
+/// Cuts `text` to at most `max` bytes, on a character boundary.
+///
+/// ```
+/// use tracing_usr_core::value::truncate;
+/// let mut text = "héllo".to_owned();
+/// truncate(&mut text, 2);
+/// assert_eq!(text, "h");
+/// ```
+pub fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

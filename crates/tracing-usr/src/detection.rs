@@ -51,7 +51,6 @@ pub use tracing_usr_core::detect::{
     Action, DetectionConfig, DetectionConfigError, Detector, EventKind, KeyKind, Observation, RuleConfig,
     RuleId, Severity, Signal, MAX_KEY_TEXT, MAX_THRESHOLD, MAX_WINDOW,
 };
-use tracing_usr_core::identity::Key;
 
 use crate::layer::Shared;
 use crate::state::RootState;
@@ -216,30 +215,26 @@ impl SignalHub {
             .lock()
             .map(|mut q| q.drain(..).collect())
             .unwrap_or_default();
-        if pending.is_empty() {
-            return;
-        }
-        match self.dispatch.get().and_then(WeakDispatch::upgrade) {
-            Some(dispatch) => tracing_core::dispatcher::with_default(&dispatch, || self.deliver_now(pending)),
-            None => self.deliver_now(pending),
+        if !pending.is_empty() {
+            self.deliver_registered(pending);
         }
     }
 
-    /// Emits one warning from a short-lived thread through the registered dispatcher.
-    pub(crate) fn warn_later(&self, variable: &'static str, message: String) {
-        let dispatch = self.dispatch.get().cloned();
-        let emit = move || {
-            crate::warn::register_callsite();
-            if let Some(dispatch) = dispatch.and_then(|d| d.upgrade()) {
-                crate::warn::emit(&dispatch, variable, &message);
-            }
-        };
-        if let Err(e) = std::thread::Builder::new()
-            .name("tracing-usr-warn".into())
-            .spawn(emit)
-        {
-            eprintln!("tracing-usr: cannot report a warning ({e})");
+    /// Delivers through the dispatcher the layer was registered with (the current one if it
+    /// is gone), so the default sink's events reach this layer from any thread.
+    fn deliver_registered(&self, signals: Vec<Signal>) {
+        match self.dispatch.get().and_then(WeakDispatch::upgrade) {
+            Some(dispatch) => tracing_core::dispatcher::with_default(&dispatch, || self.deliver_now(signals)),
+            None => self.deliver_now(signals),
         }
+    }
+
+    /// Emits one warning (target `tracing_usr::config`) through the registered dispatcher.
+    pub(crate) fn warn_later(&self, variable: &'static str, message: String) {
+        crate::warn::emit_later(
+            self.dispatch.get().cloned(),
+            vec![tracing_usr_core::mode::ConfigWarning { variable, message }],
+        );
     }
 
     /// Signals delivered so far.
@@ -266,12 +261,8 @@ fn deliver_loop(hub: &Weak<SignalHub>) {
             };
             queue.drain(..).collect()
         };
-        if batch.is_empty() {
-            continue;
-        }
-        match hub.dispatch.get().and_then(WeakDispatch::upgrade) {
-            Some(dispatch) => tracing_core::dispatcher::with_default(&dispatch, || hub.deliver_now(batch)),
-            None => hub.deliver_now(batch),
+        if !batch.is_empty() {
+            hub.deliver_registered(batch);
         }
     }
 }
@@ -288,8 +279,7 @@ pub(crate) fn run(shared: &Shared, state: &mut RootState, closing: bool) -> Vec<
     let mut fresh = Vec::new();
     if state.trace.client_ip().is_some() || closing {
         for mut obs in state.trace.take_pending_detections() {
-            obs.ip = state.trace.client_ip();
-            obs.trace_id = state.trace_id;
+            stamp(&mut obs, state);
             fresh.extend(detector.observe(&obs));
         }
     }
@@ -313,8 +303,7 @@ pub(crate) fn run(shared: &Shared, state: &mut RootState, closing: bool) -> Vec<
             let has_id = find(tracing_usr_core::keys::USR_ID).is_some();
             let disabled = shared.mode == tracing_usr_core::Mode::Disabled;
             for mut obs in checks {
-                obs.ip = state.trace.client_ip();
-                obs.trace_id = state.trace_id;
+                stamp(&mut obs, state);
                 fresh.extend(detector.privilege(&obs, role, has_id, disabled));
             }
         }
@@ -322,6 +311,12 @@ pub(crate) fn run(shared: &Shared, state: &mut RootState, closing: bool) -> Vec<
     finish(shared, detector, state, &mut fresh);
     signals.extend(fresh);
     signals
+}
+
+/// The request's client IP and trace id, on an observation about to be judged.
+fn stamp(obs: &mut Observation, state: &RootState) {
+    obs.ip = state.trace.client_ip();
+    obs.trace_id = state.trace_id;
 }
 
 /// Tags the root with the signals, copies the request's user agent into them, applies their
@@ -340,7 +335,7 @@ fn finish(shared: &Shared, detector: &Detector, state: &mut RootState, signals: 
         }
     }
     if !signals.is_empty() && detector.take_eviction_notice() {
-        shared.push_warning(
+        shared.signals.warn_later(
             "tracing_usr::detection",
             format!(
                 "a detection table is full of keys with open signals (max_keys = {}): the oldest signal was evicted",
@@ -358,25 +353,24 @@ pub(crate) fn submit(shared: &Shared, state: &mut RootState, mut obs: Observatio
     let Some(detector) = shared.detector.as_deref() else {
         return;
     };
-    let ip = state.trace.client_ip();
-    if ip.is_some() && !obs.needs_privilege_check() {
-        obs.ip = ip;
-        obs.trace_id = state.trace_id;
-        let mut signals = detector.observe(&obs);
-        if !signals.is_empty() {
-            finish(shared, detector, state, &mut signals);
-            state.signals.extend(signals);
-        }
-        return;
-    }
-    state.trace.push_detection(obs);
-    if !state.detection_armed {
+    let privilege = obs.needs_privilege_check();
+    let ip_known = state.trace.client_ip().is_some();
+    if (privilege || !ip_known) && !state.detection_armed {
         state.detection_armed = true;
         shared.armed_roots.fetch_add(1, Ordering::AcqRel);
     }
-    if ip.is_some() {
-        let signals = run(shared, state, false);
-        state.signals = signals;
+    if privilege {
+        state.trace.push_privilege_check(obs.clone());
+    }
+    if !ip_known {
+        state.trace.push_detection(obs);
+        return;
+    }
+    stamp(&mut obs, state);
+    let mut signals = detector.observe(&obs);
+    if !signals.is_empty() {
+        finish(shared, detector, state, &mut signals);
+        state.signals.extend(signals);
     }
 }
 
@@ -385,7 +379,8 @@ pub(crate) fn take(state: &mut RootState) -> Vec<Signal> {
     std::mem::take(&mut state.signals)
 }
 
-/// The observation of a business event, read from its tags, timed now.
+/// The observation of a business event, read from its tags, timed now; `None` without
+/// detection or for events no rule watches.
 pub(crate) fn observation<K: AsRef<str>>(
     shared: &Shared,
     name: &str,
@@ -393,11 +388,6 @@ pub(crate) fn observation<K: AsRef<str>>(
 ) -> Option<Observation> {
     let detector = shared.detector.as_deref()?;
     Observation::from_event_tags(name, tags, detector.now())
-}
-
-/// The same, for `Key`-keyed tags.
-pub(crate) fn observation_of(shared: &Shared, name: &str, tags: &[(Key, String)]) -> Option<Observation> {
-    observation(shared, name, tags)
 }
 
 /// Parses a detection settings file over the defaults.

@@ -152,12 +152,6 @@ impl Shared {
         }
     }
 
-    /// Emits a warning found at run time (target `variable`) from a helper thread, through
-    /// the dispatcher the layer was registered with.
-    pub(crate) fn push_warning(&self, variable: &'static str, message: String) {
-        self.signals.warn_later(variable, message);
-    }
-
     /// Emits the configuration warnings through `dispatch`, once.
     ///
     /// They cannot be emitted from `on_register_dispatch` itself (tracing-core holds its
@@ -190,21 +184,7 @@ impl Shared {
             .lock()
             .map(|mut w| std::mem::take(&mut *w))
             .unwrap_or_default();
-        let weak = dispatch.downgrade();
-        let emit = move || {
-            crate::warn::register_callsite();
-            if let Some(dispatch) = weak.upgrade() {
-                for w in &warnings {
-                    crate::warn::emit(&dispatch, w.variable, &w.message);
-                }
-            }
-        };
-        if let Err(e) = std::thread::Builder::new()
-            .name("tracing-usr-config".into())
-            .spawn(emit)
-        {
-            eprintln!("tracing-usr: cannot report configuration warnings ({e})");
-        }
+        crate::warn::emit_later(Some(dispatch.downgrade()), warnings);
     }
 }
 
@@ -896,7 +876,7 @@ where
             let Some(state) = root_state(&mut ext) else { return };
             let mut signals = RootInput::from(&mut fields, identity, false).apply(state, shared);
             if let Some((name, event)) = business_event {
-                if let Some(obs) = crate::detection::observation_of(shared, &name, &event.tags) {
+                if let Some(obs) = crate::detection::observation(shared, &name, &event.tags) {
                     crate::detection::submit(shared, state, obs);
                 }
                 state.trace.record_field_event(&name, event, shared.mode);

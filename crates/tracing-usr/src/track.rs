@@ -328,7 +328,7 @@ fn record_event(
         |shared| {
             let tags = events::sdk_event_tags(name, &explicit, metadata.as_value(), true, &shared.masker);
             let blocked = check.as_deref().and_then(|id| blocked(shared, id));
-            let observation = crate::detection::observation_of(shared, name, &tags);
+            let observation = crate::detection::observation(shared, name, &tags);
             Ok((tags, blocked, observation))
         },
         |shared, state, (tags, blocked, observation)| {
@@ -464,7 +464,7 @@ pub fn track_custom_event(name: &str, metadata: impl Into<Metadata>) -> Result<(
     on_current_root(
         |shared| {
             let tags = events::sdk_event_tags(&name, &[], value, false, &shared.masker);
-            let observation = crate::detection::observation_of(shared, &name, &tags);
+            let observation = crate::detection::observation(shared, &name, &tags);
             Ok((tags, observation))
         },
         |shared, state, (tags, observation)| {

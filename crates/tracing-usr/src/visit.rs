@@ -134,10 +134,11 @@ impl<'a> Collector<'a> {
             }
             FieldKind::UserAgent => {
                 let value = value();
-                let text = value.to_string();
                 // `http.useragent` wins over `user_agent.original`.
                 if self.fields.user_agent.is_none() || name == "http.useragent" {
-                    self.fields.user_agent = Some(truncate_text(text, 512));
+                    let mut text = value.to_string();
+                    tracing_usr_core::value::truncate(&mut text, 512);
+                    self.fields.user_agent = Some(text);
                 }
                 if self.collect_plain {
                     self.fields.plain.push((Key::Borrowed(name), value));
@@ -240,16 +241,4 @@ pub(crate) fn split_span_fields(
             other => meta.push((key, other.to_string())),
         }
     }
-}
-
-/// Cuts `text` to at most `max` bytes on a character boundary.
-fn truncate_text(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-    text
 }

@@ -7,7 +7,7 @@
 use std::sync::Once;
 
 use tracing_core::callsite::{Callsite, Identifier};
-use tracing_core::dispatcher::Dispatch;
+use tracing_core::dispatcher::{Dispatch, WeakDispatch};
 use tracing_core::field::{FieldSet, Value};
 use tracing_core::metadata::Kind;
 use tracing_core::subscriber::Interest;
@@ -60,4 +60,29 @@ pub(crate) fn emit(dispatch: &Dispatch, variable: &str, message: &str) {
     ];
     let values = fields.value_set(&values);
     dispatch.event(&Event::new(&META, &values));
+}
+
+/// Emits `warnings` from a short-lived thread, through `dispatch` once it can be upgraded.
+///
+/// They cannot be emitted from `on_register_dispatch` (tracing-core holds its dispatcher list's
+/// write lock there, which registering the callsite needs) nor from inside a layer callback
+/// (tracing drops re-entrant events and `with_default` would panic).
+pub(crate) fn emit_later(
+    dispatch: Option<WeakDispatch>,
+    warnings: Vec<tracing_usr_core::mode::ConfigWarning>,
+) {
+    let emit = move || {
+        register_callsite();
+        if let Some(dispatch) = dispatch.and_then(|d| d.upgrade()) {
+            for w in &warnings {
+                emit(&dispatch, w.variable, &w.message);
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("tracing-usr-warn".into())
+        .spawn(emit)
+    {
+        eprintln!("tracing-usr: cannot report warnings ({e})");
+    }
 }
