@@ -6,15 +6,10 @@ cd "$(dirname "$0")/.."
 n=${1:-2000}
 cargo bench --bench export --no-run >/dev/null 2>&1
 bin=$(ls -t target/release/deps/export-* | grep -v '\.d$' | head -1)
-count() { # rung requests → total instructions
-  local out; out=$(mktemp)
-  TRACING_USR_BENCH="instructions:$1:$2" valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" >/dev/null 2>&1
-  grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}'
-  rm -f "$out"
-}
+source benches/callgrind.sh
 declare -A per
 for rung in usr_datadog usr_otlp otel_otlp; do
-  base=$(count "$rung" 0); full=$(count "$rung" "$n")
+  base=$(count "$bin" "$rung" 0); full=$(count "$bin" "$rung" "$n")
   per[$rung]=$(( (full - base) / n ))
   echo "$rung: $(( per[$rung] )) instructions per request (all threads; $n requests, set-up subtracted)"
 done

@@ -39,7 +39,7 @@ mod common;
 use std::hint::black_box;
 
 use common::{allocations, identity_request, plain_request, Counting};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::Criterion;
 use tracing::Dispatch;
 use tracing_subscriber::layer::Layer;
 use tracing_subscriber::prelude::*;
@@ -82,6 +82,11 @@ fn rungs() -> Vec<(&'static str, Dispatch, bool)> {
             "baseline",
             Dispatch::new(tracing_subscriber::registry().with(Noop)),
             false,
+        ),
+        (
+            "baseline_identity",
+            Dispatch::new(tracing_subscriber::registry().with(Noop)),
+            true,
         ),
         (
             "layer_plain",
@@ -151,5 +156,40 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+/// `TRACING_USR_BENCH=instructions:<rung>:<requests>`: runs that many requests of one rung and
+/// exits (for `benches/request_instructions.sh`, which counts them with callgrind).
+fn instructions(rung: &str, n: u64) {
+    let user = User::new("u-1").with_email("ada@example.com").with_role("admin");
+    let Some((_, dispatch, identity)) = rungs().into_iter().find(|(name, _, _)| *name == rung) else {
+        panic!("unknown rung {rung}");
+    };
+    tracing::dispatcher::with_default(&dispatch, || {
+        let before = allocations();
+        for _ in 0..n {
+            if identity {
+                identity_request(black_box(&user))
+            } else {
+                plain_request()
+            }
+        }
+        if n > 0 {
+            eprintln!(
+                "{rung}: {:.1} allocations per request",
+                (allocations() - before) as f64 / n as f64
+            );
+        }
+    });
+}
+
+fn main() {
+    if let Ok(mode) = std::env::var("TRACING_USR_BENCH") {
+        match mode.split(':').collect::<Vec<_>>().as_slice() {
+            ["instructions", rung, n] => instructions(rung, n.parse().expect("a request count")),
+            _ => panic!("TRACING_USR_BENCH={mode}: expected instructions:<rung>:<n>"),
+        }
+        return;
+    }
+    let mut criterion = Criterion::default().configure_from_args();
+    bench(&mut criterion);
+    criterion.final_summary();
+}

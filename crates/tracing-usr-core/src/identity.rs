@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use crate::anonymize::Anonymizer;
 use crate::keys;
 use crate::mode::Mode;
+use crate::user::{Secret, User};
 
 /// A tag key: static for field names, owned for dynamic keys.
 pub type Key = Cow<'static, str>;
@@ -53,16 +54,21 @@ impl IdentityBucket {
 
     fn write_each(&mut self, entries: impl IntoIterator<Item = (Key, String)>) {
         for (key, value) in entries {
-            if value.is_empty() {
-                continue;
-            }
-            if key == keys::USR_ID && self.id().is_some_and(|id| id != value) {
-                self.entries.clear();
-            }
-            match self.entries.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = value,
-                None => self.entries.push((key, value)),
-            }
+            self.write_one(key, value);
+        }
+    }
+
+    /// Writes one entry as [`IdentityBucket::write`] does.
+    pub fn write_one(&mut self, key: Key, value: String) {
+        if value.is_empty() {
+            return;
+        }
+        if key == keys::USR_ID && self.id().is_some_and(|id| id != value) {
+            self.entries.clear();
+        }
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.entries.push((key, value)),
         }
     }
 
@@ -118,14 +124,127 @@ pub fn apply_mode(mode: Mode, key: &str, value: String, anonymizer: &Anonymizer)
     }
 }
 
-/// The identity state of one trace, kept on its local root: the SDK bucket, the field-path
+/// The SDK identity of a trace: the [`User`] given to `identify` as it is (its tags are derived
+/// when they are needed, so recording it copies nothing), or the tags of several calls merged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum SdkIdentity {
+    #[default]
+    Empty,
+    /// A user whose tags need no masking ([`User::to_tags`]).
+    User(User),
+    Tags(IdentityBucket),
+}
+
+impl SdkIdentity {
+    fn id(&self) -> Option<&str> {
+        match self {
+            SdkIdentity::Empty => None,
+            SdkIdentity::User(user) => Some(user.id()),
+            SdkIdentity::Tags(bucket) => bucket.id(),
+        }
+    }
+
+    fn view(&self) -> IdentityView<'_> {
+        match self {
+            SdkIdentity::User(user) => IdentityView::User(user),
+            SdkIdentity::Tags(bucket) => IdentityView::Bucket(bucket),
+            SdkIdentity::Empty => IdentityView::Bucket(&EMPTY_BUCKET),
+        }
+    }
+
+    /// The bucket, materialised from the user if needed.
+    fn bucket(&mut self) -> &mut IdentityBucket {
+        match self {
+            SdkIdentity::Tags(bucket) => bucket,
+            other => {
+                let tags = match other {
+                    SdkIdentity::User(user) => user.to_tags(),
+                    _ => Tags::new(),
+                };
+                *other = SdkIdentity::Tags(IdentityBucket::from_tags(tags));
+                match other {
+                    SdkIdentity::Tags(bucket) => bucket,
+                    _ => unreachable!("just set"),
+                }
+            }
+        }
+    }
+}
+
+static EMPTY_BUCKET: IdentityBucket = IdentityBucket::new();
+
+/// One identity source's tags, borrowed: a bucket, or a user whose tags are derived on demand.
+#[derive(Clone, Copy, Debug)]
+pub enum IdentityView<'a> {
+    /// Tags held in a bucket.
+    Bucket(&'a IdentityBucket),
+    /// A user given to the SDK ([`User::to_tags`]).
+    User(&'a User),
+}
+
+impl<'a> IdentityView<'a> {
+    /// Appends the tags to `out`.
+    pub fn extend_into(self, out: &mut Tags) {
+        match self {
+            IdentityView::Bucket(bucket) => out.extend(bucket.tags().iter().cloned()),
+            IdentityView::User(user) => out.extend(user.to_tags()),
+        }
+    }
+
+    /// The tags, as a list.
+    pub fn to_tags(self) -> Tags {
+        match self {
+            IdentityView::Bucket(bucket) => bucket.tags().to_vec(),
+            IdentityView::User(user) => user.to_tags(),
+        }
+    }
+
+    /// The `usr.id`, if any.
+    pub fn id(self) -> Option<&'a str> {
+        match self {
+            IdentityView::Bucket(bucket) => bucket.id(),
+            IdentityView::User(user) => Some(user.id()),
+        }
+    }
+}
+
+/// A private `_dd.appsec.usr.*` copy: usually the field bucket's own value (no second copy).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum Private {
+    #[default]
+    None,
+    /// The value the field bucket holds under the same key.
+    Field,
+    Own(String),
+}
+
+impl Private {
+    fn get<'a>(&'a self, field: &'a IdentityBucket, key: &str) -> Option<&'a str> {
+        match self {
+            Private::None => None,
+            Private::Field => field.get(key),
+            Private::Own(value) => Some(value),
+        }
+    }
+
+    /// Takes its own copy before the field bucket's value under `key` changes.
+    fn detach(&mut self, field: &IdentityBucket, key: &str) {
+        if *self == Private::Field {
+            *self = field
+                .get(key)
+                .map_or(Private::None, |v| Private::Own(v.to_owned()));
+        }
+    }
+}
+
+/// The identity state of one trace, kept on its local root: the SDK identity, the field-path
 /// bucket (already processed by the mode) and the private `_dd.appsec.usr.*` copies.
 #[derive(Clone, Debug, Default)]
 pub struct TraceIdentity {
-    sdk: IdentityBucket,
+    sdk: SdkIdentity,
     field: IdentityBucket,
-    private_id: Option<String>,
-    private_login: Option<String>,
+    private_id: Private,
+    private_login: Private,
     logged_out: bool,
     version: u64,
 }
@@ -152,19 +271,25 @@ impl Source {
 impl TraceIdentity {
     /// Records field-path identity (values already processed by the mode). `usr.id` and
     /// `usr.login` also update the private copies.
-    pub fn record_field(&mut self, entries: Tags) {
+    pub fn record_field(&mut self, entries: impl IntoIterator<Item = (Key, String)>) {
         self.version += 1;
-        for (key, value) in &entries {
+        for (key, value) in entries {
             if value.is_empty() {
                 continue;
             }
             match key.as_ref() {
-                keys::USR_ID => self.private_id = Some(value.clone()),
-                keys::USR_LOGIN => self.private_login = Some(value.clone()),
+                keys::USR_ID => {
+                    if self.field.id().is_some_and(|id| id != value) {
+                        // The bucket is about to be cleared: the login copy keeps its value.
+                        self.private_login.detach(&self.field, keys::USR_LOGIN);
+                    }
+                    self.private_id = Private::Field;
+                }
+                keys::USR_LOGIN => self.private_login = Private::Field,
                 _ => {}
             }
+            self.field.write_one(key, value);
         }
-        self.field.write_tags(entries);
     }
 
     /// Updates the private `_dd.appsec.usr.*` copies only (field-path login and signup events,
@@ -172,19 +297,34 @@ impl TraceIdentity {
     pub fn record_private(&mut self, id: Option<&str>, login: Option<&str>) {
         self.version += 1;
         if let Some(id) = id.filter(|v| !v.is_empty()) {
-            self.private_id = Some(id.to_owned());
+            self.private_id = Private::Own(id.to_owned());
         }
         if let Some(login) = login.filter(|v| !v.is_empty()) {
-            self.private_login = Some(login.to_owned());
+            self.private_login = Private::Own(login.to_owned());
         }
     }
 
-    /// Records an SDK identity: the SDK bucket takes `entries` (rule 1 applies) and log records
-    /// that follow carry it again after a [`TraceIdentity::logout`].
+    /// Records an SDK identity from tags: the SDK bucket takes `entries` (rule 1 applies) and log
+    /// records that follow carry it again after a [`TraceIdentity::logout`].
     pub fn record_sdk(&mut self, entries: Tags) {
         self.version += 1;
-        self.sdk.write_tags(entries);
+        self.sdk.bucket().write_tags(entries);
         self.logged_out = false;
+    }
+
+    /// Records an SDK identity from a user whose tags need no masking (no free-form attributes):
+    /// the user is kept as it is (a cheap clone), its tags derived when they are needed. Rule 1
+    /// applies as for [`TraceIdentity::record_sdk`].
+    pub fn record_sdk_user(&mut self, user: User) {
+        self.version += 1;
+        self.logged_out = false;
+        match &mut self.sdk {
+            SdkIdentity::User(held) if *held == user => {}
+            current if current.id().is_some_and(|id| id == user.id()) => {
+                current.bucket().write(user.to_tags());
+            }
+            current => *current = SdkIdentity::User(user),
+        }
     }
 
     /// Ends the SDK association for what follows; the root keeps its tags.
@@ -193,9 +333,9 @@ impl TraceIdentity {
         self.logged_out = true;
     }
 
-    /// The SDK bucket.
-    pub fn sdk(&self) -> &IdentityBucket {
-        &self.sdk
+    /// The SDK identity (empty when none was recorded).
+    pub fn sdk(&self) -> IdentityView<'_> {
+        self.sdk.view()
     }
 
     /// The field-path bucket.
@@ -218,13 +358,15 @@ impl TraceIdentity {
         mode: Mode,
         default: Option<&'a IdentityBucket>,
         with_sdk: bool,
-    ) -> Option<(&'a IdentityBucket, Source)> {
+    ) -> Option<(IdentityView<'a>, Source)> {
         if with_sdk && self.sdk.id().is_some() {
-            Some((&self.sdk, Source::Sdk))
+            Some((self.sdk.view(), Source::Sdk))
         } else if self.field.id().is_some() {
-            Some((&self.field, Source::Field(mode)))
+            Some((IdentityView::Bucket(&self.field), Source::Field(mode)))
         } else {
-            default.filter(|d| d.id().is_some()).map(|d| (d, Source::Sdk))
+            default
+                .filter(|d| d.id().is_some())
+                .map(|d| (IdentityView::Bucket(d), Source::Sdk))
         }
     }
 
@@ -246,19 +388,19 @@ impl TraceIdentity {
         out: &mut Tags,
     ) {
         let public = self.public(mode, default, true);
-        if let Some((bucket, _)) = public {
-            out.extend(bucket.tags().iter().cloned());
+        if let Some((view, _)) = public {
+            view.extend_into(out);
         }
         if public.is_some() || login_events.is_some() {
             let sdk = public.is_some_and(|(_, source)| source == Source::Sdk) || login_events == Some(true);
             let value = if sdk { Source::Sdk } else { Source::Field(mode) }.collection_mode();
             out.push((Key::Borrowed(keys::COLLECTION_MODE), value.to_owned()));
         }
-        if let Some(id) = &self.private_id {
-            out.push((Key::Borrowed(keys::DD_APPSEC_USR_ID), id.clone()));
+        if let Some(id) = self.private_id.get(&self.field, keys::USR_ID) {
+            out.push((Key::Borrowed(keys::DD_APPSEC_USR_ID), id.to_owned()));
         }
-        if let Some(login) = &self.private_login {
-            out.push((Key::Borrowed(keys::DD_APPSEC_USR_LOGIN), login.clone()));
+        if let Some(login) = self.private_login.get(&self.field, keys::USR_LOGIN) {
+            out.push((Key::Borrowed(keys::DD_APPSEC_USR_LOGIN), login.to_owned()));
         }
     }
 
@@ -266,6 +408,8 @@ impl TraceIdentity {
     /// login-success and signup events).
     pub fn record_field_bucket_only(&mut self, entries: Tags) {
         self.version += 1;
+        self.private_id.detach(&self.field, keys::USR_ID);
+        self.private_login.detach(&self.field, keys::USR_LOGIN);
         self.field.write_tags(entries);
     }
 
@@ -273,19 +417,27 @@ impl TraceIdentity {
     /// without the SDK user after a logout.
     pub fn current(&self, mode: Mode, default: Option<&IdentityBucket>) -> Option<(Tags, Source)> {
         self.public(mode, default, !self.logged_out)
-            .map(|(bucket, source)| (bucket.tags().to_vec(), source))
+            .map(|(view, source)| (view.to_tags(), source))
     }
 
     /// The root's final public identity, whatever `logout()` did (for records held until the
     /// root closes).
     pub fn final_identity(&self, mode: Mode, default: Option<&IdentityBucket>) -> Option<(Tags, Source)> {
         self.public(mode, default, true)
-            .map(|(bucket, source)| (bucket.tags().to_vec(), source))
+            .map(|(view, source)| (view.to_tags(), source))
     }
 
-    /// The SDK identity in force now (`None` after a logout).
-    pub fn current_sdk(&self) -> Option<&IdentityBucket> {
-        (!self.logged_out && self.sdk.id().is_some()).then_some(&self.sdk)
+    /// The SDK user in force now (`None` after a logout): the user given to the SDK, or one
+    /// rebuilt from merged tags with `token`.
+    pub fn current_sdk_user(&self, token: impl FnOnce() -> Option<Secret>) -> Option<User> {
+        if self.logged_out {
+            return None;
+        }
+        match &self.sdk {
+            SdkIdentity::Empty => None,
+            SdkIdentity::User(user) => Some(user.clone()),
+            SdkIdentity::Tags(bucket) => User::from_tags(bucket.tags(), token()),
+        }
     }
 }
 
@@ -381,5 +533,47 @@ mod tests {
         assert_eq!(out[0].1, "s1");
         t.record_sdk(tags(&[("usr.id", "s2")]));
         assert_eq!(t.current(Mode::Identification, None).unwrap().0[0].1, "s2");
+    }
+
+    #[test]
+    fn sdk_users_merge_by_id_like_tags() {
+        let mut t = TraceIdentity::default();
+        t.record_sdk_user(User::new("s1").with_email("a@x"));
+        t.record_sdk_user(User::new("s1").with_role("admin"));
+        assert_eq!(
+            t.sdk().to_tags(),
+            tags(&[("usr.id", "s1"), ("usr.email", "a@x"), ("usr.role", "admin")])
+        );
+        t.record_sdk(tags(&[("usr.id", "s1"), ("usr.email", "b@x")]));
+        assert_eq!(t.sdk().to_tags()[1].1, "b@x");
+        // A different id replaces everything.
+        t.record_sdk_user(User::new("s2"));
+        assert_eq!(t.sdk().to_tags(), tags(&[("usr.id", "s2")]));
+        let user = User::new("s3").with_token("tok");
+        t.record_sdk_user(user.clone());
+        assert_eq!(t.current_sdk_user(|| None), Some(user));
+        t.logout();
+        assert_eq!(t.current_sdk_user(|| None), None);
+    }
+
+    #[test]
+    fn private_copies_survive_later_field_writes() {
+        let mut t = TraceIdentity::default();
+        t.record_field(tags(&[("usr.login", "l1"), ("usr.id", "f1")]));
+        // A new id clears the bucket (rule 1) but the private login stays.
+        t.record_field(tags(&[("usr.id", "f2")]));
+        // The root id of a login event changes the bucket, not the private copies.
+        t.record_field_bucket_only(tags(&[("usr.id", "f3")]));
+        let mut out = Tags::new();
+        t.root_tags(Mode::Identification, None, &mut out);
+        assert_eq!(
+            out,
+            tags(&[
+                ("usr.id", "f3"),
+                ("_dd.appsec.user.collection_mode", "identification"),
+                ("_dd.appsec.usr.id", "f2"),
+                ("_dd.appsec.usr.login", "l1"),
+            ])
+        );
     }
 }

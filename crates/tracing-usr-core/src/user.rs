@@ -1,6 +1,7 @@
 //! The SDK's [`User`] and the [`Secret`] wrapper that keeps tokens out of every output.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::keys;
 use crate::mask::REDACTED;
@@ -58,8 +59,24 @@ impl fmt::Display for Secret {
 /// assert_eq!(user.id(), "u-42");
 /// assert!(!format!("{user:?}").contains("s3cr3t"));
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+///
+/// Cloning a `User` is cheap (its attributes are shared, copied on the first change of a clone),
+/// so the SDK's `identify` keeps the user itself instead of copying its attributes.
+#[derive(Clone)]
 pub struct User {
+    inner: Arc<UserData>,
+}
+
+impl PartialEq for User {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner) || self.inner == other.inner
+    }
+}
+
+impl Eq for User {}
+
+#[derive(Clone, PartialEq, Eq)]
+struct UserData {
     id: String,
     login: Option<String>,
     email: Option<String>,
@@ -76,7 +93,7 @@ macro_rules! optional_attr {
         #[$doc]
         #[must_use]
         pub fn $with(mut self, value: impl Into<String>) -> Self {
-            self.$get = Some(value.into());
+            Arc::make_mut(&mut self.inner).$get = Some(value.into());
             self
         }
     )*};
@@ -86,7 +103,7 @@ macro_rules! optional_get {
     ($(#[$doc:meta] $get:ident;)*) => {$(
         #[$doc]
         pub fn $get(&self) -> Option<&str> {
-            self.$get.as_deref()
+            self.inner.$get.as_deref()
         }
     )*};
 }
@@ -95,7 +112,7 @@ impl User {
     /// A user with the given id (`usr.id`). An empty id is accepted here and rejected by the
     /// SDK calls, which then write nothing.
     pub fn new(id: impl Into<String>) -> Self {
-        Self {
+        Self::from_data(UserData {
             id: id.into(),
             login: None,
             email: None,
@@ -105,6 +122,12 @@ impl User {
             scope: None,
             extra: Vec::new(),
             token: None,
+        })
+    }
+
+    fn from_data(data: UserData) -> Self {
+        Self {
+            inner: Arc::new(data),
         }
     }
 
@@ -133,9 +156,10 @@ impl User {
             .map(str::to_owned)
             .unwrap_or(key);
         let value = value.into();
-        match self.extra.iter_mut().find(|(k, _)| *k == key) {
+        let data = Arc::make_mut(&mut self.inner);
+        match data.extra.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = value,
-            None => self.extra.push((key, value)),
+            None => data.extra.push((key, value)),
         }
         self
     }
@@ -143,13 +167,13 @@ impl User {
     /// Sets the user's token. It is never printed and never exported in clear.
     #[must_use]
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(Secret::new(token));
+        Arc::make_mut(&mut self.inner).token = Some(Secret::new(token));
         self
     }
 
     /// The user id.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.inner.id
     }
 
     optional_get! {
@@ -169,12 +193,12 @@ impl User {
 
     /// The free-form attributes, keys without the `usr.` prefix.
     pub fn extra(&self) -> &[(String, String)] {
-        &self.extra
+        &self.inner.extra
     }
 
     /// The token, if set.
     pub fn token(&self) -> Option<&Secret> {
-        self.token.as_ref()
+        self.inner.token.as_ref()
     }
 
     /// The user as `usr.*` tags, id first. Empty values are left out; the token becomes
@@ -191,19 +215,20 @@ impl User {
     pub fn from_tags(tags: &[(crate::identity::Key, String)], token: Option<Secret>) -> Option<Self> {
         let id = tags.iter().find(|(k, _)| k == keys::USR_ID)?.1.clone();
         let mut user = User::new(id);
-        user.token = token;
+        let data = Arc::make_mut(&mut user.inner);
+        data.token = token;
         for (key, value) in tags {
             let slot = match key.as_ref() {
                 keys::USR_ID | keys::USR_TOKEN => continue,
-                keys::USR_LOGIN => &mut user.login,
-                keys::USR_EMAIL => &mut user.email,
-                keys::USR_NAME => &mut user.name,
-                keys::USR_SESSION_ID => &mut user.session_id,
-                keys::USR_ROLE => &mut user.role,
-                keys::USR_SCOPE => &mut user.scope,
+                keys::USR_LOGIN => &mut data.login,
+                keys::USR_EMAIL => &mut data.email,
+                keys::USR_NAME => &mut data.name,
+                keys::USR_SESSION_ID => &mut data.session_id,
+                keys::USR_ROLE => &mut data.role,
+                keys::USR_SCOPE => &mut data.scope,
                 other => {
                     let extra = other.strip_prefix(keys::USR_PREFIX).unwrap_or(other);
-                    user.extra.push((extra.to_owned(), value.clone()));
+                    data.extra.push((extra.to_owned(), value.clone()));
                     continue;
                 }
             };
@@ -216,9 +241,9 @@ impl User {
     /// through `mask` (key, value) → masked value.
     pub fn sdk_tags(&self, mut mask: impl FnMut(&str, &str) -> Option<String>) -> crate::identity::Tags {
         use crate::identity::Key;
-        let mut tags = Vec::with_capacity(8 + self.extra.len());
+        let mut tags = Vec::with_capacity(8 + self.inner.extra.len());
         let standard = [
-            (keys::USR_ID, Some(self.id.as_str())),
+            (keys::USR_ID, Some(self.inner.id.as_str())),
             (keys::USR_LOGIN, self.login()),
             (keys::USR_NAME, self.name()),
             (keys::USR_EMAIL, self.email()),
@@ -231,7 +256,7 @@ impl User {
                 tags.push((Key::Borrowed(key), value.to_owned()));
             }
         }
-        for (key, value) in &self.extra {
+        for (key, value) in &self.inner.extra {
             let key = format!("{}{key}", keys::USR_PREFIX);
             if value.is_empty() || keys::is_standard_key(&key) || key == keys::USR_TOKEN {
                 continue;
@@ -239,7 +264,7 @@ impl User {
             let value = mask(&key, value).unwrap_or_else(|| value.clone());
             tags.push((Key::Owned(key), value));
         }
-        if self.token.is_some() {
+        if self.inner.token.is_some() {
             tags.push((Key::Borrowed(keys::USR_TOKEN), REDACTED.to_owned()));
         }
         tags
@@ -248,23 +273,24 @@ impl User {
 
 impl fmt::Debug for User {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let u = &*self.inner;
         f.debug_struct("User")
-            .field("id", &self.id)
-            .field("login", &self.login)
-            .field("email", &self.email)
-            .field("name", &self.name)
-            .field("session_id", &self.session_id)
-            .field("role", &self.role)
-            .field("scope", &self.scope)
-            .field("extra", &self.extra)
-            .field("token", &self.token)
+            .field("id", &u.id)
+            .field("login", &u.login)
+            .field("email", &u.email)
+            .field("name", &u.name)
+            .field("session_id", &u.session_id)
+            .field("role", &u.role)
+            .field("scope", &u.scope)
+            .field("extra", &u.extra)
+            .field("token", &u.token)
             .finish()
     }
 }
 
 impl fmt::Display for User {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "user {}", self.id)
+        write!(f, "user {}", self.inner.id)
     }
 }
 

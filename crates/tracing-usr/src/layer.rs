@@ -430,10 +430,12 @@ impl Drop for ShutdownGuard {
     }
 }
 
-/// The local root of `span`: through the nearest stored root id (one lookup), else the
-/// outermost ancestor (reached by walking up, with no extra lookup).
+/// The local root of `span`. When exporting, every tracked span stores its root id (one
+/// lookup); otherwise nothing is stored and the root is the outermost ancestor, reached by
+/// walking up.
 fn root_of<'a, R>(
     span: SpanRef<'a, R>,
+    stored: bool,
     lookup: impl Fn(&Id) -> Option<SpanRef<'a, R>>,
 ) -> Option<SpanRef<'a, R>>
 where
@@ -441,93 +443,101 @@ where
 {
     let mut current = span;
     loop {
-        let stored = current.extensions().get::<SpanState>().map(|s| s.root.clone());
-        match stored {
-            Some(None) => return Some(current),
-            Some(Some(root)) => return lookup(&root),
-            None => match current.parent() {
-                Some(parent) => current = parent,
-                None => return Some(current),
-            },
+        if stored {
+            let root = current.extensions().get::<SpanState>().map(|s| s.root.clone());
+            match root {
+                Some(None) => return Some(current),
+                Some(Some(root)) => return lookup(&root),
+                None => {}
+            }
+        }
+        match current.parent() {
+            Some(parent) => current = parent,
+            None => return Some(current),
         }
     }
 }
 
-/// The root's state, created on first use.
-fn root_state<'a>(ext: &'a mut tracing_subscriber::registry::ExtensionsMut<'_>) -> Option<&'a mut RootState> {
-    if ext.get_mut::<RootState>().is_none() {
-        ext.replace(RootState::new());
+/// Runs `f` on the root's state, created on first use.
+fn with_state<R>(
+    ext: &mut tracing_subscriber::registry::ExtensionsMut<'_>,
+    f: impl FnOnce(&mut RootState) -> R,
+) -> R {
+    if let Some(state) = ext.get_mut::<RootState>() {
+        return f(state);
     }
-    ext.get_mut::<RootState>()
+    let mut state = RootState::new();
+    let result = f(&mut state);
+    ext.insert(state);
+    result
 }
 
-/// What a span's or event's fields bring to its trace: identity, a blocked field-path user, and
-/// (on the root) the client IP.
-struct RootInput {
-    identity: Tags,
-    blocked_user: Option<String>,
-    client_ip: Option<(std::net::IpAddr, u8)>,
-    user_agent: Option<String>,
-}
-
-impl RootInput {
-    fn from(fields: &mut Fields, identity: Tags, is_root: bool) -> Self {
-        Self {
-            identity,
-            blocked_user: fields.blocked_user.take(),
-            client_ip: fields.client_ip.take().filter(|_| is_root),
-            user_agent: fields.user_agent.take().filter(|_| is_root),
-        }
+impl Fields {
+    /// Whether the record brings anything to its trace's root: identity, a blocked field-path
+    /// user, a client IP or a user agent.
+    fn has_root_input(&self) -> bool {
+        !self.identity.is_empty()
+            || self.blocked_user.is_some()
+            || self.client_ip.is_some()
+            || self.user_agent.is_some()
     }
 
-    fn is_empty(&self) -> bool {
-        self.identity.is_empty()
-            && self.blocked_user.is_none()
-            && self.client_ip.is_none()
-            && self.user_agent.is_none()
-    }
-
-    /// Applies the input to the root's state (spec a.4, e.1); returns the signals of events that
-    /// were waiting for the client IP.
+    /// Moves the record's root input into the root's state (spec a.4, e.1); the client IP and
+    /// user agent count only when the record is the root's own (`is_root`). Returns the signals
+    /// of events that were waiting for the client IP.
     #[must_use]
-    fn apply(self, state: &mut RootState, shared: &Shared) -> Vec<crate::detection::Signal> {
+    fn apply(
+        &mut self,
+        is_root: bool,
+        state: &mut RootState,
+        shared: &Shared,
+    ) -> Vec<crate::detection::Signal> {
         if !self.identity.is_empty() {
-            state.trace.identity.record_field(self.identity);
-        }
-        if let Some(user_agent) = self.user_agent {
-            state.trace.set_user_agent(user_agent);
+            state.trace.identity.record_field(self.identity.drain(..));
         }
         let mut signals = Vec::new();
-        if let Some((ip, rank)) = self.client_ip {
-            state.trace.set_client_ip(ip, rank);
-            if state.trace.has_detection_work() {
-                signals = crate::detection::run(shared, state, false);
+        if is_root {
+            if let Some(user_agent) = self.user_agent.take() {
+                state.trace.set_user_agent(user_agent);
             }
-            if shared.deny.is_ip_blocked(ip) {
-                state
-                    .trace
-                    .block(BlockReason::Ip(ip), crate::ids::security_response_id());
+            if let Some((ip, rank)) = self.client_ip.take() {
+                state.trace.set_client_ip(ip, rank);
+                if state.trace.has_detection_work() {
+                    signals = crate::detection::run(shared, state, false);
+                }
+                if shared.deny.is_ip_blocked(ip) {
+                    state
+                        .trace
+                        .block(BlockReason::Ip(ip), crate::ids::security_response_id());
+                }
             }
         }
-        if let Some(user) = self.blocked_user {
+        if let Some(user) = self.blocked_user.take() {
             state
                 .trace
                 .block(BlockReason::User(user), crate::ids::security_response_id());
         }
         signals
     }
+
+    /// Whether the record carries what only a root's own record uses (then the caller checks
+    /// whether the span is a root).
+    fn has_root_only_input(&self) -> bool {
+        self.client_ip.is_some() || self.user_agent.is_some()
+    }
 }
 
-/// Applies `input` on `root`; signals are queued once the extension lock is released.
-fn apply_on<R>(root: &SpanRef<'_, R>, input: RootInput, shared: &Shared)
+/// Applies `fields` on `root`; signals are queued once the extension lock is released.
+fn apply_on<R>(root: &SpanRef<'_, R>, fields: &mut Fields, is_root: bool, shared: &Shared)
 where
     R: for<'a> LookupSpan<'a>,
 {
-    let signals = match root_state(&mut root.extensions_mut()) {
-        Some(state) => input.apply(state, shared),
-        None => return,
-    };
-    shared.signals.enqueue(signals);
+    let signals = with_state(&mut root.extensions_mut(), |state| {
+        fields.apply(is_root, state, shared)
+    });
+    if !signals.is_empty() {
+        shared.signals.enqueue(signals);
+    }
 }
 
 fn with_root_of<S>(dispatch: &Dispatch, id: &Id, f: &mut dyn FnMut(&Shared, &mut RootState)) -> bool
@@ -539,20 +549,15 @@ where
     else {
         return false;
     };
+    let stored = layer.shared.pipeline.is_some();
     let Some(root) = subscriber
         .span(id)
-        .and_then(|span| root_of(span, |id| subscriber.span(id)))
+        .and_then(|span| root_of(span, stored, |id| subscriber.span(id)))
     else {
         return false;
     };
-    let mut ext = root.extensions_mut();
-    match root_state(&mut ext) {
-        Some(state) => {
-            f(&layer.shared, state);
-            true
-        }
-        None => false,
-    }
+    with_state(&mut root.extensions_mut(), |state| f(&layer.shared, state));
+    true
 }
 
 fn with_span_of<S>(
@@ -576,17 +581,14 @@ where
         let data = ext.get_mut::<SpanState>().and_then(|state| state.data.as_mut());
         on_span(SpanAccess { data, is_root });
     }
-    let Some(root) = root_of(span, |id| subscriber.span(id)) else {
+    let stored = dispatch
+        .downcast_ref::<UserLayer>()
+        .map_or(true, |layer| layer.shared.pipeline.is_some());
+    let Some(root) = root_of(span, stored, |id| subscriber.span(id)) else {
         return false;
     };
-    let mut ext = root.extensions_mut();
-    match root_state(&mut ext) {
-        Some(state) => {
-            on_root(state);
-            true
-        }
-        None => false,
-    }
+    with_state(&mut root.extensions_mut(), on_root);
+    true
 }
 
 /// The root's detection work at its close: waiting events and the privilege rules.
@@ -637,29 +639,22 @@ where
         }
         let mut collector = Collector::new(&info, shared, exporting);
         attrs.record(&mut collector);
-        let mut fields = collector.fields;
-        let identity = std::mem::take(&mut fields.identity);
-        let plain = std::mem::take(&mut fields.plain);
+        let fields = &mut collector.fields;
         if !exporting {
             // Nothing to export: only identity and blocking matter, and the root is found by
             // walking up.
-            if !identity.is_empty()
-                || fields.blocked_user.is_some()
-                || fields.client_ip.is_some()
-                || fields.user_agent.is_some()
-            {
+            if fields.has_root_input() {
                 if let Some(span) = ctx.span(id) {
                     // Only a root's client IP counts; the parent lookup is needed only then.
-                    let is_root = (fields.client_ip.is_some() || fields.user_agent.is_some())
-                        && span.parent().is_none();
-                    let input = RootInput::from(&mut fields, identity, is_root);
-                    if let Some(root) = root_of(span, |id| ctx.span(id)) {
-                        apply_on(&root, input, shared);
+                    let is_root = fields.has_root_only_input() && span.parent().is_none();
+                    if let Some(root) = root_of(span, false, |id| ctx.span(id)) {
+                        apply_on(&root, fields, is_root, shared);
                     }
                 }
             }
             return;
         }
+        let plain = std::mem::take(&mut fields.plain);
         let Some(span) = ctx.span(id) else { return };
         let (root, trace_id, parent_span_id) = match span.parent() {
             None => (None, None, None),
@@ -674,7 +669,7 @@ where
                     None => {
                         drop(ext);
                         (
-                            root_of(parent, |id| ctx.span(id)).map(|root| root.id()),
+                            root_of(parent, true, |id| ctx.span(id)).map(|root| root.id()),
                             None,
                             None,
                         )
@@ -695,15 +690,14 @@ where
                 let mut state = RootState::new();
                 state.trace_id = Some(span_trace_id);
                 // A new root has no waiting events: no signals here.
-                let _ = RootInput::from(&mut fields, identity, true).apply(&mut state, shared);
+                let _ = fields.apply(true, &mut state, shared);
                 ext.replace(state);
             }
             Some(root) => {
                 drop(ext);
-                let input = RootInput::from(&mut fields, identity, false);
-                if !input.is_empty() {
+                if fields.has_root_input() {
                     if let Some(root) = ctx.span(&root) {
-                        apply_on(&root, input, shared);
+                        apply_on(&root, fields, false, shared);
                     }
                 }
             }
@@ -723,22 +717,20 @@ where
         }
         let mut collector = Collector::new(&info, shared, exporting);
         values.record(&mut collector);
-        let mut fields = collector.fields;
-        let plain = std::mem::take(&mut fields.plain);
-        if !plain.is_empty() {
+        let fields = &mut collector.fields;
+        if !fields.plain.is_empty() {
+            let plain = std::mem::take(&mut fields.plain);
             let mut ext = span.extensions_mut();
             if let Some(data) = ext.get_mut::<SpanState>().and_then(|s| s.data.as_mut()) {
                 split_span_fields(plain, &mut data.meta, &mut data.metrics);
             }
         }
-        let identity = std::mem::take(&mut fields.identity);
-        let is_root = (fields.client_ip.is_some() || fields.user_agent.is_some()) && span.parent().is_none();
-        let input = RootInput::from(&mut fields, identity, is_root);
-        if input.is_empty() {
+        if !fields.has_root_input() {
             return;
         }
-        if let Some(root) = root_of(span, |id| ctx.span(id)) {
-            apply_on(&root, input, shared);
+        let is_root = fields.has_root_only_input() && span.parent().is_none();
+        if let Some(root) = root_of(span, exporting, |id| ctx.span(id)) {
+            apply_on(&root, fields, is_root, shared);
         }
     }
 
@@ -755,9 +747,8 @@ where
             collector = collector.keep_raw();
         }
         event.record(&mut collector);
-        let mut fields = collector.fields;
-        let (identity, usr, plain, message) = (
-            std::mem::take(&mut fields.identity),
+        let fields = &mut collector.fields;
+        let (usr, plain, message) = (
             std::mem::take(&mut fields.usr),
             std::mem::take(&mut fields.plain),
             fields.message.take(),
@@ -771,9 +762,13 @@ where
             fields.blocked_user = None;
         }
         let business = info.has_event && usr.iter().any(|(k, v)| *k == keys::USR_EVENT && !v.is_empty());
-        let (identity, business_event) = match (internal, business, info.has_event) {
-            (true, _, _) => (Tags::new(), None),
+        let business_event = match (internal, business, info.has_event) {
+            (true, _, _) => {
+                fields.identity.clear();
+                None
+            }
             (false, true, _) => {
+                fields.identity.clear();
                 let event = shared.business_event(&usr, &plain);
                 // A login success or signup names the trace's user: check it (raw or hashed).
                 if let Some((_, e)) = &event {
@@ -789,29 +784,31 @@ where
                         }
                     }
                 }
-                (Tags::new(), event)
+                event
             }
             (false, false, true) => {
                 let mut identity = shared.field_identity(usr);
                 fields.blocked_user = identity.blocked_user.take();
-                (identity.identity, None)
+                fields.identity = std::mem::take(&mut identity.identity);
+                None
             }
-            (false, false, false) => (identity, None),
+            (false, false, false) => None,
         };
         let level = level(meta);
 
         let Some(span) = ctx.event_span(event) else {
             // Outside any span: the event's own identity, else the default identity.
             if let Some(pipeline) = pipeline {
-                let user: tracing_usr_export::UserTags = if identity.iter().any(|(k, _)| k == keys::USR_ID) {
-                    identity.into()
-                } else {
-                    shared
-                        .default_bucket()
-                        .map(|b| b.tags().to_vec())
-                        .unwrap_or_default()
-                        .into()
-                };
+                let user: tracing_usr_export::UserTags =
+                    if fields.identity.iter().any(|(k, _)| k == keys::USR_ID) {
+                        std::mem::take(&mut fields.identity).into_vec().into()
+                    } else {
+                        shared
+                            .default_bucket()
+                            .map(|b| b.tags().to_vec())
+                            .unwrap_or_default()
+                            .into()
+                    };
                 pipeline.send_one(Record::Log(LogRecord {
                     timestamp_unix_nanos: unix_nanos(),
                     level,
@@ -858,7 +855,7 @@ where
         let root = match stored_root {
             Some(None) => Some(span),
             Some(Some(root)) => ctx.span(&root),
-            None => root_of(span, |id| ctx.span(id)),
+            None => root_of(span, pipeline.is_some(), |id| ctx.span(id)),
         };
         let Some(root) = root else { return };
         let mut record = pipeline.map(|_| LogRecord {
@@ -871,10 +868,8 @@ where
             span_id: ids.map(|(_, s)| s),
             user: Default::default(),
         });
-        let signals = {
-            let mut ext = root.extensions_mut();
-            let Some(state) = root_state(&mut ext) else { return };
-            let mut signals = RootInput::from(&mut fields, identity, false).apply(state, shared);
+        let signals = with_state(&mut root.extensions_mut(), |state| {
+            let mut signals = fields.apply(false, state, shared);
             if let Some((name, event)) = business_event {
                 if let Some(obs) = crate::detection::observation(shared, &name, &event.tags) {
                     crate::detection::submit(shared, state, obs);
@@ -890,7 +885,7 @@ where
                 log.user = state.current_user(shared.mode);
             }
             signals
-        };
+        });
         shared.signals.enqueue(signals);
         if let (Some(pipeline), Some(mut log)) = (pipeline, record) {
             if log.user.is_empty() {

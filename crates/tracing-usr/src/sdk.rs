@@ -100,7 +100,6 @@ fn identify_in(
     user: &User,
     propagate: bool,
 ) -> Result<(), SdkError> {
-    let tags = sdk_tags(user, &layer.shared.masker);
     let blocked = layer
         .shared
         .deny
@@ -108,22 +107,36 @@ fn identify_in(
         .then(crate::ids::security_response_id);
     match span {
         None => {
-            let bucket = IdentityBucket::from_tags(tags);
+            let bucket = IdentityBucket::from_tags(sdk_tags(user, &layer.shared.masker));
             layer.shared.set_default_user(Some(DefaultUser {
                 user: Arc::new(user.clone()),
                 bucket,
             }));
         }
         Some(id) => {
-            let mut tags = Some(tags);
-            let token = user.token().cloned();
-            let mut token = Some(token);
+            // A user without free-form attributes needs no masking: the trace keeps the user
+            // itself (a cheap clone) and derives its tags when they are exported.
+            let mut input = Some(if user.extra().is_empty() {
+                SdkInput::User(user.clone())
+            } else {
+                SdkInput::Tags(sdk_tags(user, &layer.shared.masker), user.token().cloned())
+            });
             let found = layer.with_root(dispatch, id, &mut |_: &Shared, state| {
-                state.trace.identity.record_sdk(tags.take().unwrap_or_default());
+                match input.take() {
+                    Some(SdkInput::User(user)) => {
+                        // Kept for `current_user()` should a later `set_user` merge tags in.
+                        state.sdk_token = user.token().cloned();
+                        state.trace.identity.record_sdk_user(user);
+                    }
+                    Some(SdkInput::Tags(tags, token)) => {
+                        state.sdk_token = token;
+                        state.trace.identity.record_sdk(tags);
+                    }
+                    None => return,
+                }
                 if propagate {
                     state.trace.propagate_user_id(user.id());
                 }
-                state.sdk_token = token.take().flatten();
                 if let Some(rid) = &blocked {
                     state
                         .trace
@@ -139,6 +152,12 @@ fn identify_in(
         Some(security_response_id) => Err(SdkError::Blocked { security_response_id }),
         None => Ok(()),
     }
+}
+
+/// What `identify` records on the root.
+enum SdkInput {
+    User(User),
+    Tags(Tags, Option<tracing_usr_core::Secret>),
 }
 
 /// Whether `user_id` is on the blocked-user list of the current subscriber's layer (exact match,
@@ -193,11 +212,7 @@ pub fn current_user() -> Option<User> {
         let mut found = None;
         if let Some(id) = span {
             layer.with_root(dispatch, id, &mut |_, state| {
-                found = state
-                    .trace
-                    .identity
-                    .current_sdk()
-                    .and_then(|bucket| User::from_tags(bucket.tags(), state.sdk_token.clone()));
+                found = state.trace.identity.current_sdk_user(|| state.sdk_token.clone());
             });
         }
         found.or_else(|| layer.shared.default_user())

@@ -4,7 +4,7 @@ use std::fmt;
 
 use tracing_core::field::{Field, Visit};
 use tracing_usr_core::blocking::DenyList;
-use tracing_usr_core::identity::{apply_mode, Key, Tags};
+use tracing_usr_core::identity::{apply_mode, Key};
 use tracing_usr_core::value::format_bool;
 use tracing_usr_core::{keys, Anonymizer, Masker, Mode, REDACTED};
 use tracing_usr_export::FieldValue;
@@ -12,12 +12,15 @@ use tracing_usr_export::FieldValue;
 use crate::callsite::{CallsiteInfo, FieldKind};
 use crate::layer::Shared;
 
+/// The `usr.*` values of one record call, after the mode: inline up to four (no allocation).
+pub(crate) type Identity = smallvec::SmallVec<[(Key, String); 4]>;
+
 /// What one `record` call carried.
 #[derive(Debug, Default)]
 pub(crate) struct Fields {
     /// Identity: `usr.*` values as strings (spec a.2) after the mode, token and key-masked
     /// free-form keys `<Redacted>`; `usr.event` / `usr.exists` are never here.
-    pub(crate) identity: Tags,
+    pub(crate) identity: Identity,
     /// With [`Collector::keep_raw`]: every `usr.*` value as a string, before the mode (for
     /// business events).
     pub(crate) usr: Vec<(&'static str, String)>,
