@@ -35,14 +35,28 @@ fn merge(into: &mut Option<Tags>, tags: Tags) {
 }
 
 /// The per-trace state kept on the local root.
+///
+/// What most traces need (identity, the keep flag, the client IP) is inline; the rest (business
+/// events, propagation, blocking, detection input) lives in a box allocated on first use, so a
+/// trace that only carries a user stays small.
 #[derive(Clone, Debug, Default)]
 pub struct TraceState {
     /// The identity buckets.
     pub identity: TraceIdentity,
-    events: Vec<RecordedEvent>,
     login_event_sdk: bool,
     login_event_field: bool,
     keep: bool,
+    /// The rank of the field the client IP came from (index in `keys::CLIENT_IP_FIELDS`).
+    client_ip_rank: u8,
+    /// The client IP, once recorded on the trace.
+    client_ip: Option<std::net::IpAddr>,
+    cold: Option<Box<Cold>>,
+}
+
+/// The less common parts of a [`TraceState`].
+#[derive(Clone, Debug, Default)]
+struct Cold {
+    events: Vec<RecordedEvent>,
     /// `_dd.p.usr.id` (base64), local or from upstream.
     propagated_usr_id: Option<String>,
     /// Upstream `_dd.p.*` tags other than the user id, re-propagated as received.
@@ -53,10 +67,6 @@ pub struct TraceState {
     upstream_priority: Option<i32>,
     /// The first block of this trace and its security response id.
     block: Option<(crate::blocking::BlockReason, String)>,
-    /// The client IP, once recorded on the trace.
-    client_ip: Option<std::net::IpAddr>,
-    /// The rank of the field the client IP came from (index in `keys::CLIENT_IP_FIELDS`).
-    client_ip_rank: u8,
     /// The user agent of the request (detection input).
     user_agent: Option<String>,
     /// Business events waiting for detection (until the client IP is known or the root closes).
@@ -67,19 +77,41 @@ pub struct TraceState {
     signals: Vec<(RuleId, Severity)>,
 }
 
+static NO_COLD: Cold = Cold {
+    events: Vec::new(),
+    propagated_usr_id: None,
+    upstream_tags: Vec::new(),
+    extra: Vec::new(),
+    upstream_priority: None,
+    block: None,
+    user_agent: None,
+    pending_detections: Vec::new(),
+    privilege_checks: Vec::new(),
+    signals: Vec::new(),
+};
+
 impl TraceState {
+    fn cold(&self) -> &Cold {
+        self.cold.as_deref().unwrap_or(&NO_COLD)
+    }
+
+    fn cold_mut(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Box::default)
+    }
+
     fn event(&mut self, name: &str) -> &mut RecordedEvent {
-        let index = match self.events.iter().position(|e| e.name == name) {
+        let events = &mut self.cold_mut().events;
+        let index = match events.iter().position(|e| e.name == name) {
             Some(i) => i,
             None => {
-                self.events.push(RecordedEvent {
+                events.push(RecordedEvent {
                     name: name.to_owned(),
                     ..RecordedEvent::default()
                 });
-                self.events.len() - 1
+                events.len() - 1
             }
         };
-        &mut self.events[index]
+        &mut events[index]
     }
 
     /// Records an SDK business event (its public tags, `track` included) and keeps the trace.
@@ -120,7 +152,7 @@ impl TraceState {
 
     /// Sets `_dd.p.usr.id` to the base64 of `user_id` (a local `propagate=true` call).
     pub fn propagate_user_id(&mut self, user_id: &str) {
-        self.propagated_usr_id = Some(crate::propagation::encode_user_id(user_id));
+        self.cold_mut().propagated_usr_id = Some(crate::propagation::encode_user_id(user_id));
     }
 
     /// Takes the propagation tags received from upstream (`_dd.p.*`, the user id included),
@@ -128,12 +160,14 @@ impl TraceState {
     pub fn set_upstream_tags(&mut self, tags: Tags) {
         for (key, value) in tags {
             if key == keys::DD_P_USR_ID {
-                if self.propagated_usr_id.is_none() {
-                    self.propagated_usr_id = Some(value);
+                let cold = self.cold_mut();
+                if cold.propagated_usr_id.is_none() {
+                    cold.propagated_usr_id = Some(value);
                 }
             } else {
-                self.upstream_tags.retain(|(k, _)| *k != key);
-                self.upstream_tags.push((key, value));
+                let upstream = &mut self.cold_mut().upstream_tags;
+                upstream.retain(|(k, _)| *k != key);
+                upstream.push((key, value));
             }
         }
     }
@@ -141,6 +175,7 @@ impl TraceState {
     /// The `_dd.p.*` tags to propagate downstream, in order.
     pub fn propagation_tags(&self) -> Tags {
         let mut tags: Tags = self
+            .cold()
             .upstream_tags
             .iter()
             .filter(|(k, _)| *k != DECISION_MAKER && *k != TRACE_SOURCE)
@@ -151,13 +186,14 @@ impl TraceState {
             tags.push((Key::Borrowed(TRACE_SOURCE), "02".to_owned()));
         } else {
             tags.extend(
-                self.upstream_tags
+                self.cold()
+                    .upstream_tags
                     .iter()
                     .filter(|(k, _)| *k == DECISION_MAKER || *k == TRACE_SOURCE)
                     .cloned(),
             );
         }
-        if let Some(id) = &self.propagated_usr_id {
+        if let Some(id) = &self.cold().propagated_usr_id {
             tags.push((Key::Borrowed(keys::DD_P_USR_ID), id.clone()));
         }
         tags
@@ -165,8 +201,9 @@ impl TraceState {
 
     /// Marks the trace as blocked (spec e.2): the first block wins, the trace is kept.
     pub fn block(&mut self, reason: crate::blocking::BlockReason, security_response_id: String) {
-        if self.block.is_none() {
-            self.block = Some((reason, security_response_id));
+        let cold = self.cold_mut();
+        if cold.block.is_none() {
+            cold.block = Some((reason, security_response_id));
         }
         self.keep = true;
     }
@@ -190,12 +227,12 @@ impl TraceState {
 
     /// The security response id when the trace is blocked.
     pub fn blocked(&self) -> Option<&str> {
-        self.block.as_ref().map(|(_, id)| id.as_str())
+        self.cold().block.as_ref().map(|(_, id)| id.as_str())
     }
 
     /// Takes the sampling priority received from upstream.
     pub fn set_upstream_priority(&mut self, priority: Option<i32>) {
-        self.upstream_priority = priority;
+        self.cold_mut().upstream_priority = priority;
     }
 
     /// The sampling priority to propagate: 2 (USER_KEEP) when kept, else the upstream one, else
@@ -204,57 +241,65 @@ impl TraceState {
         if self.keep {
             2
         } else {
-            self.upstream_priority.unwrap_or(1)
+            self.cold().upstream_priority.unwrap_or(1)
         }
     }
 
     /// Adds a tag to the root (for example `_dd.propagation_error`).
     pub fn set_root_tag(&mut self, key: &'static str, value: String) {
-        self.extra.retain(|(k, _)| *k != key);
-        self.extra.push((Key::Borrowed(key), value));
+        let extra = &mut self.cold_mut().extra;
+        extra.retain(|(k, _)| *k != key);
+        extra.push((Key::Borrowed(key), value));
     }
 
     /// Sets the request's user agent (the first one recorded is kept).
     pub fn set_user_agent(&mut self, user_agent: String) {
-        self.user_agent.get_or_insert(user_agent);
+        self.cold_mut().user_agent.get_or_insert(user_agent);
     }
 
     /// The request's user agent, if recorded.
     pub fn user_agent(&self) -> Option<&str> {
-        self.user_agent.as_deref()
+        self.cold().user_agent.as_deref()
     }
 
     /// Queues a business event for detection until the client IP is known.
     pub fn push_detection(&mut self, observation: Observation) {
-        self.pending_detections.push(observation);
+        self.cold_mut().pending_detections.push(observation);
     }
 
     /// Keeps an admin-only sensitive activity for the privilege rules at close.
     pub fn push_privilege_check(&mut self, observation: Observation) {
-        self.privilege_checks.push(observation);
+        self.cold_mut().privilege_checks.push(observation);
     }
 
     /// Whether events wait for detection (now or at close).
     pub fn has_detection_work(&self) -> bool {
-        !self.pending_detections.is_empty() || !self.privilege_checks.is_empty()
+        !self.cold().pending_detections.is_empty() || !self.cold().privilege_checks.is_empty()
     }
 
     /// The events waiting for detection, taken.
     pub fn take_pending_detections(&mut self) -> Vec<Observation> {
-        std::mem::take(&mut self.pending_detections)
+        self.cold
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.pending_detections))
+            .unwrap_or_default()
     }
 
     /// The events for the privilege rules, taken.
     pub fn take_privilege_checks(&mut self) -> Vec<Observation> {
-        std::mem::take(&mut self.privilege_checks)
+        self.cold
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.privilege_checks))
+            .unwrap_or_default()
     }
 
     /// Records a signal raised from this trace: the root gets `tracing_usr.signal.<rule>` =
     /// the strongest severity (detection rules §3).
     pub fn add_signal(&mut self, rule: RuleId, severity: Severity) {
-        match self.signals.iter_mut().find(|(r, _)| *r == rule) {
+        let signals = &mut self.cold_mut().signals;
+        match signals.iter_mut().find(|(r, _)| *r == rule) {
             Some(slot) => slot.1 = slot.1.max(severity),
-            None => self.signals.push((rule, severity)),
+            None => signals.push((rule, severity)),
         }
         self.keep = true;
     }
@@ -269,7 +314,7 @@ impl TraceState {
     ) {
         let login_events = (self.login_event_sdk || self.login_event_field).then_some(self.login_event_sdk);
         self.identity.root_tags_with(mode, default, login_events, meta);
-        for event in &self.events {
+        for event in &self.cold().events {
             match (&event.sdk, &event.field) {
                 (Some(sdk), _) => meta.extend(sdk.iter().cloned()),
                 (None, Some(field)) => meta.extend(field.iter().cloned()),
@@ -294,7 +339,7 @@ impl TraceState {
             });
             metrics.retain(|(k, _)| !SAMPLER_RATES.contains(&k.as_ref()) && k != SAMPLING_PRIORITY);
             metrics.push((Key::Borrowed(SAMPLING_PRIORITY), 2.0));
-        } else if let Some(priority) = self.upstream_priority {
+        } else if let Some(priority) = self.cold().upstream_priority {
             metrics.retain(|(k, _)| k != SAMPLING_PRIORITY);
             metrics.push((Key::Borrowed(SAMPLING_PRIORITY), f64::from(priority)));
         }
@@ -302,7 +347,7 @@ impl TraceState {
             meta.retain(|(k, _)| *k != key);
             meta.push((key, value));
         }
-        if let Some((reason, id)) = &self.block {
+        if let Some((reason, id)) = &self.cold().block {
             meta.push((Key::Borrowed("appsec.blocked"), "true".to_owned()));
             meta.push((Key::Borrowed("appsec.event"), "true".to_owned()));
             meta.push((Key::Borrowed("_dd.origin"), "appsec".to_owned()));
@@ -318,9 +363,9 @@ impl TraceState {
                 crate::blocking::trigger_json(reason, id),
             ));
         }
-        for (rule, severity) in &self.signals {
+        for (rule, severity) in &self.cold().signals {
             meta.push((Key::Borrowed(rule.tag_key()), severity.as_str().to_owned()));
         }
-        meta.extend(self.extra.iter().cloned());
+        meta.extend(self.cold().extra.iter().cloned());
     }
 }

@@ -177,9 +177,23 @@ impl CallsiteCache {
     }
 
     /// The facts about `meta`'s callsite, computing and caching them on first sight.
+    #[inline]
     pub(crate) fn get(&self, meta: &'static Metadata<'static>) -> InfoRef<'_> {
         let key = meta as *const Metadata<'static> as usize;
-        let mut index = Self::start(key);
+        let index = Self::start(key);
+        // The hot path: the callsite sits in its home slot.
+        if let Some(slot) = self.slots.get(index) {
+            if slot.key.load(Ordering::Acquire) == key {
+                if let Some(info) = slot.info.get() {
+                    return InfoRef::Cached(info);
+                }
+            }
+        }
+        self.probe(meta, key, index)
+    }
+
+    #[cold]
+    fn probe(&self, meta: &'static Metadata<'static>, key: usize, mut index: usize) -> InfoRef<'_> {
         for _ in 0..SLOTS {
             let slot = &self.slots[index];
             match slot.key.load(Ordering::Acquire) {

@@ -898,13 +898,10 @@ where
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        if self.inert() {
-            return;
-        }
         let shared = &*self.shared;
         let Some(pipeline) = self.exporting() else {
             // Not exporting: only a root holding detection work needs its close.
-            if shared.armed_roots.load(Ordering::Acquire) > 0 {
+            if shared.armed_roots.load(Ordering::Acquire) > 0 && !self.inert() {
                 if let Some(span) = ctx.span(&id) {
                     let signals = span
                         .extensions_mut()
@@ -916,6 +913,9 @@ where
             }
             return;
         };
+        if self.inert() {
+            return;
+        }
         let Some(span) = ctx.span(&id) else { return };
         let mut ext = span.extensions_mut();
         let Some(SpanState {

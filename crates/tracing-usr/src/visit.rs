@@ -60,7 +60,14 @@ impl<'a> IdentityRules<'a> {
     /// Adds one `usr.*` value to `fields.identity` (and `fields.blocked_user`). Business-event
     /// keys and empty values are skipped.
     pub(crate) fn push(&self, fields: &mut Fields, key: &'static str, value: String) {
-        if value.is_empty() || key == keys::USR_EVENT || key == keys::USR_EXISTS {
+        if key != keys::USR_EVENT && key != keys::USR_EXISTS {
+            self.push_identity(fields, key, value);
+        }
+    }
+
+    /// [`IdentityRules::push`] for a key known to be an identity key.
+    fn push_identity(&self, fields: &mut Fields, key: &'static str, value: String) {
+        if value.is_empty() {
             return;
         }
         // The raw id is used for the block check only, then dropped (spec b.3).
@@ -101,11 +108,13 @@ impl<'a> Collector<'a> {
         self
     }
 
-    fn usr(&mut self, key: &'static str, value: impl FnOnce() -> String) {
+    /// One `usr.*` value: kept raw for a business event, else an identity value (`identity`:
+    /// not `usr.event` / `usr.exists`) after the mode.
+    fn usr(&mut self, key: &'static str, identity: bool, value: impl FnOnce() -> String) {
         if self.keep_raw {
             self.fields.usr.push((key, value()));
-        } else if self.rules.mode != Mode::Disabled && key != keys::USR_EVENT && key != keys::USR_EXISTS {
-            self.rules.push(&mut self.fields, key, value());
+        } else if identity && self.rules.mode != Mode::Disabled {
+            self.rules.push_identity(&mut self.fields, key, value());
         }
     }
 
@@ -160,11 +169,11 @@ impl<'a> Collector<'a> {
                 }
             }
             FieldKind::Token | FieldKind::IdentityExtra { masked: true } => {
-                self.usr(name, || REDACTED.to_owned());
+                self.usr(name, true, || REDACTED.to_owned());
             }
             FieldKind::IdentityExtra { masked: false } => {
                 let masker = self.masker;
-                self.usr(name, || {
+                self.usr(name, true, || {
                     let text = into_text(value());
                     match masker.mask_value(&text) {
                         std::borrow::Cow::Borrowed(_) => text,
@@ -172,9 +181,8 @@ impl<'a> Collector<'a> {
                     }
                 });
             }
-            FieldKind::Identity | FieldKind::Event | FieldKind::Exists => {
-                self.usr(name, || into_text(value()));
-            }
+            FieldKind::Identity => self.usr(name, true, || into_text(value())),
+            FieldKind::Event | FieldKind::Exists => self.usr(name, false, || into_text(value())),
         }
     }
 }
