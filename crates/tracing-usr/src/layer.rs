@@ -188,7 +188,7 @@ impl Shared {
     }
 }
 
-type WithRoot = fn(&Dispatch, &Id, &mut dyn FnMut(&Shared, &mut RootState)) -> bool;
+type WithRoot = fn(&Dispatch, &Shared, &Id, &mut dyn FnMut(&Shared, &mut RootState)) -> bool;
 
 /// What [`UserLayer::with_span`] hands its closure about the span itself.
 #[derive(Debug)]
@@ -219,7 +219,7 @@ impl fmt::Debug for UserLayer {
 
 static LAYERS: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
 
-fn no_root(_: &Dispatch, _: &Id, _: &mut dyn FnMut(&Shared, &mut RootState)) -> bool {
+fn no_root(_: &Dispatch, _: &Shared, _: &Id, _: &mut dyn FnMut(&Shared, &mut RootState)) -> bool {
     false
 }
 
@@ -304,7 +304,7 @@ impl UserLayer {
         id: &Id,
         f: &mut dyn FnMut(&Shared, &mut RootState),
     ) -> bool {
-        (self.with_root)(dispatch, id, f)
+        (self.with_root)(dispatch, &self.shared, id, f)
     }
 
     fn inert(&self) -> bool {
@@ -540,23 +540,26 @@ where
     }
 }
 
-fn with_root_of<S>(dispatch: &Dispatch, id: &Id, f: &mut dyn FnMut(&Shared, &mut RootState)) -> bool
+fn with_root_of<S>(
+    dispatch: &Dispatch,
+    shared: &Shared,
+    id: &Id,
+    f: &mut dyn FnMut(&Shared, &mut RootState),
+) -> bool
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let (Some(subscriber), Some(layer)) =
-        (dispatch.downcast_ref::<S>(), dispatch.downcast_ref::<UserLayer>())
-    else {
+    let Some(subscriber) = dispatch.downcast_ref::<S>() else {
         return false;
     };
-    let stored = layer.shared.pipeline.is_some();
+    let stored = shared.pipeline.is_some();
     let Some(root) = subscriber
         .span(id)
         .and_then(|span| root_of(span, stored, |id| subscriber.span(id)))
     else {
         return false;
     };
-    with_state(&mut root.extensions_mut(), |state| f(&layer.shared, state));
+    with_state(&mut root.extensions_mut(), |state| f(shared, state));
     true
 }
 
@@ -634,7 +637,7 @@ where
         let shared = &*self.shared;
         let exporting = shared.pipeline.is_some();
         let info = shared.callsites.get(attrs.metadata());
-        if (!exporting && !info.has_usr) || self.inert() || is_export_thread() {
+        if (!exporting && !info.has_usr) || self.inert() || (exporting && is_export_thread()) {
             return;
         }
         let mut collector = Collector::new(&info, shared, exporting);
@@ -705,10 +708,10 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &SpanFields<'_>, ctx: Context<'_, S>) {
-        if is_export_thread() || self.inert() {
+        let shared = &*self.shared;
+        if self.inert() || (shared.pipeline.is_some() && is_export_thread()) {
             return;
         }
-        let shared = &*self.shared;
         let Some(span) = ctx.span(id) else { return };
         let info = shared.callsites.get(span.metadata());
         let exporting = shared.pipeline.is_some();
