@@ -272,7 +272,7 @@ impl TraceIdentity {
     /// Records field-path identity (values already processed by the mode). `usr.id` and
     /// `usr.login` also update the private copies.
     pub fn record_field(&mut self, entries: impl IntoIterator<Item = (Key, String)>) {
-        self.version += 1;
+        self.field_changed();
         for (key, value) in entries {
             if value.is_empty() {
                 continue;
@@ -295,7 +295,6 @@ impl TraceIdentity {
     /// Updates the private `_dd.appsec.usr.*` copies only (field-path login and signup events,
     /// spec a.4 rule 4a).
     pub fn record_private(&mut self, id: Option<&str>, login: Option<&str>) {
-        self.version += 1;
         if let Some(id) = id.filter(|v| !v.is_empty()) {
             self.private_id = Private::Own(id.to_owned());
         }
@@ -343,9 +342,18 @@ impl TraceIdentity {
         &self.field
     }
 
-    /// A counter that changes whenever the identity may have changed (for caches).
+    /// A counter that changes whenever the identity [`TraceIdentity::current`] returns may have
+    /// changed (for caches of it). A field-path write behind an SDK user in force leaves it.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// Bumps the version for a field-path write, unless an SDK user in force hides the field
+    /// bucket from [`TraceIdentity::current`].
+    fn field_changed(&mut self) {
+        if self.logged_out || self.sdk.id().is_none() {
+            self.version += 1;
+        }
     }
 
     /// Whether `logout()` was called since the last SDK identity.
@@ -407,7 +415,7 @@ impl TraceIdentity {
     /// Writes field-path identity without touching the private copies (the root `usr.id` of
     /// login-success and signup events).
     pub fn record_field_bucket_only(&mut self, entries: Tags) {
-        self.version += 1;
+        self.field_changed();
         self.private_id.detach(&self.field, keys::USR_ID);
         self.private_login.detach(&self.field, keys::USR_LOGIN);
         self.field.write_tags(entries);
@@ -552,8 +560,16 @@ mod tests {
         let user = User::new("s3").with_token("tok");
         t.record_sdk_user(user.clone());
         assert_eq!(t.current_sdk_user(|| None), Some(user));
+        // A field write behind the SDK user does not change what log records carry.
+        let version = t.version();
+        t.record_field(tags(&[("usr.id", "f1")]));
+        assert_eq!(t.version(), version);
         t.logout();
         assert_eq!(t.current_sdk_user(|| None), None);
+        let version = t.version();
+        t.record_field(tags(&[("usr.id", "f2")]));
+        assert_ne!(t.version(), version);
+        assert_eq!(t.current(Mode::Identification, None).unwrap().0[0].1, "f2");
     }
 
     #[test]

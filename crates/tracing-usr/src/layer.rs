@@ -827,6 +827,7 @@ where
         };
 
         // The span the event occurred in: its ids, and the error flag for ERROR events.
+        let timestamp = if pipeline.is_some() { unix_nanos() } else { 0 };
         let (stored_root, ids) = {
             let mut ext = span.extensions_mut();
             match ext.get_mut::<SpanState>() {
@@ -834,7 +835,7 @@ where
                     let ids = state.data.as_mut().map(|data| {
                         if pipeline.is_some_and(Pipeline::wants_span_events) {
                             data.events.push(tracing_usr_export::SpanEvent {
-                                time_unix_nanos: unix_nanos(),
+                                time_unix_nanos: timestamp,
                                 name: message.clone().unwrap_or_else(|| "event".to_owned()),
                                 level,
                                 fields: plain.clone(),
@@ -862,7 +863,7 @@ where
         };
         let Some(root) = root else { return };
         let mut record = pipeline.map(|_| LogRecord {
-            timestamp_unix_nanos: unix_nanos(),
+            timestamp_unix_nanos: timestamp,
             level,
             target: meta.target().into(),
             message,
