@@ -1,11 +1,15 @@
 //! Identity buckets, the field-path mode rules and the merge of spec a.4.
 
 use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
 use crate::anonymize::Anonymizer;
 use crate::keys;
 use crate::mode::Mode;
 use crate::user::{Secret, User};
+
+/// Tags shared between records (cheap to clone).
+pub type SharedTags = Arc<[(Key, String)]>;
 
 /// A tag key: static for field names, owned for dynamic keys.
 pub type Key = Cow<'static, str>;
@@ -130,8 +134,8 @@ pub fn apply_mode(mode: Mode, key: &str, value: String, anonymizer: &Anonymizer)
 enum SdkIdentity {
     #[default]
     Empty,
-    /// A user whose tags need no masking ([`User::to_tags`]).
-    User(User),
+    /// A user whose tags need no masking ([`User::to_tags`]), and those tags once derived.
+    User(User, OnceLock<SharedTags>),
     Tags(IdentityBucket),
 }
 
@@ -139,14 +143,14 @@ impl SdkIdentity {
     fn id(&self) -> Option<&str> {
         match self {
             SdkIdentity::Empty => None,
-            SdkIdentity::User(user) => Some(user.id()),
+            SdkIdentity::User(user, _) => Some(user.id()),
             SdkIdentity::Tags(bucket) => bucket.id(),
         }
     }
 
     fn view(&self) -> IdentityView<'_> {
         match self {
-            SdkIdentity::User(user) => IdentityView::User(user),
+            SdkIdentity::User(user, tags) => IdentityView::User(user, tags),
             SdkIdentity::Tags(bucket) => IdentityView::Bucket(bucket),
             SdkIdentity::Empty => IdentityView::Bucket(&EMPTY_BUCKET),
         }
@@ -158,7 +162,7 @@ impl SdkIdentity {
             SdkIdentity::Tags(bucket) => bucket,
             other => {
                 let tags = match other {
-                    SdkIdentity::User(user) => user.to_tags(),
+                    SdkIdentity::User(user, _) => user.to_tags(),
                     _ => Tags::new(),
                 };
                 *other = SdkIdentity::Tags(IdentityBucket::from_tags(tags));
@@ -178,8 +182,8 @@ static EMPTY_BUCKET: IdentityBucket = IdentityBucket::new();
 pub enum IdentityView<'a> {
     /// Tags held in a bucket.
     Bucket(&'a IdentityBucket),
-    /// A user given to the SDK ([`User::to_tags`]).
-    User(&'a User),
+    /// A user given to the SDK ([`User::to_tags`]), with the slot caching its tags.
+    User(&'a User, &'a OnceLock<SharedTags>),
 }
 
 impl<'a> IdentityView<'a> {
@@ -187,7 +191,10 @@ impl<'a> IdentityView<'a> {
     pub fn extend_into(self, out: &mut Tags) {
         match self {
             IdentityView::Bucket(bucket) => out.extend(bucket.tags().iter().cloned()),
-            IdentityView::User(user) => out.extend(user.to_tags()),
+            IdentityView::User(user, tags) => match tags.get() {
+                Some(tags) => out.extend(tags.iter().cloned()),
+                None => out.extend(user.to_tags()),
+            },
         }
     }
 
@@ -195,7 +202,18 @@ impl<'a> IdentityView<'a> {
     pub fn to_tags(self) -> Tags {
         match self {
             IdentityView::Bucket(bucket) => bucket.tags().to_vec(),
-            IdentityView::User(user) => user.to_tags(),
+            IdentityView::User(user, tags) => match tags.get() {
+                Some(tags) => tags.to_vec(),
+                None => user.to_tags(),
+            },
+        }
+    }
+
+    /// The tags, shared: a user's are derived once and then handed out without copying.
+    pub fn shared(self) -> SharedTags {
+        match self {
+            IdentityView::Bucket(bucket) => bucket.tags().into(),
+            IdentityView::User(user, tags) => Arc::clone(tags.get_or_init(|| user.to_tags().into())),
         }
     }
 
@@ -203,7 +221,7 @@ impl<'a> IdentityView<'a> {
     pub fn id(self) -> Option<&'a str> {
         match self {
             IdentityView::Bucket(bucket) => bucket.id(),
-            IdentityView::User(user) => Some(user.id()),
+            IdentityView::User(user, _) => Some(user.id()),
         }
     }
 }
@@ -318,11 +336,11 @@ impl TraceIdentity {
         self.version += 1;
         self.logged_out = false;
         match &mut self.sdk {
-            SdkIdentity::User(held) if *held == user => {}
+            SdkIdentity::User(held, _) if *held == user => {}
             current if current.id().is_some_and(|id| id == user.id()) => {
                 current.bucket().write(user.to_tags());
             }
-            current => *current = SdkIdentity::User(user),
+            current => *current = SdkIdentity::User(user, OnceLock::new()),
         }
     }
 
@@ -428,6 +446,16 @@ impl TraceIdentity {
             .map(|(view, source)| (view.to_tags(), source))
     }
 
+    /// [`TraceIdentity::current`], shared: an SDK user's tags are derived once per trace.
+    pub fn current_shared(
+        &self,
+        mode: Mode,
+        default: Option<&IdentityBucket>,
+    ) -> Option<(SharedTags, Source)> {
+        self.public(mode, default, !self.logged_out)
+            .map(|(view, source)| (view.shared(), source))
+    }
+
     /// The root's final public identity, whatever `logout()` did (for records held until the
     /// root closes).
     pub fn final_identity(&self, mode: Mode, default: Option<&IdentityBucket>) -> Option<(Tags, Source)> {
@@ -443,7 +471,7 @@ impl TraceIdentity {
         }
         match &self.sdk {
             SdkIdentity::Empty => None,
-            SdkIdentity::User(user) => Some(user.clone()),
+            SdkIdentity::User(user, _) => Some(user.clone()),
             SdkIdentity::Tags(bucket) => User::from_tags(bucket.tags(), token()),
         }
     }

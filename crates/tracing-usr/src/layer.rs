@@ -657,7 +657,6 @@ where
             }
             return;
         }
-        let plain = std::mem::take(&mut fields.plain);
         let Some(span) = ctx.span(id) else { return };
         let (root, trace_id, parent_span_id) = match span.parent() {
             None => (None, None, None),
@@ -682,7 +681,7 @@ where
         };
         let mut data = SpanData::new(trace_id.unwrap_or_else(crate::ids::trace_id), parent_span_id);
         let span_trace_id = data.trace_id;
-        split_span_fields(plain, &mut data.meta, &mut data.metrics);
+        split_span_fields(fields.plain.drain(..), &mut data.meta, &mut data.metrics);
         let mut ext = span.extensions_mut();
         ext.replace(SpanState {
             root: root.clone(),
@@ -722,10 +721,9 @@ where
         values.record(&mut collector);
         let fields = &mut collector.fields;
         if !fields.plain.is_empty() {
-            let plain = std::mem::take(&mut fields.plain);
             let mut ext = span.extensions_mut();
             if let Some(data) = ext.get_mut::<SpanState>().and_then(|s| s.data.as_mut()) {
-                split_span_fields(plain, &mut data.meta, &mut data.metrics);
+                split_span_fields(fields.plain.drain(..), &mut data.meta, &mut data.metrics);
             }
         }
         if !fields.has_root_input() {
@@ -753,7 +751,7 @@ where
         let fields = &mut collector.fields;
         let (usr, plain, message) = (
             std::mem::take(&mut fields.usr),
-            std::mem::take(&mut fields.plain),
+            std::mem::take(&mut fields.plain).into_vec(),
             fields.message.take(),
         );
         // A business event (`usr.event`) describes its subject, not the trace's user: its fields

@@ -104,10 +104,9 @@ impl RootState {
         let tags: UserTags = self
             .trace
             .identity
-            .current(mode, None)
+            .current_shared(mode, None)
             .map(|(t, _)| t)
-            .unwrap_or_default()
-            .into();
+            .unwrap_or_default();
         self.user_cache = Some((version, tags.clone()));
         tags
     }

@@ -15,6 +15,10 @@ use crate::layer::Shared;
 /// The `usr.*` values of one record call, after the mode: inline up to four (no allocation).
 pub(crate) type Identity = smallvec::SmallVec<[(Key, String); 4]>;
 
+/// The ordinary fields of one record call: inline up to four (a span's fields go straight into
+/// its tags, with no intermediate allocation).
+pub(crate) type Plain = smallvec::SmallVec<[(Key, FieldValue); 4]>;
+
 /// What one `record` call carried.
 #[derive(Debug, Default)]
 pub(crate) struct Fields {
@@ -25,7 +29,7 @@ pub(crate) struct Fields {
     /// business events).
     pub(crate) usr: Vec<(&'static str, String)>,
     /// Ordinary fields (only when exporting), key-masked ones already `<Redacted>`.
-    pub(crate) plain: Vec<(Key, FieldValue)>,
+    pub(crate) plain: Plain,
     /// The `message` field of an event (only when exporting).
     pub(crate) message: Option<String>,
     /// A field-path `usr.id` on the blocked-user list, in its exported form.
@@ -235,7 +239,7 @@ impl Visit for Collector<'_> {
 /// Splits ordinary span fields into Datadog `meta` (strings) and `metrics` (numbers). Integers
 /// that an `f64` cannot hold exactly stay strings.
 pub(crate) fn split_span_fields(
-    plain: Vec<(Key, FieldValue)>,
+    plain: impl IntoIterator<Item = (Key, FieldValue)>,
     meta: &mut Vec<(Key, String)>,
     metrics: &mut Vec<(Key, f64)>,
 ) {
