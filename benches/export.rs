@@ -19,90 +19,44 @@
 //!
 //! Rungs: `usr_datadog`, `usr_otlp`, `otel_otlp`.
 //!
-//! Last run (2 shared cores, x86_64; callgrind counts all threads, set-up subtracted; the
-//! allocation and time figures are from the run before the log bridge joined `otel_otlp`):
+//! Last run (2 shared cores, x86_64; callgrind counts all threads, set-up subtracted, 2,000
+//! requests; time is criterion's on the application thread; allocations of all threads):
 //!
-//! | rung | instructions / request | ratio to otel_otlp |
-//! |---|---|---|
-//! | usr_datadog (traces + Datadog log lines) | 66 k | 0.48 |
-//! | usr_otlp (traces with span events + OTLP logs) | 135 k | 0.98 |
-//! | otel_otlp (traces with span events + OTLP logs) | 137 k | 1.00 |
+//! | rung | instructions / request | ratio to otel_otlp | time / request | allocations |
+//! |---|---|---|---|---|
+//! | usr_datadog (traces + Datadog log lines) | 57.8 k | 0.29 | 7.3 µs | 42 |
+//! | usr_otlp (traces with span events + OTLP logs) | 131 k | 0.66 | 6.5 µs | 143 |
+//! | otel_otlp (traces with span events + OTLP logs) | 198 k | 1.00 | 13.4 µs | 205 |
+//!
+//! The comparison pipeline's queues are sized so it drops nothing in an instructions run: under
+//! callgrind the threads run one at a time, and with the default queues (2,048) it dropped part
+//! of its spans silently, which is why earlier runs counted only 97–137 k for it.
 //!
 //! Sustained 10 000 requests/s for 3 s (50 000 spans/s): 0 spans or logs dropped by either
-//! tracing-usr rung; peak RSS of the whole bench process 9.7 MiB (Datadog), 9.9 MiB (OTLP),
-//! 11.5 MiB (tracing-opentelemetry with the log bridge). The goal of a quarter of
+//! tracing-usr rung; peak RSS of this bench's whole process 10.1 MiB (Datadog), 10.4 MiB (OTLP),
+//! 11.6 MiB (tracing-opentelemetry with the log bridge). `benches/footprint.rs` measures the same
+//! load in a binary without the comparison pipeline: 8.9 and 9.4 MiB. The goal of a quarter of
 //! tracing-opentelemetry's instructions is not reached: most of the remaining cost is record
-//! materialisation on the application thread (a span record and a log record per event, ~36 k
-//! instructions) and, for OTLP, building and encoding the opentelemetry-proto messages.
+//! materialisation on the application thread (a span record per span, a log record per event:
+//! ~25 k instructions more than the same request without export) and, for OTLP, building,
+//! encoding and dropping the opentelemetry-proto messages (~75 k on the export thread).
 
 #[path = "common.rs"]
 mod common;
-
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+#[path = "loopback.rs"]
+mod loopback;
 
 use common::{allocations, identity_request, Counting};
 use criterion::Criterion;
+use loopback::{paced, peak_rss_kib, start_sink, usr_layer};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use tracing::Dispatch;
 use tracing_subscriber::prelude::*;
-use tracing_usr::export::datadog::{AgentAddress, DatadogConfig};
-use tracing_usr::export::otlp::OtlpConfig;
-use tracing_usr::{Export, User};
+use tracing_usr::User;
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// Answers every HTTP/1.1 request with 200 and an empty JSON object, keep-alive.
-fn start_sink() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
-    let port = listener.local_addr().expect("sink address").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || serve(stream));
-        }
-    });
-    port
-}
-
-fn serve(stream: TcpStream) {
-    let mut reader = BufReader::new(match stream.try_clone() {
-        Ok(s) => s,
-        Err(_) => return,
-    });
-    let mut stream = stream;
-    let mut line = String::new();
-    loop {
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        if stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
-            .is_err()
-        {
-            return;
-        }
-    }
-}
 
 /// One pipeline under test: its dispatcher, and how to flush it and read its drops.
 struct Rung {
@@ -112,25 +66,9 @@ struct Rung {
 }
 
 fn rung(name: &str, port: u16) -> Rung {
-    let env = |_: &str| None;
     match name {
         "usr_datadog" | "usr_otlp" => {
-            let builder = tracing_usr::builder()
-                .with_env_lookup(env)
-                .with_export(Export::None);
-            let builder = if name == "usr_datadog" {
-                builder.with_datadog(DatadogConfig {
-                    agent: AgentAddress::Http(format!("http://127.0.0.1:{port}")),
-                    ..DatadogConfig::default()
-                })
-            } else {
-                builder.with_otlp(OtlpConfig {
-                    traces_endpoint: Some(format!("http://127.0.0.1:{port}/v1/traces")),
-                    logs_endpoint: Some(format!("http://127.0.0.1:{port}/v1/logs")),
-                    ..OtlpConfig::default()
-                })
-            };
-            let layer = builder.build();
+            let layer = usr_layer(name == "usr_datadog", port);
             let handle = layer.handle();
             let flush_handle = handle.clone();
             Rung {
@@ -150,8 +88,17 @@ fn rung(name: &str, port: u16) -> Rung {
                 .with_endpoint(format!("http://127.0.0.1:{port}/v1/traces"))
                 .build()
                 .expect("the OTLP span exporter");
+            // Queues large enough for a whole instructions run: under callgrind the threads run
+            // one at a time, and a processor that drops (silently) does less work.
+            let processor = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter)
+                .with_batch_config(
+                    opentelemetry_sdk::trace::BatchConfigBuilder::default()
+                        .with_max_queue_size(OTEL_QUEUE)
+                        .build(),
+                )
+                .build();
             let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
+                .with_span_processor(processor)
                 .build();
             let tracer = provider.tracer("bench");
             let log_exporter = opentelemetry_otlp::LogExporter::builder()
@@ -160,8 +107,15 @@ fn rung(name: &str, port: u16) -> Rung {
                 .with_endpoint(format!("http://127.0.0.1:{port}/v1/logs"))
                 .build()
                 .expect("the OTLP log exporter");
+            let log_processor = opentelemetry_sdk::logs::BatchLogProcessor::builder(log_exporter)
+                .with_batch_config(
+                    opentelemetry_sdk::logs::BatchConfigBuilder::default()
+                        .with_max_queue_size(OTEL_QUEUE)
+                        .build(),
+                )
+                .build();
             let logger_provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
-                .with_batch_exporter(log_exporter)
+                .with_log_processor(log_processor)
                 .build();
             let logs =
                 opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(&logger_provider);
@@ -180,6 +134,9 @@ fn rung(name: &str, port: u16) -> Rung {
     }
 }
 
+/// The comparison pipeline's queue sizes (spans, log records): no drop in a 10,000-request run.
+const OTEL_QUEUE: usize = 1 << 17;
+
 const RUNGS: [&str; 3] = ["usr_datadog", "usr_otlp", "otel_otlp"];
 
 fn run_requests(rung: &Rung, n: u64) {
@@ -192,33 +149,9 @@ fn run_requests(rung: &Rung, n: u64) {
     (rung.flush)();
 }
 
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn sustained(rung: &Rung, rate: u64, seconds: u64) {
     let user = User::new("u-1").with_email("ada@example.com").with_role("admin");
-    let total = rate * seconds;
-    let started = Instant::now();
-    tracing::dispatcher::with_default(&rung.dispatch, || {
-        for i in 0..total {
-            // Pace: request i is due at i / rate seconds.
-            let due = Duration::from_nanos(i * 1_000_000_000 / rate);
-            let now = started.elapsed();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-            identity_request(&user);
-        }
-    });
-    let took = started.elapsed();
+    let (total, took) = paced(&rung.dispatch, rate, seconds, || identity_request(&user));
     (rung.flush)();
     println!(
         "sustained: {total} requests ({} spans) in {took:.2?} ({:.0} req/s): dropped spans+logs {}, peak RSS {} KiB",
@@ -237,6 +170,7 @@ fn main() {
             ["instructions", name, n] => {
                 let rung = rung(name, port);
                 run_requests(&rung, n.parse().expect("a request count"));
+                eprintln!("{name}: dropped spans+logs {}", (rung.dropped)());
             }
             ["sustained", name, rate, secs] => {
                 let rung = rung(name, port);

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::exporter::{ExportError, ExportErrorKind, Exporter};
 use crate::http::{Request, RetryPolicy, Sender};
-use crate::record::{LogRecord, Record, SpanRecord};
+use crate::record::{FieldValue, LogRecord, Record, SpanRecord};
 
 /// Where the agent listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -346,6 +346,84 @@ impl Exporter for DatadogExporter {
     }
 }
 
+/// A JSON object written piece by piece. Strings that need no escaping (the usual case) are
+/// copied as they are; the others, and floats, go through `serde_json`.
+struct JsonObject<'a, W: Write> {
+    out: &'a mut W,
+    first: bool,
+}
+
+impl<'a, W: Write> JsonObject<'a, W> {
+    fn new(out: &'a mut W) -> serde_json::Result<Self> {
+        out.write_all(b"{").map_err(serde_json::Error::io)?;
+        Ok(Self { out, first: true })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> serde_json::Result<()> {
+        self.out.write_all(bytes).map_err(serde_json::Error::io)
+    }
+
+    /// A key known to need no escaping.
+    fn raw_key(&mut self, key: &str) -> serde_json::Result<()> {
+        if !std::mem::take(&mut self.first) {
+            self.write(b",")?;
+        }
+        self.raw_str(key)?;
+        self.write(b":")
+    }
+
+    fn key(&mut self, key: &str) -> serde_json::Result<()> {
+        if !std::mem::take(&mut self.first) {
+            self.write(b",")?;
+        }
+        self.str(key)?;
+        self.write(b":")
+    }
+
+    /// A string known to need no escaping.
+    fn raw_str(&mut self, s: &str) -> serde_json::Result<()> {
+        self.write(b"\"")?;
+        self.write(s.as_bytes())?;
+        self.write(b"\"")
+    }
+
+    fn str(&mut self, s: &str) -> serde_json::Result<()> {
+        // Branch-free over the bytes, so the check vectorises.
+        let plain = s
+            .bytes()
+            .fold(true, |plain, b| plain & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+        if plain {
+            self.raw_str(s)
+        } else {
+            serde_json::to_writer(&mut *self.out, s)
+        }
+    }
+
+    fn u64(&mut self, v: u64) -> serde_json::Result<()> {
+        self.write(itoa::Buffer::new().format(v).as_bytes())
+    }
+
+    fn u64_str(&mut self, v: u64) -> serde_json::Result<()> {
+        self.write(b"\"")?;
+        self.u64(v)?;
+        self.write(b"\"")
+    }
+
+    fn value(&mut self, v: &FieldValue) -> serde_json::Result<()> {
+        match v {
+            FieldValue::Str(s) => self.str(s),
+            FieldValue::I64(v) => self.write(itoa::Buffer::new().format(*v).as_bytes()),
+            FieldValue::U64(v) => self.u64(*v),
+            FieldValue::Bool(v) => self.write(if *v { b"true" } else { b"false" }),
+            other => serde_json::to_writer(&mut *self.out, other),
+        }
+    }
+
+    fn end(self) -> serde_json::Result<()> {
+        self.out.write_all(b"}").map_err(serde_json::Error::io)
+    }
+}
+
 /// Writes log records as Datadog-format JSON lines (for the agent's log collection):
 /// `timestamp` (ms), `status`, `message`, `logger.name`, `dd.trace_id` / `dd.span_id` (decimal,
 /// lower 64 bits, as Datadog's tracers inject them), `dd.service`, `dd.env`, `dd.version`,
@@ -381,7 +459,6 @@ impl DatadogLogsExporter {
     /// # Errors
     /// When writing fails.
     pub fn write_json(&self, out: &mut impl Write, log: &LogRecord) -> serde_json::Result<()> {
-        use serde::ser::{SerializeMap, Serializer};
         const RESERVED: [&str; 9] = [
             "timestamp",
             "status",
@@ -393,32 +470,49 @@ impl DatadogLogsExporter {
             "dd.env",
             "dd.version",
         ];
-        let mut ser = serde_json::Serializer::new(out);
-        let mut map = ser.serialize_map(None)?;
-        map.serialize_entry("timestamp", &(log.timestamp_unix_nanos / 1_000_000))?;
-        map.serialize_entry("status", &log.level.as_str().to_ascii_lowercase())?;
-        map.serialize_entry("message", log.message.as_deref().unwrap_or(""))?;
-        map.serialize_entry("logger.name", log.target.as_ref())?;
+        let mut line = JsonObject::new(out)?;
+        line.raw_key("timestamp")?;
+        line.u64(log.timestamp_unix_nanos / 1_000_000)?;
+        line.raw_key("status")?;
+        line.raw_str(match log.level {
+            crate::record::Level::Trace => "trace",
+            crate::record::Level::Debug => "debug",
+            crate::record::Level::Info => "info",
+            crate::record::Level::Warn => "warn",
+            crate::record::Level::Error => "error",
+        })?;
+        line.raw_key("message")?;
+        line.str(log.message.as_deref().unwrap_or(""))?;
+        line.raw_key("logger.name")?;
+        line.str(&log.target)?;
         if let (Some(trace), Some(span)) = (log.trace_id, log.span_id) {
-            map.serialize_entry("dd.trace_id", &(trace as u64).to_string())?;
-            map.serialize_entry("dd.span_id", &span.to_string())?;
+            // Decimal strings, as Datadog's tracers inject them.
+            line.raw_key("dd.trace_id")?;
+            line.u64_str(trace as u64)?;
+            line.raw_key("dd.span_id")?;
+            line.u64_str(span)?;
         }
-        map.serialize_entry("dd.service", &self.service)?;
+        line.raw_key("dd.service")?;
+        line.str(&self.service)?;
         if let Some(env) = &self.env {
-            map.serialize_entry("dd.env", env)?;
+            line.raw_key("dd.env")?;
+            line.str(env)?;
         }
         if let Some(version) = &self.version {
-            map.serialize_entry("dd.version", version)?;
+            line.raw_key("dd.version")?;
+            line.str(version)?;
         }
         for (k, v) in log.user.iter() {
-            map.serialize_entry(k.as_ref(), v)?;
+            line.key(k)?;
+            line.str(v)?;
         }
         for (k, v) in &log.fields {
             if !RESERVED.contains(&k.as_ref()) && !log.user.iter().any(|(u, _)| u == k) {
-                map.serialize_entry(k.as_ref(), v)?;
+                line.key(k)?;
+                line.value(v)?;
             }
         }
-        map.end()
+        line.end()
     }
 
     /// The JSON object of one record.

@@ -1,0 +1,116 @@
+//! Shared by the export benches: a loopback HTTP sink, the tracing-usr layers under test and the
+//! process's peak resident memory.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+use tracing_usr::export::datadog::{AgentAddress, DatadogConfig};
+use tracing_usr::export::otlp::OtlpConfig;
+use tracing_usr::{Export, UserLayer};
+
+/// Answers every HTTP/1.1 request with 200 and an empty JSON object, keep-alive.
+pub fn start_sink() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
+    let port = listener.local_addr().expect("sink address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || serve(stream));
+        }
+    });
+    port
+}
+
+fn serve(stream: TcpStream) {
+    let mut reader = BufReader::new(match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    });
+    let mut stream = stream;
+    let mut line = String::new();
+    loop {
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The layer exporting to the sink on `port`: to the Datadog agent API (with Datadog log lines
+/// on stdout) when `datadog`, else over OTLP/HTTP protobuf (traces with span events, logs).
+pub fn usr_layer(datadog: bool, port: u16) -> UserLayer {
+    let builder = tracing_usr::builder()
+        .with_env_lookup(|_| None)
+        .with_export(Export::None);
+    let builder = if datadog {
+        builder.with_datadog(DatadogConfig {
+            agent: AgentAddress::Http(format!("http://127.0.0.1:{port}")),
+            ..DatadogConfig::default()
+        })
+    } else {
+        builder.with_otlp(OtlpConfig {
+            traces_endpoint: Some(format!("http://127.0.0.1:{port}/v1/traces")),
+            logs_endpoint: Some(format!("http://127.0.0.1:{port}/v1/logs")),
+            ..OtlpConfig::default()
+        })
+    };
+    builder.build()
+}
+
+/// The peak resident memory of this process (`VmHWM`), in KiB.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs `total = rate * seconds` requests under `dispatch`, request i due at i / rate seconds;
+/// returns the request count and the time taken.
+pub fn paced(
+    dispatch: &tracing::Dispatch,
+    rate: u64,
+    seconds: u64,
+    request: impl Fn(),
+) -> (u64, std::time::Duration) {
+    use std::time::{Duration, Instant};
+    let total = rate * seconds;
+    let started = Instant::now();
+    tracing::dispatcher::with_default(dispatch, || {
+        for i in 0..total {
+            let due = Duration::from_nanos(i * 1_000_000_000 / rate);
+            let now = started.elapsed();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            request();
+        }
+    });
+    (total, started.elapsed())
+}
