@@ -8,6 +8,7 @@ mod agent;
 mod collectors_are_chosen_from_the_environment;
 mod datadog_agent_receives_user_tagged_traces;
 mod datadog_log_lines_correlate_with_traces;
+mod datadog_payload_groups_spans_by_trace;
 mod exporters_run_inside_or_outside_tokio;
 mod faulty_collectors_never_stall_the_application;
 mod otlp_collector_receives_traces_and_logs;

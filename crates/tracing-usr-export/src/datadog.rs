@@ -176,34 +176,54 @@ fn write_str(buf: &mut Vec<u8>, s: &str) {
 /// Encodes trace chunks (spans grouped by trace, in order) as the agent's v0.4 msgpack payload.
 /// Returns the payload and the number of chunks.
 pub fn encode_v04(spans: &[&SpanRecord], config: &DatadogConfig, rate: f64) -> (Vec<u8>, usize) {
-    // The spans of a trace arrive together (children, then their root): a hash lookup only when
-    // the trace changes.
-    let mut index: HashMap<u128, usize> = HashMap::new();
-    let mut chunks: Vec<(u128, Vec<&SpanRecord>)> = Vec::new();
+    // Chunk numbers in order of first appearance. The spans of a trace arrive together
+    // (children, then their root): a hash look-up only when the trace changes.
+    let mut chunk_ids: HashMap<u128, u32> = HashMap::new();
+    let mut sizes: Vec<u32> = Vec::new();
+    let mut chunk_of: Vec<u32> = Vec::with_capacity(spans.len());
+    let mut last: Option<(u128, u32)> = None;
     for span in spans {
-        if let Some((trace, chunk)) = chunks.last_mut() {
-            if *trace == span.trace_id {
-                chunk.push(span);
-                continue;
+        let chunk = match last {
+            Some((trace, chunk)) if trace == span.trace_id => chunk,
+            _ => {
+                let next = sizes.len() as u32;
+                let chunk = *chunk_ids.entry(span.trace_id).or_insert(next);
+                if chunk == next {
+                    sizes.push(0);
+                }
+                last = Some((span.trace_id, chunk));
+                chunk
             }
-        }
-        match index.get(&span.trace_id) {
-            Some(&slot) => chunks[slot].1.push(span),
-            None => {
-                index.insert(span.trace_id, chunks.len());
-                chunks.push((span.trace_id, vec![span]));
-            }
-        }
+        };
+        sizes[chunk as usize] += 1;
+        chunk_of.push(chunk);
+    }
+    // The spans grouped by chunk, each chunk in arrival order (a counting sort: no per-trace
+    // allocation).
+    let mut next_slot: Vec<usize> = Vec::with_capacity(sizes.len());
+    let mut total = 0usize;
+    for size in &sizes {
+        next_slot.push(total);
+        total += *size as usize;
+    }
+    let mut order = vec![0usize; spans.len()];
+    for (i, chunk) in chunk_of.iter().enumerate() {
+        let slot = &mut next_slot[*chunk as usize];
+        order[*slot] = i;
+        *slot += 1;
     }
     let mut buf = Vec::with_capacity(256 * spans.len());
-    let _ = rmp::encode::write_array_len(&mut buf, chunks.len() as u32);
-    for (_, chunk) in &chunks {
-        let _ = rmp::encode::write_array_len(&mut buf, chunk.len() as u32);
-        for span in chunk {
-            encode_span(&mut buf, span, config, rate);
+    let _ = rmp::encode::write_array_len(&mut buf, sizes.len() as u32);
+    let mut start = 0usize;
+    for size in &sizes {
+        let size = *size as usize;
+        let _ = rmp::encode::write_array_len(&mut buf, size as u32);
+        for &i in &order[start..start + size] {
+            encode_span(&mut buf, spans[i], config, rate);
         }
+        start += size;
     }
-    (buf, chunks.len())
+    (buf, sizes.len())
 }
 
 fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rate: f64) {

@@ -993,6 +993,10 @@ where
                 let mut ext = root.extensions_mut();
                 match ext.get_mut::<RootState>() {
                     Some(state) => {
+                        if state.finished.capacity() == 0 {
+                            // Room for a small trace's children and its root (sent as one batch).
+                            state.finished.reserve(8);
+                        }
                         state.finished.push(record);
                         if state.finished.len() >= shared.max_spans_per_trace {
                             let partial = std::mem::take(&mut state.finished);
