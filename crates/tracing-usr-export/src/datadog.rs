@@ -351,7 +351,7 @@ impl Exporter for DatadogExporter {
             .into_iter()
             .chain(self.config.headers.iter().cloned())
             .collect(),
-            body,
+            body: body.into(),
         };
         let response = self.sender.send(&request)?;
         if let Ok(answer) = serde_json::from_slice::<Value>(&response.body) {

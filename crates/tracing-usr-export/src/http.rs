@@ -46,7 +46,8 @@ pub(crate) struct Request {
     pub(crate) method: reqwest::Method,
     /// Header values may carry credentials: they never appear in diagnostics.
     pub(crate) headers: Vec<(String, String)>,
-    pub(crate) body: Vec<u8>,
+    /// Shared, so a retry re-sends it without a copy.
+    pub(crate) body: bytes::Bytes,
 }
 
 impl fmt::Debug for Request {

@@ -377,7 +377,7 @@ impl OtlpExporter {
             url: url.to_owned(),
             method: reqwest::Method::POST,
             headers,
-            body,
+            body: body.into(),
         };
         self.sender.send(&request).map(|_| ())
     }
