@@ -24,8 +24,8 @@
 //!
 //! | rung | instructions / request | ratio to otel_otlp | time / request | allocations |
 //! |---|---|---|---|---|
-//! | usr_datadog (traces + Datadog log lines) | 55.7 k | 0.28 | 7.3 µs | 42 |
-//! | usr_otlp (traces with span events + OTLP logs) | 130 k | 0.66 | 6.5 µs | 143 |
+//! | usr_datadog (traces + Datadog log lines) | 55.6 k | 0.28 | 7.3 µs | 42 |
+//! | usr_otlp (traces with span events + OTLP logs) | 129 k | 0.65 | 6.5 µs | 143 |
 //! | otel_otlp (traces with span events + OTLP logs) | 198 k | 1.00 | 13.4 µs | 205 |
 //!
 //! The comparison pipeline's queues are sized so it drops nothing in an instructions run: under
