@@ -200,13 +200,9 @@ impl<'a> IdentityView<'a> {
 
     /// The tags, as a list.
     pub fn to_tags(self) -> Tags {
-        match self {
-            IdentityView::Bucket(bucket) => bucket.tags().to_vec(),
-            IdentityView::User(user, tags) => match tags.get() {
-                Some(tags) => tags.to_vec(),
-                None => user.to_tags(),
-            },
-        }
+        let mut tags = Tags::new();
+        self.extend_into(&mut tags);
+        tags
     }
 
     /// The tags, shared: a user's are derived once and then handed out without copying.

@@ -50,7 +50,7 @@ pub(crate) struct Parts {
 /// The SDK identity set outside any span.
 #[derive(Debug)]
 pub(crate) struct DefaultUser {
-    pub(crate) user: Arc<User>,
+    pub(crate) user: User,
     pub(crate) bucket: IdentityBucket,
 }
 
@@ -142,7 +142,7 @@ impl Shared {
         if !self.has_default.load(Ordering::Acquire) {
             return None;
         }
-        self.default_user.read().ok()?.as_ref().map(|d| (*d.user).clone())
+        self.default_user.read().ok()?.as_ref().map(|d| d.user.clone())
     }
 
     pub(crate) fn set_default_user(&self, user: Option<DefaultUser>) {

@@ -1,7 +1,6 @@
 //! The explicit API (the SDK path): identify, logout, current_user.
 
 use std::fmt;
-use std::sync::Arc;
 
 use tracing_core::dispatcher::Dispatch;
 use tracing_core::span::Id;
@@ -109,7 +108,7 @@ fn identify_in(
         None => {
             let bucket = IdentityBucket::from_tags(sdk_tags(user, &layer.shared.masker));
             layer.shared.set_default_user(Some(DefaultUser {
-                user: Arc::new(user.clone()),
+                user: user.clone(),
                 bucket,
             }));
         }
