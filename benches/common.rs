@@ -30,6 +30,22 @@ pub fn allocations() -> u64 {
     ALLOCATIONS.load(Ordering::Relaxed)
 }
 
+/// A bench's entry point: with `TRACING_USR_BENCH=instructions:<rung>:<requests>`, runs
+/// `instructions(rung, requests)` and exits (for callgrind: the `*_instructions.sh` scripts);
+/// otherwise the criterion benchmarks of `bench`.
+pub fn main_with(instructions: impl FnOnce(&str, u64), bench: impl FnOnce(&mut criterion::Criterion)) {
+    if let Ok(mode) = std::env::var("TRACING_USR_BENCH") {
+        match mode.split(':').collect::<Vec<_>>().as_slice() {
+            ["instructions", rung, n] => instructions(rung, n.parse().expect("a request count")),
+            _ => panic!("TRACING_USR_BENCH={mode}: expected instructions:<rung>:<n>"),
+        }
+        return;
+    }
+    let mut criterion = criterion::Criterion::default().configure_from_args();
+    bench(&mut criterion);
+    criterion.final_summary();
+}
+
 /// 5 spans and 2 events, without `usr.*` fields.
 pub fn plain_request() {
     let _root = info_span!("request", http.method = "GET", http.route = "/orders").entered();

@@ -133,9 +133,8 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// `TRACING_USR_BENCH=instructions:<rung>:<requests>`: runs that many requests of one rung after
-/// a warm-up of the same size and exits (run it under callgrind, and once with 0 requests to
-/// subtract set-up).
+/// `TRACING_USR_BENCH=instructions:<rung>:<requests>`: runs that many requests of one rung and
+/// exits (run it under callgrind, and once with 0 requests to subtract set-up).
 fn instructions(rung: &str, n: u64) {
     let keys = Keys::new();
     let Some((_, success, detection)) = RUNGS.into_iter().find(|(name, _, _)| *name == rung) else {
@@ -149,14 +148,5 @@ fn instructions(rung: &str, n: u64) {
 }
 
 fn main() {
-    if let Ok(mode) = std::env::var("TRACING_USR_BENCH") {
-        match mode.split(':').collect::<Vec<_>>().as_slice() {
-            ["instructions", rung, n] => instructions(rung, n.parse().expect("a request count")),
-            _ => panic!("TRACING_USR_BENCH={mode}: expected instructions:<rung>:<n>"),
-        }
-        return;
-    }
-    let mut criterion = Criterion::default().configure_from_args();
-    bench(&mut criterion);
-    criterion.final_summary();
+    common::main_with(instructions, bench);
 }

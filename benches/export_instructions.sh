@@ -4,13 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-2000}
-cargo bench --bench export --no-run >/dev/null 2>&1
-bin=$(ls -t target/release/deps/export-* | grep -v '\.d$' | head -1)
 source benches/callgrind.sh
+bin=$(bench_binary export)
 declare -A per
 for rung in usr_datadog usr_otlp otel_otlp; do
-  base=$(count "$bin" "$rung" 0); full=$(count "$bin" "$rung" "$n")
-  per[$rung]=$(( (full - base) / n ))
+  per[$rung]=$(per_request "$bin" "$rung" "$n")
   echo "$rung: $(( per[$rung] )) instructions per request (all threads; $n requests, set-up subtracted)"
 done
 for rung in usr_datadog usr_otlp; do

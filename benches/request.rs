@@ -195,14 +195,5 @@ fn instructions(rung: &str, n: u64) {
 }
 
 fn main() {
-    if let Ok(mode) = std::env::var("TRACING_USR_BENCH") {
-        match mode.split(':').collect::<Vec<_>>().as_slice() {
-            ["instructions", rung, n] => instructions(rung, n.parse().expect("a request count")),
-            _ => panic!("TRACING_USR_BENCH={mode}: expected instructions:<rung>:<n>"),
-        }
-        return;
-    }
-    let mut criterion = Criterion::default().configure_from_args();
-    bench(&mut criterion);
-    criterion.final_summary();
+    common::main_with(instructions, bench);
 }

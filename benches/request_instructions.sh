@@ -5,14 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-5000}
-cargo bench --bench request --no-run >/dev/null 2>&1
-bin=$(ls -t target/release/deps/request-* | grep -v '\.d$' | head -1)
 source benches/callgrind.sh
+bin=$(bench_binary request)
 declare -A per
 rungs=(baseline baseline_identity layer_plain layer_identity layer_identity_anon layer_identity_export)
 for rung in "${rungs[@]}"; do
-  base=$(count "$bin" "$rung" 0); full=$(count "$bin" "$rung" "$n")
-  per[$rung]=$(( (full - base) / n ))
+  per[$rung]=$(per_request "$bin" "$rung" "$n")
 done
 for rung in "${rungs[@]}"; do
   # Each rung against the no-op-layer baseline running the same request code.
