@@ -2,7 +2,10 @@
 //! process's peak resident memory.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "../tests/support/http_head.rs"]
+mod http_head;
+
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 
 use tracing_usr::export::datadog::{AgentAddress, DatadogConfig};
@@ -27,24 +30,10 @@ fn serve(stream: TcpStream) {
         Err(_) => return,
     });
     let mut stream = stream;
-    let mut line = String::new();
     loop {
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
+        let Some(length) = http_head::read_head(&mut reader) else {
+            return;
+        };
         let mut body = vec![0; length];
         if reader.read_exact(&mut body).is_err() {
             return;

@@ -1,7 +1,7 @@
 //! A collector that is down, slow, answers 500 or 429, or closes the connection mid-body: the
 //! application never waits on it, drops are counted, and everything arrives once it recovers
 //! (when the queue did not overflow).
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,7 @@ use tracing_usr::export::datadog::{AgentAddress, DatadogConfig};
 use tracing_usr::export::http::RetryPolicy;
 
 use crate::support::builder_with_env;
+use crate::support::http_head::read_head;
 
 #[derive(Clone, Copy, Debug)]
 enum Behaviour {
@@ -107,24 +108,9 @@ fn serve(
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut stream = stream;
     loop {
-        let mut length = 0usize;
-        let mut line = String::new();
-        // Request line and headers.
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
+        let Some(length) = read_head(&mut reader) else {
+            return;
+        };
         let now = *behaviour.lock().unwrap();
         if let Behaviour::CloseMidBody = now {
             // Read half of the request body, then hang up without an answer.

@@ -2,6 +2,8 @@
 //! thread-locally, and helpers to read what was exported.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod http_head;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
