@@ -1,8 +1,9 @@
 //! Detection through the middleware: a credential-stuffing attack gets its IP blocked (403 JSON
 //! or HTML by `Accept`), a spoofed `X-Forwarded-For` does not help it, the block expires on the
 //! clock, and a critical escalation blocks the account that logged in.
+mod support;
+
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use tracing_subscriber::prelude::*;
 use tracing_usr::blocking::ManualClock;
 use tracing_usr::detection::{DetectionConfig, RuleId};
 use tracing_usr::{Export, SetUserOptions};
-use tracing_usr_tower::{PeerAddr, UserTrackingLayer};
+use tracing_usr_tower::UserTrackingLayer;
 
 struct App {
     dispatch: tracing::Dispatch,
@@ -65,14 +66,7 @@ async fn handler(request: Request<String>) -> Result<Response<String>, Infallibl
 
 impl App {
     async fn send(&self, peer: &str, headers: &[(&str, &str)]) -> Response<String> {
-        let mut builder = Request::builder().uri("/login");
-        for (k, v) in headers {
-            builder = builder.header(*k, *v);
-        }
-        let mut request = builder.body(String::new()).unwrap();
-        request
-            .extensions_mut()
-            .insert(PeerAddr(SocketAddr::new(peer.parse().unwrap(), 40_000)));
+        let request = support::request("/login", peer, headers);
         let mut service = UserTrackingLayer::new()
             .with_trusted_proxies(["10.0.0.0/8"])
             .unwrap()

@@ -1,6 +1,7 @@
 //! The middleware end to end: root span, client IP, 403 answers.
+mod support;
+
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use tracing_subscriber::prelude::*;
 use tracing_usr::blocking::DenyEntry;
 use tracing_usr::export::{InMemoryExporter, SpanRecord};
 use tracing_usr::{Export, User};
-use tracing_usr_tower::{PeerAddr, UserTrackingLayer};
+use tracing_usr_tower::UserTrackingLayer;
 
 struct App {
     exporter: InMemoryExporter,
@@ -83,15 +84,7 @@ impl App {
 }
 
 fn request(peer: &str, headers: &[(&str, &str)]) -> Request<String> {
-    let mut builder = Request::builder().uri("/orders");
-    for (k, v) in headers {
-        builder = builder.header(*k, *v);
-    }
-    let mut request = builder.body(String::new()).unwrap();
-    request
-        .extensions_mut()
-        .insert(PeerAddr(SocketAddr::new(peer.parse().unwrap(), 40_000)));
-    request
+    support::request("/orders", peer, headers)
 }
 
 #[tokio::test]
