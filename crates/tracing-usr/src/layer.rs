@@ -473,13 +473,10 @@ fn with_state<R>(
 }
 
 impl Fields {
-    /// Whether the record brings anything to its trace's root: identity, a blocked field-path
-    /// user, a client IP or a user agent.
-    fn has_root_input(&self) -> bool {
-        !self.identity.is_empty()
-            || self.blocked_user.is_some()
-            || self.client_ip.is_some()
-            || self.user_agent.is_some()
+    /// Whether the record brings anything to its trace's root: identity or a blocked field-path
+    /// user from any span, and a client IP or a user agent from the root itself (`is_root`).
+    fn has_root_input(&self, is_root: bool) -> bool {
+        !self.identity.is_empty() || self.blocked_user.is_some() || (is_root && self.has_root_only_input())
     }
 
     /// Moves the record's root input into the root's state (spec a.4, e.1); the client IP and
@@ -646,12 +643,14 @@ where
         if !exporting {
             // Nothing to export: only identity and blocking matter, and the root is found by
             // walking up.
-            if fields.has_root_input() {
+            if fields.has_root_input(true) {
                 if let Some(span) = ctx.span(id) {
                     // Only a root's client IP counts; the parent lookup is needed only then.
                     let is_root = fields.has_root_only_input() && span.parent().is_none();
-                    if let Some(root) = root_of(span, false, |id| ctx.span(id)) {
-                        apply_on(&root, fields, is_root, shared);
+                    if fields.has_root_input(is_root) {
+                        if let Some(root) = root_of(span, false, |id| ctx.span(id)) {
+                            apply_on(&root, fields, is_root, shared);
+                        }
                     }
                 }
             }
@@ -697,7 +696,7 @@ where
             }
             Some(root) => {
                 drop(ext);
-                if fields.has_root_input() {
+                if fields.has_root_input(false) {
                     if let Some(root) = ctx.span(&root) {
                         apply_on(&root, fields, false, shared);
                     }
@@ -726,10 +725,13 @@ where
                 split_span_fields(fields.plain.drain(..), &mut data.meta, &mut data.metrics);
             }
         }
-        if !fields.has_root_input() {
+        if !fields.has_root_input(true) {
             return;
         }
         let is_root = fields.has_root_only_input() && span.parent().is_none();
+        if !fields.has_root_input(is_root) {
+            return;
+        }
         if let Some(root) = root_of(span, exporting, |id| ctx.span(id)) {
             apply_on(&root, fields, is_root, shared);
         }
