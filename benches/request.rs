@@ -31,9 +31,9 @@
 //! | baseline | 819 ns | 1.00× | 6.37 k | 1.00× | 0 |
 //! | baseline_identity | 848 ns | 1.00× | 6.57 k | 1.00× | 0 |
 //! | layer_plain | 838 ns | 1.02× | 6.99 k | 1.10× | 0 |
-//! | layer_identity | 1.55 µs | 1.82× | 11.65 k | 1.77× | 4 |
-//! | layer_identity_anon | 1.71 µs | 2.02× | 12.94 k | 1.97× | 6 |
-//! | layer_identity_export | 7.16 µs | 8.4× | 36.8 k | 5.6× | 35 |
+//! | layer_identity | 1.55 µs | 1.82× | 11.77 k | 1.79× | 4 |
+//! | layer_identity_anon | 1.71 µs | 2.02× | 13.01 k | 1.98× | 6 |
+//! | layer_identity_export | 7.16 µs | 8.4× | 36.9 k | 5.6× | 35 |
 //!
 //! `layer_identity` does three identity writes per request (a `usr.*` span, a late
 //! `Span::record`, an SDK `identify`), each of which finds the trace's local root through the
