@@ -88,40 +88,40 @@ fn layer(mode: Mode, export: bool) -> tracing_usr::UserLayer {
     }
 }
 
-fn rungs() -> Vec<(&'static str, Dispatch, bool)> {
-    vec![
-        ("no_subscriber", Dispatch::none(), false),
-        (
-            "baseline",
-            Dispatch::new(tracing_subscriber::registry().with(Noop)),
-            false,
-        ),
-        (
-            "baseline_identity",
-            Dispatch::new(tracing_subscriber::registry().with(Noop)),
-            true,
-        ),
-        (
-            "layer_plain",
-            Dispatch::new(tracing_subscriber::registry().with(layer(Mode::Identification, false))),
-            false,
-        ),
-        (
-            "layer_identity",
-            Dispatch::new(tracing_subscriber::registry().with(layer(Mode::Identification, false))),
-            true,
-        ),
-        (
-            "layer_identity_anon",
-            Dispatch::new(tracing_subscriber::registry().with(layer(Mode::Anonymization, false))),
-            true,
-        ),
-        (
-            "layer_identity_export",
-            Dispatch::new(tracing_subscriber::registry().with(layer(Mode::Identification, true))),
-            true,
-        ),
-    ]
+/// The rungs: name, whether the request carries identity, and the subscriber (built on demand, so
+/// that an instructions run builds only its own: the export rung's worker thread would otherwise
+/// run beside it).
+const RUNGS: [(&str, bool); 7] = [
+    ("no_subscriber", false),
+    ("baseline", false),
+    ("baseline_identity", true),
+    ("layer_plain", false),
+    ("layer_identity", true),
+    ("layer_identity_anon", true),
+    ("layer_identity_export", true),
+];
+
+fn dispatch(rung: &str) -> Dispatch {
+    match rung {
+        "no_subscriber" => Dispatch::none(),
+        "baseline" | "baseline_identity" => Dispatch::new(tracing_subscriber::registry().with(Noop)),
+        "layer_plain" | "layer_identity" => {
+            Dispatch::new(tracing_subscriber::registry().with(layer(Mode::Identification, false)))
+        }
+        "layer_identity_anon" => {
+            Dispatch::new(tracing_subscriber::registry().with(layer(Mode::Anonymization, false)))
+        }
+        "layer_identity_export" => {
+            Dispatch::new(tracing_subscriber::registry().with(layer(Mode::Identification, true)))
+        }
+        other => panic!("unknown rung {other}"),
+    }
+}
+
+fn rungs() -> impl Iterator<Item = (&'static str, Dispatch, bool)> {
+    RUNGS
+        .into_iter()
+        .map(|(name, identity)| (name, dispatch(name), identity))
 }
 
 fn allocations_per_request() {
@@ -173,9 +173,10 @@ fn bench(c: &mut Criterion) {
 /// exits (for `benches/request_instructions.sh`, which counts them with callgrind).
 fn instructions(rung: &str, n: u64) {
     let user = User::new("u-1").with_email("ada@example.com").with_role("admin");
-    let Some((_, dispatch, identity)) = rungs().into_iter().find(|(name, _, _)| *name == rung) else {
+    let Some(&(_, identity)) = RUNGS.iter().find(|(name, _)| *name == rung) else {
         panic!("unknown rung {rung}");
     };
+    let dispatch = dispatch(rung);
     tracing::dispatcher::with_default(&dispatch, || {
         let before = allocations();
         for _ in 0..n {

@@ -7,6 +7,8 @@ use crate::anonymize::Anonymizer;
 use crate::keys;
 use crate::mode::Mode;
 use crate::user::{Secret, User};
+use crate::value::Text;
+use smallvec::SmallVec;
 
 /// Tags shared between records (cheap to clone).
 pub type SharedTags = Arc<[(Key, String)]>;
@@ -17,20 +19,36 @@ pub type Key = Cow<'static, str>;
 /// A list of tags, in insertion order.
 pub type Tags = Vec<(Key, String)>;
 
+/// Whether `key` is `name`. The keys of one callsite's fields are the same static strings, so
+/// a pointer check settles most comparisons before any byte is compared.
+#[inline]
+fn is_key(key: &str, name: &str) -> bool {
+    (key.as_ptr() == name.as_ptr() && key.len() == name.len()) || key == name
+}
+
+#[inline]
+fn same_key(a: &Key, b: &Key) -> bool {
+    is_key(a, b)
+}
+
 /// One identity bucket: `usr.*` tags, last write wins per key (spec a.4, rule 1).
+///
+/// A typical identity (up to four keys, values up to 24 bytes) is held without an allocation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IdentityBucket {
-    entries: Tags,
+    entries: SmallVec<[(Key, Text); 4]>,
 }
 
 impl IdentityBucket {
     /// An empty bucket.
     pub const fn new() -> Self {
-        Self { entries: Vec::new() }
+        Self {
+            entries: SmallVec::new_const(),
+        }
     }
 
     /// A bucket holding `entries` (written as by [`IdentityBucket::write`]).
-    pub fn from_tags(entries: impl IntoIterator<Item = (Key, String)>) -> Self {
+    pub fn from_tags<V: Into<Text>>(entries: impl IntoIterator<Item = (Key, V)>) -> Self {
         let mut bucket = Self::new();
         bucket.write(entries);
         bucket
@@ -38,39 +56,21 @@ impl IdentityBucket {
 
     /// Writes `entries`: empty values are skipped; if they carry a `usr.id` different from the
     /// one held, the bucket is cleared first; then each key is last-write-wins.
-    pub fn write(&mut self, entries: impl IntoIterator<Item = (Key, String)>) {
-        self.write_each(entries);
-    }
-
-    /// [`IdentityBucket::write`] for an owned list: an empty bucket takes the list as it is when
-    /// it has no empty value and no repeated key (no allocation).
-    pub fn write_tags(&mut self, entries: Tags) {
-        let clean = entries
-            .iter()
-            .enumerate()
-            .all(|(i, (key, value))| !value.is_empty() && !entries[..i].iter().any(|(k, _)| k == key));
-        if self.entries.is_empty() && clean {
-            self.entries = entries;
-        } else {
-            self.write_each(entries);
-        }
-    }
-
-    fn write_each(&mut self, entries: impl IntoIterator<Item = (Key, String)>) {
+    pub fn write<V: Into<Text>>(&mut self, entries: impl IntoIterator<Item = (Key, V)>) {
         for (key, value) in entries {
-            self.write_one(key, value);
+            self.write_one(key, value.into());
         }
     }
 
     /// Writes one entry as [`IdentityBucket::write`] does.
-    pub fn write_one(&mut self, key: Key, value: String) {
+    pub fn write_one(&mut self, key: Key, value: Text) {
         if value.is_empty() {
             return;
         }
-        if key == keys::USR_ID && self.id().is_some_and(|id| id != value) {
+        if is_key(&key, keys::USR_ID) && self.id().is_some_and(|id| id != value.as_str()) {
             self.entries.clear();
         }
-        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+        match self.entries.iter_mut().find(|(k, _)| same_key(k, &key)) {
             Some(slot) => slot.1 = value,
             None => self.entries.push((key, value)),
         }
@@ -80,7 +80,7 @@ impl IdentityBucket {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.entries
             .iter()
-            .find(|(k, _)| k == key)
+            .find(|(k, _)| is_key(k, key))
             .map(|(_, v)| v.as_str())
     }
 
@@ -90,8 +90,13 @@ impl IdentityBucket {
     }
 
     /// All entries, in insertion order.
-    pub fn tags(&self) -> &[(Key, String)] {
-        &self.entries
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Key, &str)> + '_ {
+        self.entries.iter().map(|(k, v)| (k, v.as_str()))
+    }
+
+    /// All entries, in insertion order, as an owned list.
+    pub fn to_tags(&self) -> Tags {
+        self.iter().map(|(k, v)| (k.clone(), v.to_owned())).collect()
     }
 
     /// Whether the bucket holds nothing.
@@ -106,22 +111,28 @@ impl IdentityBucket {
 }
 
 /// What the mode does to one field-path identity value (spec b.2): `None` means the value is not
-/// collected. `key` is the full field name (`usr.id`, `usr.org`, …).
+/// collected. `key` is the full field name (`usr.id`, `usr.org`, …). The value is a `String` or
+/// a [`Text`].
 ///
 /// ```
 /// use tracing_usr_core::{identity::apply_mode, Anonymizer, Mode};
 /// let a = Anonymizer::default();
-/// assert_eq!(apply_mode(Mode::Anonymization, "usr.id", "user-1".into(), &a).as_deref(),
+/// assert_eq!(apply_mode(Mode::Anonymization, "usr.id", "user-1".to_owned(), &a).as_deref(),
 ///            Some("anon_c6c289e49e9c05b2145860387b73bcb1"));
-/// assert_eq!(apply_mode(Mode::Anonymization, "usr.email", "a@b.c".into(), &a), None);
-/// assert_eq!(apply_mode(Mode::Disabled, "usr.id", "user-1".into(), &a), None);
+/// assert_eq!(apply_mode(Mode::Anonymization, "usr.email", "a@b.c".to_owned(), &a), None);
+/// assert_eq!(apply_mode(Mode::Disabled, "usr.id", "user-1".to_owned(), &a), None);
 /// ```
-pub fn apply_mode(mode: Mode, key: &str, value: String, anonymizer: &Anonymizer) -> Option<String> {
+pub fn apply_mode<V>(mode: Mode, key: &str, value: V, anonymizer: &Anonymizer) -> Option<V>
+where
+    V: AsRef<str> + From<String>,
+{
     match mode {
         Mode::Disabled => None,
         Mode::Identification => Some(value),
         Mode::Anonymization => match key {
-            keys::USR_ID | keys::USR_LOGIN | keys::USR_SESSION_ID => Some(anonymizer.anonymize(&value)),
+            keys::USR_ID | keys::USR_LOGIN | keys::USR_SESSION_ID => {
+                Some(anonymizer.anonymize(value.as_ref()).into())
+            }
             keys::USR_ROLE | keys::USR_SCOPE | keys::USR_EXISTS => Some(value),
             _ => None,
         },
@@ -136,7 +147,8 @@ enum SdkIdentity {
     Empty,
     /// A user whose tags need no masking ([`User::to_tags`]), and those tags once derived.
     User(User, OnceLock<SharedTags>),
-    Tags(IdentityBucket),
+    /// Boxed: rare, and it keeps the trace state small.
+    Tags(Box<IdentityBucket>),
 }
 
 impl SdkIdentity {
@@ -165,7 +177,7 @@ impl SdkIdentity {
                     SdkIdentity::User(user, _) => user.to_tags(),
                     _ => Tags::new(),
                 };
-                *other = SdkIdentity::Tags(IdentityBucket::from_tags(tags));
+                *other = SdkIdentity::Tags(Box::new(IdentityBucket::from_tags(tags)));
                 match other {
                     SdkIdentity::Tags(bucket) => bucket,
                     _ => unreachable!("just set"),
@@ -190,7 +202,7 @@ impl<'a> IdentityView<'a> {
     /// Appends the tags to `out`.
     pub fn extend_into(self, out: &mut Tags) {
         match self {
-            IdentityView::Bucket(bucket) => out.extend(bucket.tags().iter().cloned()),
+            IdentityView::Bucket(bucket) => out.extend(bucket.iter().map(|(k, v)| (k.clone(), v.to_owned()))),
             IdentityView::User(user, tags) => match tags.get() {
                 Some(tags) => out.extend(tags.iter().cloned()),
                 None => out.extend(user.to_tags()),
@@ -208,7 +220,7 @@ impl<'a> IdentityView<'a> {
     /// The tags, shared: a user's are derived once and then handed out without copying.
     pub fn shared(self) -> SharedTags {
         match self {
-            IdentityView::Bucket(bucket) => bucket.tags().into(),
+            IdentityView::Bucket(bucket) => bucket.iter().map(|(k, v)| (k.clone(), v.to_owned())).collect(),
             IdentityView::User(user, tags) => Arc::clone(tags.get_or_init(|| user.to_tags().into())),
         }
     }
@@ -285,15 +297,16 @@ impl Source {
 impl TraceIdentity {
     /// Records field-path identity (values already processed by the mode). `usr.id` and
     /// `usr.login` also update the private copies.
-    pub fn record_field(&mut self, entries: impl IntoIterator<Item = (Key, String)>) {
+    pub fn record_field<V: Into<Text>>(&mut self, entries: impl IntoIterator<Item = (Key, V)>) {
         self.field_changed();
         for (key, value) in entries {
+            let value: Text = value.into();
             if value.is_empty() {
                 continue;
             }
             match key.as_ref() {
                 keys::USR_ID => {
-                    if self.field.id().is_some_and(|id| id != value) {
+                    if self.field.id().is_some_and(|id| id != value.as_str()) {
                         // The bucket is about to be cleared: the login copy keeps its value.
                         self.private_login.detach(&self.field, keys::USR_LOGIN);
                     }
@@ -321,7 +334,7 @@ impl TraceIdentity {
     /// records that follow carry it again after a [`TraceIdentity::logout`].
     pub fn record_sdk(&mut self, entries: Tags) {
         self.version += 1;
-        self.sdk.bucket().write_tags(entries);
+        self.sdk.bucket().write(entries);
         self.logged_out = false;
     }
 
@@ -432,7 +445,7 @@ impl TraceIdentity {
         self.field_changed();
         self.private_id.detach(&self.field, keys::USR_ID);
         self.private_login.detach(&self.field, keys::USR_LOGIN);
-        self.field.write_tags(entries);
+        self.field.write(entries);
     }
 
     /// The identity a log record emitted now carries: like the root's public identity, but
@@ -468,7 +481,7 @@ impl TraceIdentity {
         match &self.sdk {
             SdkIdentity::Empty => None,
             SdkIdentity::User(user, _) => Some(user.clone()),
-            SdkIdentity::Tags(bucket) => User::from_tags(bucket.tags(), token()),
+            SdkIdentity::Tags(bucket) => User::from_tags(&bucket.to_tags(), token()),
         }
     }
 }
@@ -491,9 +504,30 @@ mod tests {
         b.write(tags(&[("usr.id", "u1"), ("usr.role", "admin")]));
         b.write(tags(&[("usr.email", "z@b.c")]));
         assert_eq!(
-            b.tags(),
+            b.to_tags(),
             tags(&[("usr.id", "u1"), ("usr.email", "z@b.c"), ("usr.role", "admin")])
         );
+    }
+
+    #[test]
+    fn short_and_long_values_read_back_alike() {
+        // Up to 24 bytes are held inline, longer values on the heap; more than four keys spill.
+        let long = "x".repeat(25);
+        let mut b = IdentityBucket::new();
+        b.write(tags(&[
+            ("usr.id", "u1"),
+            ("usr.email", long.as_str()),
+            ("usr.name", "é".repeat(12).as_str()),
+            ("usr.role", "r"),
+            ("usr.scope", "s"),
+        ]));
+        b.write_one(Key::Borrowed("usr.email"), Text::from("short@x"));
+        assert_eq!(b.get("usr.name"), Some("é".repeat(12).as_str()));
+        assert_eq!(b.get("usr.email"), Some("short@x"));
+        assert_eq!(b.to_tags().len(), 5);
+        assert_eq!(b.iter().last(), Some((&Key::Borrowed("usr.scope"), "s")));
+        b.write_one(Key::Borrowed("usr.role"), Text::from(long.clone()));
+        assert_eq!(b.get("usr.role"), Some(long.as_str()));
     }
 
     #[test]
@@ -501,7 +535,7 @@ mod tests {
         let mut b = IdentityBucket::new();
         b.write(tags(&[("usr.id", "u1"), ("usr.email", "a@b.c")]));
         b.write(tags(&[("usr.id", "u2")]));
-        assert_eq!(b.tags(), tags(&[("usr.id", "u2")]));
+        assert_eq!(b.to_tags(), tags(&[("usr.id", "u2")]));
     }
 
     #[test]

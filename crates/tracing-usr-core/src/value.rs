@@ -62,3 +62,96 @@ mod tests {
         assert_eq!(format_f64(f64::INFINITY), "inf");
     }
 }
+
+/// An identity value (`usr.*`): up to 24 bytes are held inline, so the short ids, session ids
+/// and roles of most requests are recorded without an allocation; longer values keep one heap
+/// buffer (taken over, not copied, from a `String`).
+///
+/// ```
+/// use tracing_usr_core::value::Text;
+/// let id = Text::from("u-1");
+/// assert_eq!(&*id, "u-1");
+/// assert_eq!(String::from(id), "u-1");
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Text(compact_str::CompactString);
+
+impl Text {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// Builds a value from `Display` output, formatted in place (inline when it fits).
+    pub fn display(value: &dyn std::fmt::Display) -> Self {
+        use std::fmt::Write;
+        let mut text = compact_str::CompactString::default();
+        // Writing to a `CompactString` cannot fail; a `Display` impl that errors leaves what it
+        // wrote so far.
+        let _ = write!(text, "{value}");
+        Self(text)
+    }
+
+    /// Builds a value from `Debug` output, formatted in place (inline when it fits).
+    pub fn debug(value: &dyn std::fmt::Debug) -> Self {
+        use std::fmt::Write;
+        let mut text = compact_str::CompactString::default();
+        let _ = write!(text, "{value:?}");
+        Self(text)
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl From<&str> for Text {
+    fn from(value: &str) -> Self {
+        Self(compact_str::CompactString::new(value))
+    }
+}
+
+impl From<String> for Text {
+    fn from(value: String) -> Self {
+        Self(compact_str::CompactString::from(value))
+    }
+}
+
+impl From<Text> for String {
+    fn from(value: Text) -> Self {
+        value.0.into_string()
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.0.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.0.as_str() == *other
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.0.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}

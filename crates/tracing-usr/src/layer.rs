@@ -307,6 +307,7 @@ impl UserLayer {
         (self.with_root)(dispatch, &self.shared, id, f)
     }
 
+    #[inline]
     fn inert(&self) -> bool {
         self.shared.inert.load(Ordering::Relaxed)
     }
@@ -475,6 +476,7 @@ fn with_state<R>(
 impl Fields {
     /// Whether the record brings anything to its trace's root: identity or a blocked field-path
     /// user from any span, and a client IP or a user agent from the root itself (`is_root`).
+    #[inline]
     fn has_root_input(&self, is_root: bool) -> bool {
         !self.identity.is_empty() || self.blocked_user.is_some() || (is_root && self.has_root_only_input())
     }
@@ -519,6 +521,7 @@ impl Fields {
 
     /// Whether the record carries what only a root's own record uses (then the caller checks
     /// whether the span is a root).
+    #[inline]
     fn has_root_only_input(&self) -> bool {
         self.client_ip.is_some() || self.user_agent.is_some()
     }
@@ -804,11 +807,14 @@ where
             if let Some(pipeline) = pipeline {
                 let user: tracing_usr_export::UserTags =
                     if fields.identity.iter().any(|(k, _)| k == keys::USR_ID) {
-                        std::mem::take(&mut fields.identity).into_vec().into()
+                        std::mem::take(&mut fields.identity)
+                            .into_iter()
+                            .map(|(k, v)| (k, String::from(v)))
+                            .collect()
                     } else {
                         shared
                             .default_bucket()
-                            .map(|b| b.tags().to_vec())
+                            .map(|b| b.to_tags())
                             .unwrap_or_default()
                             .into()
                     };
@@ -894,7 +900,7 @@ where
         if let (Some(pipeline), Some(mut log)) = (pipeline, record) {
             if log.user.is_empty() {
                 if let Some(default) = shared.default_bucket() {
-                    log.user = default.tags().to_vec().into();
+                    log.user = default.to_tags().into();
                 }
             }
             pipeline.send_one(Record::Log(log));

@@ -5,15 +5,16 @@ use std::fmt;
 use tracing_core::field::{Field, Visit};
 use tracing_usr_core::blocking::DenyList;
 use tracing_usr_core::identity::{apply_mode, Key};
-use tracing_usr_core::value::format_bool;
+use tracing_usr_core::value::{format_bool, Text};
 use tracing_usr_core::{keys, Anonymizer, Masker, Mode, REDACTED};
 use tracing_usr_export::FieldValue;
 
 use crate::callsite::{CallsiteInfo, FieldKind};
 use crate::layer::Shared;
 
-/// The `usr.*` values of one record call, after the mode: inline up to four (no allocation).
-pub(crate) type Identity = smallvec::SmallVec<[(Key, String); 4]>;
+/// The `usr.*` values of one record call, after the mode: inline up to four, and values up to 24
+/// bytes inline too (no allocation).
+pub(crate) type Identity = smallvec::SmallVec<[(Key, Text); 4]>;
 
 /// The ordinary fields of one record call: inline up to four (a span's fields go straight into
 /// its tags, with no intermediate allocation).
@@ -65,12 +66,12 @@ impl<'a> IdentityRules<'a> {
     /// keys and empty values are skipped.
     pub(crate) fn push(&self, fields: &mut Fields, key: &'static str, value: String) {
         if key != keys::USR_EVENT && key != keys::USR_EXISTS {
-            self.push_identity(fields, key, value);
+            self.push_identity(fields, key, value.into());
         }
     }
 
     /// [`IdentityRules::push`] for a key known to be an identity key.
-    fn push_identity(&self, fields: &mut Fields, key: &'static str, value: String) {
+    fn push_identity(&self, fields: &mut Fields, key: &'static str, value: Text) {
         if value.is_empty() {
             return;
         }
@@ -78,7 +79,7 @@ impl<'a> IdentityRules<'a> {
         let raw_blocked = key == keys::USR_ID && self.deny.is_some_and(|d| d.is_user_blocked(&value));
         if let Some(value) = apply_mode(self.mode, key, value, self.anonymizer) {
             if key == keys::USR_ID && (raw_blocked || self.deny.is_some_and(|d| d.is_user_blocked(&value))) {
-                fields.blocked_user = Some(value.clone());
+                fields.blocked_user = Some(value.as_str().to_owned());
             }
             fields.identity.push((Key::Borrowed(key), value));
         }
@@ -114,9 +115,9 @@ impl<'a> Collector<'a> {
 
     /// One `usr.*` value: kept raw for a business event, else an identity value (`identity`:
     /// not `usr.event` / `usr.exists`) after the mode.
-    fn usr(&mut self, key: &'static str, identity: bool, value: impl FnOnce() -> String) {
+    fn usr(&mut self, key: &'static str, identity: bool, value: impl FnOnce() -> Text) {
         if self.keep_raw {
-            self.fields.usr.push((key, value()));
+            self.fields.usr.push((key, value().into()));
         } else if identity && self.rules.mode != Mode::Disabled {
             self.rules.push_identity(&mut self.fields, key, value());
         }
@@ -128,17 +129,18 @@ impl<'a> Collector<'a> {
             .unwrap_or_else(|| FieldKind::classify(field.name(), self.masker, self.rules.detection))
     }
 
-    /// Routes one value by its field's kind; `value` is only built when it is needed.
-    fn record(&mut self, field: &Field, value: impl FnOnce() -> FieldValue) {
+    /// Routes one value by its field's kind; `value` is only converted when, and as far as, it
+    /// is needed.
+    fn record(&mut self, field: &Field, raw: impl Raw) {
         let name = field.name();
         match self.kind(field) {
             FieldKind::Plain => {
                 if self.collect_plain {
-                    self.fields.plain.push((Key::Borrowed(name), value()));
+                    self.fields.plain.push((Key::Borrowed(name), raw.value()));
                 }
             }
             FieldKind::ClientIp { rank } => {
-                let value = value();
+                let value = raw.value();
                 if let Ok(ip) = value.to_string().trim().parse::<std::net::IpAddr>() {
                     if self.fields.client_ip.map_or(true, |(_, r)| rank < r) {
                         self.fields.client_ip = Some((tracing_usr_core::blocking::canonical_ip(ip), rank));
@@ -149,7 +151,7 @@ impl<'a> Collector<'a> {
                 }
             }
             FieldKind::UserAgent => {
-                let value = value();
+                let value = raw.value();
                 // `http.useragent` wins over `user_agent.original`.
                 if self.fields.user_agent.is_none() || name == "http.useragent" {
                     let mut text = value.to_string();
@@ -169,24 +171,24 @@ impl<'a> Collector<'a> {
             }
             FieldKind::Message => {
                 if self.collect_plain {
-                    self.fields.message = Some(into_text(value()));
+                    self.fields.message = Some(into_text(raw.value()));
                 }
             }
             FieldKind::Token | FieldKind::IdentityExtra { masked: true } => {
-                self.usr(name, true, || REDACTED.to_owned());
+                self.usr(name, true, || Text::from(REDACTED));
             }
             FieldKind::IdentityExtra { masked: false } => {
                 let masker = self.masker;
                 self.usr(name, true, || {
-                    let text = into_text(value());
+                    let text = raw.text();
                     match masker.mask_value(&text) {
                         std::borrow::Cow::Borrowed(_) => text,
-                        std::borrow::Cow::Owned(masked) => masked,
+                        std::borrow::Cow::Owned(masked) => masked.into(),
                     }
                 });
             }
-            FieldKind::Identity => self.usr(name, true, || into_text(value())),
-            FieldKind::Event | FieldKind::Exists => self.usr(name, false, || into_text(value())),
+            FieldKind::Identity => self.usr(name, true, || raw.text()),
+            FieldKind::Event | FieldKind::Exists => self.usr(name, false, || raw.text()),
         }
     }
 }
@@ -198,41 +200,98 @@ fn into_text(value: FieldValue) -> String {
     }
 }
 
+/// A value as the visitor received it: converted to an exported field value or to an identity
+/// value only when its field needs it.
+trait Raw: Sized {
+    fn value(self) -> FieldValue;
+
+    /// The value as identity text (strings and formatted values without an intermediate
+    /// `String`).
+    fn text(self) -> Text {
+        into_text(self.value()).into()
+    }
+}
+
+/// Numbers and booleans.
+struct Scalar(FieldValue);
+
+impl Raw for Scalar {
+    fn value(self) -> FieldValue {
+        self.0
+    }
+}
+
+struct Str<'a>(&'a str);
+
+impl Raw for Str<'_> {
+    fn value(self) -> FieldValue {
+        FieldValue::Str(self.0.to_owned())
+    }
+
+    fn text(self) -> Text {
+        Text::from(self.0)
+    }
+}
+
+struct Dbg<'a>(&'a dyn fmt::Debug);
+
+impl Raw for Dbg<'_> {
+    fn value(self) -> FieldValue {
+        FieldValue::Str(format!("{:?}", self.0))
+    }
+
+    fn text(self) -> Text {
+        Text::debug(self.0)
+    }
+}
+
+struct Error<'a>(&'a (dyn std::error::Error + 'static));
+
+impl Raw for Error<'_> {
+    fn value(self) -> FieldValue {
+        FieldValue::Str(self.0.to_string())
+    }
+
+    fn text(self) -> Text {
+        Text::display(self.0)
+    }
+}
+
 impl Visit for Collector<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.record(field, || FieldValue::F64(value));
+        self.record(field, Scalar(FieldValue::F64(value)));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.record(field, || FieldValue::I64(value));
+        self.record(field, Scalar(FieldValue::I64(value)));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.record(field, || FieldValue::U64(value));
+        self.record(field, Scalar(FieldValue::U64(value)));
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.record(field, || FieldValue::Str(value.to_string()));
+        self.record(field, Scalar(FieldValue::Str(value.to_string())));
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.record(field, || FieldValue::Str(value.to_string()));
+        self.record(field, Scalar(FieldValue::Str(value.to_string())));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.record(field, || FieldValue::Bool(value));
+        self.record(field, Scalar(FieldValue::Bool(value)));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.record(field, || FieldValue::Str(value.to_owned()));
+        self.record(field, Str(value));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.record(field, || FieldValue::Str(value.to_string()));
+        self.record(field, Error(value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.record(field, || FieldValue::Str(format!("{value:?}")));
+        self.record(field, Dbg(value));
     }
 }
 
