@@ -174,6 +174,7 @@ impl DenyList {
 
     /// Whether the list never held an entry (then nothing needs checking): empty replacements
     /// do not count.
+    #[inline]
     pub fn is_unused(&self) -> bool {
         !self.used.load(Ordering::Relaxed)
     }

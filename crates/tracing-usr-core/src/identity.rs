@@ -67,7 +67,14 @@ impl IdentityBucket {
         if value.is_empty() {
             return;
         }
-        if is_key(&key, keys::USR_ID) && self.id().is_some_and(|id| id != value.as_str()) {
+        let is_id = is_key(&key, keys::USR_ID);
+        self.write_nonempty(key, value, is_id);
+    }
+
+    /// [`IdentityBucket::write_one`] for a non-empty value; `is_id`: whether `key` is `usr.id`.
+    #[inline]
+    fn write_nonempty(&mut self, key: Key, value: Text, is_id: bool) {
+        if is_id && self.id().is_some_and(|id| id != value.as_str()) {
             self.entries.clear();
         }
         match self.entries.iter_mut().find(|(k, _)| same_key(k, &key)) {
@@ -77,6 +84,7 @@ impl IdentityBucket {
     }
 
     /// The value of `key`, if held.
+    #[inline]
     pub fn get(&self, key: &str) -> Option<&str> {
         self.entries
             .iter()
@@ -85,6 +93,7 @@ impl IdentityBucket {
     }
 
     /// The `usr.id`, if held.
+    #[inline]
     pub fn id(&self) -> Option<&str> {
         self.get(keys::USR_ID)
     }
@@ -122,6 +131,7 @@ impl IdentityBucket {
 /// assert_eq!(apply_mode(Mode::Anonymization, "usr.email", "a@b.c".to_owned(), &a), None);
 /// assert_eq!(apply_mode(Mode::Disabled, "usr.id", "user-1".to_owned(), &a), None);
 /// ```
+#[inline]
 pub fn apply_mode<V>(mode: Mode, key: &str, value: V, anonymizer: &Anonymizer) -> Option<V>
 where
     V: AsRef<str> + From<String>,
@@ -304,18 +314,17 @@ impl TraceIdentity {
             if value.is_empty() {
                 continue;
             }
-            match key.as_ref() {
-                keys::USR_ID => {
-                    if self.field.id().is_some_and(|id| id != value.as_str()) {
-                        // The bucket is about to be cleared: the login copy keeps its value.
-                        self.private_login.detach(&self.field, keys::USR_LOGIN);
-                    }
-                    self.private_id = Private::Field;
+            let is_id = is_key(&key, keys::USR_ID);
+            if is_id {
+                if self.field.id().is_some_and(|id| id != value.as_str()) {
+                    // The bucket is about to be cleared: the login copy keeps its value.
+                    self.private_login.detach(&self.field, keys::USR_LOGIN);
                 }
-                keys::USR_LOGIN => self.private_login = Private::Field,
-                _ => {}
+                self.private_id = Private::Field;
+            } else if is_key(&key, keys::USR_LOGIN) {
+                self.private_login = Private::Field;
             }
-            self.field.write_one(key, value);
+            self.field.write_nonempty(key, value, is_id);
         }
     }
 
@@ -377,6 +386,7 @@ impl TraceIdentity {
 
     /// Bumps the version for a field-path write, unless an SDK user in force hides the field
     /// bucket from [`TraceIdentity::current`].
+    #[inline]
     fn field_changed(&mut self) {
         if self.logged_out || self.sdk.id().is_none() {
             self.version += 1;

@@ -78,6 +78,7 @@ pub struct Text(compact_str::CompactString);
 
 impl Text {
     /// The text.
+    #[inline]
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
@@ -103,18 +104,21 @@ impl Text {
 
 impl std::ops::Deref for Text {
     type Target = str;
+    #[inline]
     fn deref(&self) -> &str {
         self.0.as_str()
     }
 }
 
 impl AsRef<str> for Text {
+    #[inline]
     fn as_ref(&self) -> &str {
         self.0.as_str()
     }
 }
 
 impl From<&str> for Text {
+    #[inline]
     fn from(value: &str) -> Self {
         Self(compact_str::CompactString::new(value))
     }
@@ -133,12 +137,14 @@ impl From<Text> for String {
 }
 
 impl PartialEq<str> for Text {
+    #[inline]
     fn eq(&self, other: &str) -> bool {
         self.0.as_str() == other
     }
 }
 
 impl PartialEq<&str> for Text {
+    #[inline]
     fn eq(&self, other: &&str) -> bool {
         self.0.as_str() == *other
     }

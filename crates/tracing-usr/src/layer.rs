@@ -24,7 +24,7 @@ use tracing_usr_export::{
     Exporter, Level, LogRecord, Pipeline, PipelineConfig, PipelineStats, Record, TimeoutError,
 };
 
-use crate::callsite::CallsiteCache;
+use crate::callsite::{CallsiteCache, InfoRef};
 use crate::state::{unix_nanos, RootState, SpanData, SpanState};
 use crate::visit::{split_span_fields, Collector, Fields, IdentityRules};
 
@@ -467,10 +467,13 @@ fn with_state<R>(
     if let Some(state) = ext.get_mut::<RootState>() {
         return f(state);
     }
-    let mut state = RootState::new();
-    let result = f(&mut state);
-    ext.insert(state);
-    result
+    // Built in its box rather than on the stack and moved (the state is a few hundred bytes).
+    ext.insert(RootState::new());
+    match ext.get_mut::<RootState>() {
+        Some(state) => f(state),
+        // Not reached: inserted just above.
+        None => f(&mut RootState::new()),
+    }
 }
 
 impl Fields {
@@ -614,30 +617,17 @@ fn level(meta: &Metadata<'_>) -> Level {
     }
 }
 
-impl<S> Layer<S> for UserLayer
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_register_dispatch(&self, subscriber: &Dispatch) {
-        self.shared.signals.set_dispatch(subscriber);
-        self.shared.emit_warnings(subscriber);
-    }
-
-    fn on_layer(&mut self, _subscriber: &mut S) {
-        self.with_root = with_root_of::<S>;
-        self.with_span = with_span_of::<S>;
-    }
-
-    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
-        let _ = self.shared.callsites.get(metadata);
-        Interest::always()
-    }
-
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+/// The bodies of the layer's callbacks, out of line: the callbacks themselves only decide,
+/// from the callsite, whether there is anything to do.
+impl UserLayer {
+    #[inline(never)]
+    fn new_span<S>(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>, info: InfoRef<'_>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
         let shared = &*self.shared;
         let exporting = shared.pipeline.is_some();
-        let info = shared.callsites.get(attrs.metadata());
-        if (!exporting && !info.has_usr) || self.inert() || (exporting && is_export_thread()) {
+        if self.inert() || (exporting && is_export_thread()) {
             return;
         }
         let mut collector = Collector::new(&info, shared, exporting);
@@ -708,44 +698,15 @@ where
         }
     }
 
-    fn on_record(&self, id: &Id, values: &SpanFields<'_>, ctx: Context<'_, S>) {
-        let shared = &*self.shared;
-        if self.inert() || (shared.pipeline.is_some() && is_export_thread()) {
-            return;
-        }
-        let Some(span) = ctx.span(id) else { return };
-        let info = shared.callsites.get(span.metadata());
-        let exporting = shared.pipeline.is_some();
-        if !exporting && !info.has_usr {
-            return;
-        }
-        let mut collector = Collector::new(&info, shared, exporting);
-        values.record(&mut collector);
-        let fields = &mut collector.fields;
-        if !fields.plain.is_empty() {
-            let mut ext = span.extensions_mut();
-            if let Some(data) = ext.get_mut::<SpanState>().and_then(|s| s.data.as_mut()) {
-                split_span_fields(fields.plain.drain(..), &mut data.meta, &mut data.metrics);
-            }
-        }
-        if !fields.has_root_input(true) {
-            return;
-        }
-        let is_root = fields.has_root_only_input() && span.parent().is_none();
-        if !fields.has_root_input(is_root) {
-            return;
-        }
-        if let Some(root) = root_of(span, exporting, |id| ctx.span(id)) {
-            apply_on(&root, fields, is_root, shared);
-        }
-    }
-
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+    #[inline(never)]
+    fn event<S>(&self, event: &Event<'_>, ctx: Context<'_, S>, info: InfoRef<'_>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
         let shared = &*self.shared;
         let meta = event.metadata();
         let pipeline = self.exporting();
-        let info = shared.callsites.get(meta);
-        if (pipeline.is_none() && !info.has_usr) || self.inert() || is_export_thread() {
+        if self.inert() || is_export_thread() {
             return;
         }
         let mut collector = Collector::new(&info, shared, pipeline.is_some() || info.has_event);
@@ -907,22 +868,31 @@ where
         }
     }
 
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+    #[inline(never)]
+    fn close_armed<S>(&self, id: Id, ctx: Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
         let shared = &*self.shared;
-        let Some(pipeline) = self.exporting() else {
-            // Not exporting: only a root holding detection work needs its close.
-            if shared.armed_roots.load(Ordering::Acquire) > 0 && !self.inert() {
-                if let Some(span) = ctx.span(&id) {
-                    let signals = span
-                        .extensions_mut()
-                        .get_mut::<RootState>()
-                        .map(|state| close_detection(shared, state))
-                        .unwrap_or_default();
-                    shared.signals.enqueue(signals);
-                }
-            }
+        if self.inert() {
             return;
-        };
+        }
+        if let Some(span) = ctx.span(&id) {
+            let signals = span
+                .extensions_mut()
+                .get_mut::<RootState>()
+                .map(|state| close_detection(shared, state))
+                .unwrap_or_default();
+            shared.signals.enqueue(signals);
+        }
+    }
+
+    #[inline(never)]
+    fn close_exported<S>(&self, id: Id, ctx: Context<'_, S>, pipeline: &Pipeline)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let shared = &*self.shared;
         if self.inert() {
             return;
         }
@@ -1016,6 +986,86 @@ where
                         drop(ext);
                         pipeline.send_one(record);
                     }
+                }
+            }
+        }
+    }
+}
+
+impl<S> Layer<S> for UserLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        self.shared.signals.set_dispatch(subscriber);
+        self.shared.emit_warnings(subscriber);
+    }
+
+    fn on_layer(&mut self, _subscriber: &mut S) {
+        self.with_root = with_root_of::<S>;
+        self.with_span = with_span_of::<S>;
+    }
+
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        let _ = self.shared.callsites.get(metadata);
+        Interest::always()
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        // The common case (nothing exported, no `usr.*` field) returns here, before the frame
+        // of the full handler is set up.
+        let info = self.shared.callsites.get(attrs.metadata());
+        if self.shared.pipeline.is_some() || info.has_usr {
+            self.new_span(attrs, id, ctx, info);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &SpanFields<'_>, ctx: Context<'_, S>) {
+        let shared = &*self.shared;
+        if self.inert() || (shared.pipeline.is_some() && is_export_thread()) {
+            return;
+        }
+        let Some(span) = ctx.span(id) else { return };
+        let info = shared.callsites.get(span.metadata());
+        let exporting = shared.pipeline.is_some();
+        if !exporting && !info.has_usr {
+            return;
+        }
+        let mut collector = Collector::new(&info, shared, exporting);
+        values.record(&mut collector);
+        let fields = &mut collector.fields;
+        if !fields.plain.is_empty() {
+            let mut ext = span.extensions_mut();
+            if let Some(data) = ext.get_mut::<SpanState>().and_then(|s| s.data.as_mut()) {
+                split_span_fields(fields.plain.drain(..), &mut data.meta, &mut data.metrics);
+            }
+        }
+        if !fields.has_root_input(true) {
+            return;
+        }
+        let is_root = fields.has_root_only_input() && span.parent().is_none();
+        if !fields.has_root_input(is_root) {
+            return;
+        }
+        if let Some(root) = root_of(span, exporting, |id| ctx.span(id)) {
+            apply_on(&root, fields, is_root, shared);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let info = self.shared.callsites.get(event.metadata());
+        if self.shared.pipeline.is_some() || info.has_usr {
+            self.event(event, ctx, info);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        match &self.shared.pipeline {
+            Some(pipeline) => self.close_exported(id, ctx, pipeline),
+            // Not exporting: only a root holding detection work needs its close.
+            None => {
+                if self.shared.armed_roots.load(Ordering::Acquire) > 0 {
+                    self.close_armed(id, ctx);
                 }
             }
         }
