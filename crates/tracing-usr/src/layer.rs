@@ -190,6 +190,19 @@ impl Shared {
 
 type WithRoot = fn(&Dispatch, &Shared, &Id, &mut dyn FnMut(&Shared, &mut RootState)) -> bool;
 
+type WithCurrentRoot = fn(&Dispatch, &Shared, &mut dyn FnMut(&Shared, &mut RootState)) -> CurrentRoot;
+
+/// What [`UserLayer::with_current_root`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CurrentRoot {
+    /// The closure ran on the current trace's root.
+    Found,
+    /// The thread is in no span.
+    NoSpan,
+    /// The current span or its root is unknown to the subscriber.
+    Unknown,
+}
+
 /// What [`UserLayer::with_span`] hands its closure about the span itself.
 #[derive(Debug)]
 pub(crate) struct SpanAccess<'a> {
@@ -208,6 +221,7 @@ type WithSpan = fn(&Dispatch, &Id, &mut dyn FnMut(SpanAccess<'_>), &mut dyn FnMu
 pub struct UserLayer {
     pub(crate) shared: Arc<Shared>,
     with_root: WithRoot,
+    with_current_root: WithCurrentRoot,
     with_span: WithSpan,
 }
 
@@ -218,6 +232,10 @@ impl fmt::Debug for UserLayer {
 }
 
 static LAYERS: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+
+fn no_current_root(_: &Dispatch, _: &Shared, _: &mut dyn FnMut(&Shared, &mut RootState)) -> CurrentRoot {
+    CurrentRoot::Unknown
+}
 
 fn no_root(_: &Dispatch, _: &Shared, _: &Id, _: &mut dyn FnMut(&Shared, &mut RootState)) -> bool {
     false
@@ -269,6 +287,7 @@ impl UserLayer {
         Self {
             shared,
             with_root: no_root,
+            with_current_root: no_current_root,
             with_span: no_span,
         }
     }
@@ -296,6 +315,16 @@ impl UserLayer {
         on_root: &mut dyn FnMut(&mut RootState),
     ) -> bool {
         (self.with_span)(dispatch, id, on_span, on_root)
+    }
+
+    /// Runs `f` on the root of the current span's trace (one typed look-up of the current
+    /// span, where `Dispatch::current_span` and [`UserLayer::with_root`] would make two).
+    pub(crate) fn with_current_root(
+        &self,
+        dispatch: &Dispatch,
+        f: &mut dyn FnMut(&Shared, &mut RootState),
+    ) -> CurrentRoot {
+        (self.with_current_root)(dispatch, &self.shared, f)
     }
 
     pub(crate) fn with_root(
@@ -488,6 +517,7 @@ impl Fields {
     /// user agent count only when the record is the root's own (`is_root`). Returns the signals
     /// of events that were waiting for the client IP.
     #[must_use]
+    #[inline]
     fn apply(
         &mut self,
         is_root: bool,
@@ -497,6 +527,22 @@ impl Fields {
         if !self.identity.is_empty() {
             state.trace.identity.record_field(self.identity.drain(..));
         }
+        if is_root || self.blocked_user.is_some() {
+            self.apply_rest(is_root, state, shared)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// [`Fields::apply`] past the identity: client IP, user agent, blocked user.
+    #[must_use]
+    #[inline(never)]
+    fn apply_rest(
+        &mut self,
+        is_root: bool,
+        state: &mut RootState,
+        shared: &Shared,
+    ) -> Vec<crate::detection::Signal> {
         let mut signals = Vec::new();
         if is_root {
             if let Some(user_agent) = self.user_agent.take() {
@@ -564,6 +610,32 @@ where
     };
     with_state(&mut root.extensions_mut(), |state| f(shared, state));
     true
+}
+
+fn with_current_root_of<S>(
+    dispatch: &Dispatch,
+    shared: &Shared,
+    f: &mut dyn FnMut(&Shared, &mut RootState),
+) -> CurrentRoot
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let Some(subscriber) = dispatch.downcast_ref::<S>() else {
+        return CurrentRoot::Unknown;
+    };
+    let current = subscriber.current_span();
+    let Some(id) = current.id() else {
+        return CurrentRoot::NoSpan;
+    };
+    let stored = shared.pipeline.is_some();
+    let Some(root) = subscriber
+        .span(id)
+        .and_then(|span| root_of(span, stored, |id| subscriber.span(id)))
+    else {
+        return CurrentRoot::Unknown;
+    };
+    with_state(&mut root.extensions_mut(), |state| f(shared, state));
+    CurrentRoot::Found
 }
 
 fn with_span_of<S>(
@@ -1003,6 +1075,7 @@ where
 
     fn on_layer(&mut self, _subscriber: &mut S) {
         self.with_root = with_root_of::<S>;
+        self.with_current_root = with_current_root_of::<S>;
         self.with_span = with_span_of::<S>;
     }
 

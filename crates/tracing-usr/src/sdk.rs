@@ -8,7 +8,8 @@ use tracing_usr_core::blocking::BlockReason;
 use tracing_usr_core::identity::Tags;
 use tracing_usr_core::{IdentityBucket, Masker, User};
 
-use crate::layer::{DefaultUser, Shared, UserLayer};
+use crate::layer::{CurrentRoot, DefaultUser, Shared, UserLayer};
+use crate::state::RootState;
 
 /// Why an SDK call wrote nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,10 +89,15 @@ pub(crate) fn identify_with(user: &User, propagate: bool) -> Result<(), SdkError
     if user.id().is_empty() {
         return Err(SdkError::MissingArgument("id"));
     }
-    with_layer(|dispatch, layer, span| identify_in(dispatch, layer, span, user, propagate))
-        .unwrap_or(Err(SdkError::NoLayer))
+    tracing::dispatcher::get_default(|dispatch| {
+        let layer = dispatch.downcast_ref::<UserLayer>()?;
+        Some(identify_in(dispatch, layer, None, user, propagate))
+    })
+    .unwrap_or(Err(SdkError::NoLayer))
 }
 
+/// `span`: the span whose trace gets the user; `None` for the current span (or the process-wide
+/// default outside any span).
 fn identify_in(
     dispatch: &Dispatch,
     layer: &UserLayer,
@@ -104,48 +110,50 @@ fn identify_in(
         .deny
         .is_user_blocked(user.id())
         .then(crate::ids::security_response_id);
-    match span {
-        None => {
+    // A user without free-form attributes needs no masking: the trace keeps the user itself (a
+    // cheap clone) and derives its tags when they are exported.
+    let mut input = Some(if user.extra().is_empty() {
+        SdkInput::User(user.clone())
+    } else {
+        SdkInput::Tags(sdk_tags(user, &layer.shared.masker), user.token().cloned())
+    });
+    let mut record = |_: &Shared, state: &mut RootState| {
+        match input.take() {
+            Some(SdkInput::User(user)) => {
+                // Kept for `current_user()` should a later `set_user` merge tags in.
+                state.sdk_token = user.token().cloned();
+                state.trace.identity.record_sdk_user(user);
+            }
+            Some(SdkInput::Tags(tags, token)) => {
+                state.sdk_token = token;
+                state.trace.identity.record_sdk(tags);
+            }
+            None => return,
+        }
+        if propagate {
+            state.trace.propagate_user_id(user.id());
+        }
+        if let Some(rid) = &blocked {
+            state
+                .trace
+                .block(BlockReason::User(user.id().to_owned()), rid.clone());
+        }
+    };
+    let found = match span {
+        None => layer.with_current_root(dispatch, &mut record),
+        Some(id) if layer.with_root(dispatch, id, &mut record) => CurrentRoot::Found,
+        Some(_) => CurrentRoot::Unknown,
+    };
+    match found {
+        CurrentRoot::Found => {}
+        CurrentRoot::NoSpan => {
             let bucket = IdentityBucket::from_tags(sdk_tags(user, &layer.shared.masker));
             layer.shared.set_default_user(Some(DefaultUser {
                 user: user.clone(),
                 bucket,
             }));
         }
-        Some(id) => {
-            // A user without free-form attributes needs no masking: the trace keeps the user
-            // itself (a cheap clone) and derives its tags when they are exported.
-            let mut input = Some(if user.extra().is_empty() {
-                SdkInput::User(user.clone())
-            } else {
-                SdkInput::Tags(sdk_tags(user, &layer.shared.masker), user.token().cloned())
-            });
-            let found = layer.with_root(dispatch, id, &mut |_: &Shared, state| {
-                match input.take() {
-                    Some(SdkInput::User(user)) => {
-                        // Kept for `current_user()` should a later `set_user` merge tags in.
-                        state.sdk_token = user.token().cloned();
-                        state.trace.identity.record_sdk_user(user);
-                    }
-                    Some(SdkInput::Tags(tags, token)) => {
-                        state.sdk_token = token;
-                        state.trace.identity.record_sdk(tags);
-                    }
-                    None => return,
-                }
-                if propagate {
-                    state.trace.propagate_user_id(user.id());
-                }
-                if let Some(rid) = &blocked {
-                    state
-                        .trace
-                        .block(BlockReason::User(user.id().to_owned()), rid.clone());
-                }
-            });
-            if !found {
-                return Err(SdkError::NoRoot);
-            }
-        }
+        CurrentRoot::Unknown => return Err(SdkError::NoRoot),
     }
     match blocked {
         Some(security_response_id) => Err(SdkError::Blocked { security_response_id }),

@@ -92,6 +92,9 @@ pub(crate) struct Collector<'a> {
     rules: IdentityRules<'a>,
     collect_plain: bool,
     keep_raw: bool,
+    /// A standard identity value goes into `fields.identity` as it is: identification mode,
+    /// no blocked users to check, values not kept raw.
+    as_is: bool,
     /// Dropped by hand (see the `Drop` impl): usually it ends up holding nothing.
     pub(crate) fields: std::mem::ManuallyDrop<Fields>,
 }
@@ -134,10 +137,12 @@ impl Fields {
 
 impl<'a> Collector<'a> {
     pub(crate) fn new(info: &'a CallsiteInfo, shared: &'a Shared, collect_plain: bool) -> Self {
+        let rules = IdentityRules::of(shared);
         Self {
             info,
             masker: &shared.masker,
-            rules: IdentityRules::of(shared),
+            as_is: rules.mode == Mode::Identification && rules.deny.is_none(),
+            rules,
             collect_plain,
             keep_raw: false,
             fields: std::mem::ManuallyDrop::new(Fields::default()),
@@ -147,6 +152,7 @@ impl<'a> Collector<'a> {
     /// Keeps the raw `usr.*` values (in [`Fields::usr`]) instead of applying the mode.
     pub(crate) fn keep_raw(mut self) -> Self {
         self.keep_raw = true;
+        self.as_is = false;
         self
     }
 
@@ -330,6 +336,16 @@ impl Visit for Collector<'_> {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
+        // The common identity value, without the general routing ([`IdentityRules::push`]
+        // does the same in this case).
+        if self.as_is && self.kind(field) == FieldKind::Identity {
+            if !value.is_empty() {
+                self.fields
+                    .identity
+                    .push((Key::Borrowed(field.name()), Text::from(value)));
+            }
+            return;
+        }
         self.record(field, Str(value));
     }
 
@@ -338,6 +354,13 @@ impl Visit for Collector<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.as_is && self.kind(field) == FieldKind::Identity {
+            let text = Text::debug(value);
+            if !text.is_empty() {
+                self.fields.identity.push((Key::Borrowed(field.name()), text));
+            }
+            return;
+        }
         self.record(field, Dbg(value));
     }
 }
