@@ -162,6 +162,7 @@ enum SdkIdentity {
 }
 
 impl SdkIdentity {
+    #[inline]
     fn id(&self) -> Option<&str> {
         match self {
             SdkIdentity::Empty => None,

@@ -598,9 +598,16 @@ fn with_root_of<S>(
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let Some(subscriber) = dispatch.downcast_ref::<S>() else {
-        return false;
-    };
+    dispatch
+        .downcast_ref::<S>()
+        .is_some_and(|subscriber| on_root_of(subscriber, shared, id, f))
+}
+
+/// Runs `f` on the state of the local root of span `id`; `false` when the span is unknown.
+fn on_root_of<S>(subscriber: &S, shared: &Shared, id: &Id, f: &mut dyn FnMut(&Shared, &mut RootState)) -> bool
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
     let stored = shared.pipeline.is_some();
     let Some(root) = subscriber
         .span(id)
@@ -627,15 +634,11 @@ where
     let Some(id) = current.id() else {
         return CurrentRoot::NoSpan;
     };
-    let stored = shared.pipeline.is_some();
-    let Some(root) = subscriber
-        .span(id)
-        .and_then(|span| root_of(span, stored, |id| subscriber.span(id)))
-    else {
-        return CurrentRoot::Unknown;
-    };
-    with_state(&mut root.extensions_mut(), |state| f(shared, state));
-    CurrentRoot::Found
+    if on_root_of(subscriber, shared, id, f) {
+        CurrentRoot::Found
+    } else {
+        CurrentRoot::Unknown
+    }
 }
 
 fn with_span_of<S>(

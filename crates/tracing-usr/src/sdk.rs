@@ -110,25 +110,16 @@ fn identify_in(
         .deny
         .is_user_blocked(user.id())
         .then(crate::ids::security_response_id);
-    // A user without free-form attributes needs no masking: the trace keeps the user itself (a
-    // cheap clone) and derives its tags when they are exported.
-    let mut input = Some(if user.extra().is_empty() {
-        SdkInput::User(user.clone())
-    } else {
-        SdkInput::Tags(sdk_tags(user, &layer.shared.masker), user.token().cloned())
-    });
+    // Free-form attributes are masked before the root is locked. Without them there is nothing
+    // to mask: the trace keeps the user itself (a cheap clone) and derives its tags when they
+    // are exported.
+    let mut tags = (!user.extra().is_empty()).then(|| sdk_tags(user, &layer.shared.masker));
     let mut record = |_: &Shared, state: &mut RootState| {
-        match input.take() {
-            Some(SdkInput::User(user)) => {
-                // Kept for `current_user()` should a later `set_user` merge tags in.
-                state.sdk_token = user.token().cloned();
-                state.trace.identity.record_sdk_user(user);
-            }
-            Some(SdkInput::Tags(tags, token)) => {
-                state.sdk_token = token;
-                state.trace.identity.record_sdk(tags);
-            }
-            None => return,
+        // Kept for `current_user()` should a later `set_user` merge tags in.
+        state.sdk_token = user.token().cloned();
+        match tags.take() {
+            None => state.trace.identity.record_sdk_user(user.clone()),
+            Some(tags) => state.trace.identity.record_sdk(tags),
         }
         if propagate {
             state.trace.propagate_user_id(user.id());
@@ -159,12 +150,6 @@ fn identify_in(
         Some(security_response_id) => Err(SdkError::Blocked { security_response_id }),
         None => Ok(()),
     }
-}
-
-/// What `identify` records on the root.
-enum SdkInput {
-    User(User),
-    Tags(Tags, Option<tracing_usr_core::Secret>),
 }
 
 /// Whether `user_id` is on the blocked-user list of the current subscriber's layer (exact match,

@@ -178,6 +178,11 @@ impl<'a> Collector<'a> {
     #[inline]
     fn record(&mut self, field: &Field, raw: impl Raw) {
         let kind = self.kind(field);
+        self.record_kind(field, kind, raw);
+    }
+
+    #[inline]
+    fn record_kind(&mut self, field: &Field, kind: FieldKind, raw: impl Raw) {
         if self.collect_plain || !matches!(kind, FieldKind::Plain | FieldKind::Masked | FieldKind::Message) {
             self.route(field, kind, raw);
         }
@@ -338,7 +343,8 @@ impl Visit for Collector<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         // The common identity value, without the general routing ([`IdentityRules::push`]
         // does the same in this case).
-        if self.as_is && self.kind(field) == FieldKind::Identity {
+        let kind = self.kind(field);
+        if kind == FieldKind::Identity && self.as_is {
             if !value.is_empty() {
                 self.fields
                     .identity
@@ -346,7 +352,7 @@ impl Visit for Collector<'_> {
             }
             return;
         }
-        self.record(field, Str(value));
+        self.record_kind(field, kind, Str(value));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
@@ -354,14 +360,15 @@ impl Visit for Collector<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.as_is && self.kind(field) == FieldKind::Identity {
+        let kind = self.kind(field);
+        if kind == FieldKind::Identity && self.as_is {
             let text = Text::debug(value);
             if !text.is_empty() {
                 self.fields.identity.push((Key::Borrowed(field.name()), text));
             }
             return;
         }
-        self.record(field, Dbg(value));
+        self.record_kind(field, kind, Dbg(value));
     }
 }
 
