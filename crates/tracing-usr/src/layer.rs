@@ -24,7 +24,7 @@ use tracing_usr_export::{
     Exporter, Level, LogRecord, Pipeline, PipelineConfig, PipelineStats, Record, TimeoutError,
 };
 
-use crate::callsite::{CallsiteCache, InfoRef};
+use crate::callsite::{CallsiteCache, CallsiteInfo, InfoRef};
 use crate::state::{unix_nanos, RootState, SpanData, SpanState};
 use crate::visit::{split_span_fields, Collector, Fields, IdentityRules};
 
@@ -701,29 +701,43 @@ impl UserLayer {
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let shared = &*self.shared;
-        let exporting = shared.pipeline.is_some();
-        if self.inert() || (exporting && is_export_thread()) {
+        if self.inert() {
             return;
         }
-        let mut collector = Collector::new(&info, shared, exporting);
-        attrs.record(&mut collector);
-        let fields = &mut collector.fields;
-        if !exporting {
-            // Nothing to export: only identity and blocking matter, and the root is found by
-            // walking up.
-            if fields.has_root_input(true) {
-                if let Some(span) = ctx.span(id) {
-                    // Only a root's client IP counts; the parent lookup is needed only then.
-                    let is_root = fields.has_root_only_input() && span.parent().is_none();
-                    if fields.has_root_input(is_root) {
-                        if let Some(root) = root_of(span, false, |id| ctx.span(id)) {
-                            apply_on(&root, fields, is_root, shared);
-                        }
-                    }
-                }
+        if shared.pipeline.is_some() {
+            if !is_export_thread() {
+                self.new_span_exported(attrs, id, ctx, &info);
             }
             return;
         }
+        // Nothing to export: only identity and blocking matter, and the root is found by walking
+        // up.
+        let mut collector = Collector::new(&info, shared, false);
+        attrs.record(&mut collector);
+        let fields = &mut collector.fields;
+        if fields.has_root_input(true) {
+            if let Some(span) = ctx.span(id) {
+                // Only a root's client IP counts; the parent lookup is needed only then.
+                let is_root = fields.has_root_only_input() && span.parent().is_none();
+                if fields.has_root_input(is_root) {
+                    if let Some(root) = root_of(span, false, |id| ctx.span(id)) {
+                        apply_on(&root, fields, is_root, shared);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`UserLayer::new_span`] when exporting: the span's export data, its root and trace ids.
+    #[inline(never)]
+    fn new_span_exported<S>(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>, info: &CallsiteInfo)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let shared = &*self.shared;
+        let mut collector = Collector::new(info, shared, true);
+        attrs.record(&mut collector);
+        let fields = &mut collector.fields;
         let Some(span) = ctx.span(id) else { return };
         let (root, trace_id, parent_span_id) = match span.parent() {
             None => (None, None, None),
