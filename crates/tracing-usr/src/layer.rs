@@ -608,14 +608,35 @@ fn on_root_of<S>(subscriber: &S, shared: &Shared, id: &Id, f: &mut dyn FnMut(&Sh
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    use tracing_subscriber::registry::SpanData;
+    // As `root_of`, on the registry's span data directly (this path has no per-layer filter to
+    // apply, and skips building a `SpanRef` per step).
     let stored = shared.pipeline.is_some();
-    let Some(root) = subscriber
-        .span(id)
-        .and_then(|span| root_of(span, stored, |id| subscriber.span(id)))
-    else {
+    let Some(mut data) = subscriber.span_data(id) else {
         return false;
     };
-    with_state(&mut root.extensions_mut(), |state| f(shared, state));
+    loop {
+        if stored {
+            let root = data.extensions().get::<SpanState>().map(|s| s.root.clone());
+            match root {
+                Some(None) => break,
+                Some(Some(root)) => match subscriber.span_data(&root) {
+                    Some(root) => {
+                        data = root;
+                        break;
+                    }
+                    None => return false,
+                },
+                None => {}
+            }
+        }
+        let Some(parent) = data.parent() else { break };
+        let Some(parent) = subscriber.span_data(parent) else {
+            break;
+        };
+        data = parent;
+    }
+    with_state(&mut data.extensions_mut(), |state| f(shared, state));
     true
 }
 
@@ -1101,6 +1122,7 @@ where
         Interest::always()
     }
 
+    #[inline]
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         // The common case (nothing exported, no `usr.*` field) returns here, before the frame
         // of the full handler is set up.
@@ -1142,6 +1164,7 @@ where
         }
     }
 
+    #[inline]
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let info = self.shared.callsites.get(event.metadata());
         if self.shared.pipeline.is_some() || info.has_usr {
@@ -1149,6 +1172,7 @@ where
         }
     }
 
+    #[inline]
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         match &self.shared.pipeline {
             Some(pipeline) => self.close_exported(id, ctx, pipeline),

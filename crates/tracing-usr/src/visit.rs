@@ -104,6 +104,7 @@ impl Drop for Collector<'_> {
     /// nothing else collected while nothing is exported), and such a `Fields` needs no drop:
     /// skipping its drop glue (seven fields, two out-of-line `SmallVec` drops) is a measurable
     /// part of the layer's per-span cost. Anything that may own memory is dropped as usual.
+    #[inline]
     fn drop(&mut self) {
         if !self.fields.is_bare() {
             drop(std::mem::take(&mut *self.fields));
@@ -113,6 +114,7 @@ impl Drop for Collector<'_> {
 
 impl Fields {
     /// Whether this owns no heap memory (so not running its drop glue leaks nothing).
+    #[inline]
     fn is_bare(&self) -> bool {
         // Destructured so that a new field cannot be forgotten here.
         let Fields {
@@ -136,6 +138,7 @@ impl Fields {
 }
 
 impl<'a> Collector<'a> {
+    #[inline]
     pub(crate) fn new(info: &'a CallsiteInfo, shared: &'a Shared, collect_plain: bool) -> Self {
         let rules = IdentityRules::of(shared);
         Self {
