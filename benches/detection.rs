@@ -19,7 +19,7 @@
 //! | login success | 1.81 µs | 2.17 µs | 1.20× (+0.36 µs) | 28 → 32 |
 //!
 //! Instructions (`TRACING_USR_BENCH=instructions:<rung>:<n>` under callgrind, 20,000 requests,
-//! set-up subtracted): failure 12.4 k off, 14.8 k on (1.20×); success 14.2 k off, 16.1 k on
+//! set-up subtracted): failure 12.2 k off, 14.7 k on (1.20×); success 14.4 k off, 16.4 k on
 //! (1.14×). The detector itself (`Detector::observe`: two keyed hashes, two shard locks, a ring
 //! push, a distinct-set update) is about 0.6 k of the difference, reading the event's inputs
 //! from its tags 0.3 k, the user agent's copy and the waiting observation the rest. (Before the

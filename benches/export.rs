@@ -24,9 +24,9 @@
 //!
 //! | rung | instructions / request | ratio to otel_otlp | time / request | allocations |
 //! |---|---|---|---|---|
-//! | usr_datadog (traces + Datadog log lines) | 55.6 k | 0.28 | 7.3 µs | 42 |
-//! | usr_otlp (traces with span events + OTLP logs) | 129 k | 0.65 | 6.5 µs | 143 |
-//! | otel_otlp (traces with span events + OTLP logs) | 198 k | 1.00 | 13.4 µs | 205 |
+//! | usr_datadog (traces + Datadog log lines) | 54.2 k | 0.27 | 5.9 µs | 35 |
+//! | usr_otlp (traces with span events + OTLP logs) | 128 k | 0.64 | 5.1 µs | 139 |
+//! | otel_otlp (traces with span events + OTLP logs) | 198 k | 1.00 | 11.7 µs | 205 |
 //!
 //! The comparison pipeline's queues are sized so it drops nothing in an instructions run: under
 //! callgrind the threads run one at a time, and with the default queues (2,048) it dropped part
