@@ -8,6 +8,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use crate::exporter::{ExportError, ExportErrorKind, Exporter};
 use crate::http::{Request, RetryPolicy, Sender};
@@ -173,6 +174,58 @@ fn write_str(buf: &mut Vec<u8>, s: &str) {
     let _ = rmp::encode::write_str(buf, s);
 }
 
+/// The span model's field names, each encoded once by rmp and then copied: every span repeats
+/// them, and copying the encoded bytes costs a fraction of encoding them again.
+struct FieldNames {
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    parent_id: Vec<u8>,
+    name: Vec<u8>,
+    resource: Vec<u8>,
+    service: Vec<u8>,
+    kind: Vec<u8>,
+    start: Vec<u8>,
+    duration: Vec<u8>,
+    error: Vec<u8>,
+    meta: Vec<u8>,
+    metrics: Vec<u8>,
+}
+
+fn field_names() -> &'static FieldNames {
+    static NAMES: std::sync::OnceLock<FieldNames> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let encoded = |name: &str| {
+            let mut buf = Vec::with_capacity(name.len() + 1);
+            write_str(&mut buf, name);
+            buf
+        };
+        FieldNames {
+            trace_id: encoded("trace_id"),
+            span_id: encoded("span_id"),
+            parent_id: encoded("parent_id"),
+            name: encoded("name"),
+            resource: encoded("resource"),
+            service: encoded("service"),
+            kind: encoded("type"),
+            start: encoded("start"),
+            duration: encoded("duration"),
+            error: encoded("error"),
+            meta: encoded("meta"),
+            metrics: encoded("metrics"),
+        }
+    })
+}
+
+/// `value` as 16 lowercase hex digits (the upper half of a 128-bit trace id, `_dd.p.tid`).
+fn hex16(value: u64, out: &mut [u8; 16]) -> &str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = DIGITS[((value >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(out).unwrap_or("")
+}
+
 /// Encodes trace chunks (spans grouped by trace, in order) as the agent's v0.4 msgpack payload.
 /// Returns the payload and the number of chunks.
 pub fn encode_v04(spans: &[&SpanRecord], config: &DatadogConfig, rate: f64) -> (Vec<u8>, usize) {
@@ -228,28 +281,27 @@ pub fn encode_v04(spans: &[&SpanRecord], config: &DatadogConfig, rate: f64) -> (
 
 fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rate: f64) {
     let has = |key: &str| span.meta.iter().any(|(k, _)| k == key);
+    let names = field_names();
+    let mut tid = [0u8; 16];
     // Extra meta entries: env, version, DD_TAGS (unless the span has them), and on the local
     // root the language, the upper trace-id bits and a sampling decision.
-    let mut extra: Vec<(&str, std::borrow::Cow<'_, str>)> = Vec::new();
+    let mut extra: SmallVec<[(&str, &str); 8]> = SmallVec::new();
     if let Some(env) = config.env.as_ref().filter(|_| !has("env")) {
-        extra.push(("env", env.as_str().into()));
+        extra.push(("env", env.as_str()));
     }
     if let Some(version) = config.version.as_ref().filter(|_| !has("version")) {
-        extra.push(("version", version.as_str().into()));
+        extra.push(("version", version.as_str()));
     }
     for (k, v) in &config.tags {
         if !has(k) {
-            extra.push((k, v.as_str().into()));
+            extra.push((k, v.as_str()));
         }
     }
-    let mut extra_metrics: Vec<(&str, f64)> = Vec::new();
+    let mut extra_metrics: SmallVec<[(&str, f64); 4]> = SmallVec::new();
     if span.local_root {
-        extra.push(("language", "rust".into()));
+        extra.push(("language", "rust"));
         if span.trace_id >> 64 != 0 {
-            extra.push((
-                "_dd.p.tid",
-                format!("{:016x}", (span.trace_id >> 64) as u64).into(),
-            ));
+            extra.push(("_dd.p.tid", hex16((span.trace_id >> 64) as u64, &mut tid)));
         }
         extra_metrics.push(("_dd.top_level", 1.0));
         if !span.metrics.iter().any(|(k, _)| k == "_sampling_priority_v1") {
@@ -261,7 +313,7 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rat
             extra_metrics.push(("_sampling_priority_v1", priority));
             extra_metrics.push(("_dd.agent_psr", rate));
             if !has("_dd.p.dm") {
-                extra.push(("_dd.p.dm", "-1".into()));
+                extra.push(("_dd.p.dm", "-1"));
             }
         }
     }
@@ -271,31 +323,31 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rat
     let fields =
         9 + usize::from(span.parent_id.is_some()) + usize::from(span.error) + usize::from(metrics_len > 0);
     let _ = rmp::encode::write_map_len(buf, fields as u32);
-    write_str(buf, "trace_id");
+    buf.extend_from_slice(&names.trace_id);
     let _ = rmp::encode::write_uint(buf, span.trace_id as u64);
-    write_str(buf, "span_id");
+    buf.extend_from_slice(&names.span_id);
     let _ = rmp::encode::write_uint(buf, span.span_id);
     if let Some(parent) = span.parent_id {
-        write_str(buf, "parent_id");
+        buf.extend_from_slice(&names.parent_id);
         let _ = rmp::encode::write_uint(buf, parent);
     }
-    write_str(buf, "name");
+    buf.extend_from_slice(&names.name);
     write_str(buf, &span.name);
-    write_str(buf, "resource");
+    buf.extend_from_slice(&names.resource);
     write_str(buf, resource);
-    write_str(buf, "service");
+    buf.extend_from_slice(&names.service);
     write_str(buf, span.meta("service.name").unwrap_or(&config.service));
-    write_str(buf, "type");
+    buf.extend_from_slice(&names.kind);
     write_str(buf, span.meta("span.type").unwrap_or("custom"));
-    write_str(buf, "start");
+    buf.extend_from_slice(&names.start);
     let _ = rmp::encode::write_sint(buf, span.start_unix_nanos.min(i64::MAX as u64) as i64);
-    write_str(buf, "duration");
+    buf.extend_from_slice(&names.duration);
     let _ = rmp::encode::write_sint(buf, span.duration_nanos.min(i64::MAX as u64) as i64);
     if span.error {
-        write_str(buf, "error");
+        buf.extend_from_slice(&names.error);
         let _ = rmp::encode::write_sint(buf, 1);
     }
-    write_str(buf, "meta");
+    buf.extend_from_slice(&names.meta);
     let _ = rmp::encode::write_map_len(buf, (span.meta.len() + extra.len()) as u32);
     for (k, v) in &span.meta {
         write_str(buf, k);
@@ -306,7 +358,7 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rat
         write_str(buf, v);
     }
     if metrics_len > 0 {
-        write_str(buf, "metrics");
+        buf.extend_from_slice(&names.metrics);
         let _ = rmp::encode::write_map_len(buf, metrics_len as u32);
         for (k, v) in span
             .metrics

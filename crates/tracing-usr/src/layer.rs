@@ -460,6 +460,10 @@ impl Drop for ShutdownGuard {
     }
 }
 
+/// Room reserved for the tags a local root gets at its close (user tags, collection mode, private
+/// copies, sampling and propagation tags): the usual trace needs no regrowth.
+const ROOT_TAGS: usize = 12;
+
 /// The local root of `span`. When exporting, every tracked span stores its root id (one
 /// lookup); otherwise nothing is stored and the root is the outermost ancestor, reached by
 /// walking up.
@@ -783,6 +787,11 @@ impl UserLayer {
         };
         let mut data = SpanData::new(trace_id.unwrap_or_else(crate::ids::trace_id), parent_span_id);
         let span_trace_id = data.trace_id;
+        if root.is_none() {
+            // Room for the root's own fields and the trace's tags added at its close, so the
+            // tags do not make the list grow step by step.
+            data.meta.reserve(fields.plain.len() + ROOT_TAGS);
+        }
         split_span_fields(fields.plain.drain(..), &mut data.meta, &mut data.metrics);
         let mut ext = span.extensions_mut();
         ext.replace(SpanState {
@@ -1030,7 +1039,7 @@ impl UserLayer {
                     return;
                 };
                 let default = shared.default_bucket();
-                let mut tags = Tags::new();
+                let mut tags = Tags::with_capacity(ROOT_TAGS);
                 state
                     .trace
                     .finish(shared.mode, default.as_ref(), &mut tags, &mut record.metrics);
