@@ -174,48 +174,6 @@ fn write_str(buf: &mut Vec<u8>, s: &str) {
     let _ = rmp::encode::write_str(buf, s);
 }
 
-/// The span model's field names, each encoded once by rmp and then copied: every span repeats
-/// them, and copying the encoded bytes costs a fraction of encoding them again.
-struct FieldNames {
-    trace_id: Vec<u8>,
-    span_id: Vec<u8>,
-    parent_id: Vec<u8>,
-    name: Vec<u8>,
-    resource: Vec<u8>,
-    service: Vec<u8>,
-    kind: Vec<u8>,
-    start: Vec<u8>,
-    duration: Vec<u8>,
-    error: Vec<u8>,
-    meta: Vec<u8>,
-    metrics: Vec<u8>,
-}
-
-fn field_names() -> &'static FieldNames {
-    static NAMES: std::sync::OnceLock<FieldNames> = std::sync::OnceLock::new();
-    NAMES.get_or_init(|| {
-        let encoded = |name: &str| {
-            let mut buf = Vec::with_capacity(name.len() + 1);
-            write_str(&mut buf, name);
-            buf
-        };
-        FieldNames {
-            trace_id: encoded("trace_id"),
-            span_id: encoded("span_id"),
-            parent_id: encoded("parent_id"),
-            name: encoded("name"),
-            resource: encoded("resource"),
-            service: encoded("service"),
-            kind: encoded("type"),
-            start: encoded("start"),
-            duration: encoded("duration"),
-            error: encoded("error"),
-            meta: encoded("meta"),
-            metrics: encoded("metrics"),
-        }
-    })
-}
-
 /// `value` as 16 lowercase hex digits (the upper half of a 128-bit trace id, `_dd.p.tid`).
 fn hex16(value: u64, out: &mut [u8; 16]) -> &str {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -281,7 +239,6 @@ pub fn encode_v04(spans: &[&SpanRecord], config: &DatadogConfig, rate: f64) -> (
 
 fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rate: f64) {
     let has = |key: &str| span.meta.iter().any(|(k, _)| k == key);
-    let names = field_names();
     let mut tid = [0u8; 16];
     // Extra meta entries: env, version, DD_TAGS (unless the span has them), and on the local
     // root the language, the upper trace-id bits and a sampling decision.
@@ -323,31 +280,31 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rat
     let fields =
         9 + usize::from(span.parent_id.is_some()) + usize::from(span.error) + usize::from(metrics_len > 0);
     let _ = rmp::encode::write_map_len(buf, fields as u32);
-    buf.extend_from_slice(&names.trace_id);
+    write_str(buf, "trace_id");
     let _ = rmp::encode::write_uint(buf, span.trace_id as u64);
-    buf.extend_from_slice(&names.span_id);
+    write_str(buf, "span_id");
     let _ = rmp::encode::write_uint(buf, span.span_id);
     if let Some(parent) = span.parent_id {
-        buf.extend_from_slice(&names.parent_id);
+        write_str(buf, "parent_id");
         let _ = rmp::encode::write_uint(buf, parent);
     }
-    buf.extend_from_slice(&names.name);
+    write_str(buf, "name");
     write_str(buf, &span.name);
-    buf.extend_from_slice(&names.resource);
+    write_str(buf, "resource");
     write_str(buf, resource);
-    buf.extend_from_slice(&names.service);
+    write_str(buf, "service");
     write_str(buf, span.meta("service.name").unwrap_or(&config.service));
-    buf.extend_from_slice(&names.kind);
+    write_str(buf, "type");
     write_str(buf, span.meta("span.type").unwrap_or("custom"));
-    buf.extend_from_slice(&names.start);
+    write_str(buf, "start");
     let _ = rmp::encode::write_sint(buf, span.start_unix_nanos.min(i64::MAX as u64) as i64);
-    buf.extend_from_slice(&names.duration);
+    write_str(buf, "duration");
     let _ = rmp::encode::write_sint(buf, span.duration_nanos.min(i64::MAX as u64) as i64);
     if span.error {
-        buf.extend_from_slice(&names.error);
+        write_str(buf, "error");
         let _ = rmp::encode::write_sint(buf, 1);
     }
-    buf.extend_from_slice(&names.meta);
+    write_str(buf, "meta");
     let _ = rmp::encode::write_map_len(buf, (span.meta.len() + extra.len()) as u32);
     for (k, v) in &span.meta {
         write_str(buf, k);
@@ -358,7 +315,7 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rat
         write_str(buf, v);
     }
     if metrics_len > 0 {
-        buf.extend_from_slice(&names.metrics);
+        write_str(buf, "metrics");
         let _ = rmp::encode::write_map_len(buf, metrics_len as u32);
         for (k, v) in span
             .metrics
@@ -420,43 +377,47 @@ impl Exporter for DatadogExporter {
 
 /// A JSON object written piece by piece. Strings that need no escaping (the usual case) are
 /// copied as they are; the others, and floats, go through `serde_json`.
-struct JsonObject<'a, W: Write> {
-    out: &'a mut W,
+struct JsonObject<'a> {
+    out: &'a mut Vec<u8>,
     first: bool,
 }
 
-impl<'a, W: Write> JsonObject<'a, W> {
-    fn new(out: &'a mut W) -> serde_json::Result<Self> {
-        out.write_all(b"{").map_err(serde_json::Error::io)?;
-        Ok(Self { out, first: true })
+/// Writes one JSON object into a byte buffer: single bytes are pushed (a call to copy a
+/// one-byte slice costs several times more), and nothing can fail but `serde_json`'s fallback.
+impl<'a> JsonObject<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, first: true }
     }
 
-    fn write(&mut self, bytes: &[u8]) -> serde_json::Result<()> {
-        self.out.write_all(bytes).map_err(serde_json::Error::io)
+    #[inline]
+    fn separator(&mut self) {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(b',');
+        }
     }
 
     /// A key known to need no escaping.
-    fn raw_key(&mut self, key: &str) -> serde_json::Result<()> {
-        if !std::mem::take(&mut self.first) {
-            self.write(b",")?;
-        }
-        self.raw_str(key)?;
-        self.write(b":")
+    #[inline]
+    fn raw_key(&mut self, key: &str) {
+        self.separator();
+        self.raw_str(key);
+        self.out.push(b':');
     }
 
     fn key(&mut self, key: &str) -> serde_json::Result<()> {
-        if !std::mem::take(&mut self.first) {
-            self.write(b",")?;
-        }
+        self.separator();
         self.str(key)?;
-        self.write(b":")
+        self.out.push(b':');
+        Ok(())
     }
 
     /// A string known to need no escaping.
-    fn raw_str(&mut self, s: &str) -> serde_json::Result<()> {
-        self.write(b"\"")?;
-        self.write(s.as_bytes())?;
-        self.write(b"\"")
+    #[inline]
+    fn raw_str(&mut self, s: &str) {
+        self.out.push(b'"');
+        self.out.extend_from_slice(s.as_bytes());
+        self.out.push(b'"');
     }
 
     fn str(&mut self, s: &str) -> serde_json::Result<()> {
@@ -465,34 +426,48 @@ impl<'a, W: Write> JsonObject<'a, W> {
             .bytes()
             .fold(true, |plain, b| plain & (b >= 0x20) & (b != b'"') & (b != b'\\'));
         if plain {
-            self.raw_str(s)
+            self.raw_str(s);
+            Ok(())
         } else {
             serde_json::to_writer(&mut *self.out, s)
         }
     }
 
-    fn u64(&mut self, v: u64) -> serde_json::Result<()> {
-        self.write(itoa::Buffer::new().format(v).as_bytes())
+    #[inline]
+    fn u64(&mut self, v: u64) {
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
 
-    fn u64_str(&mut self, v: u64) -> serde_json::Result<()> {
-        self.write(b"\"")?;
-        self.u64(v)?;
-        self.write(b"\"")
+    #[inline]
+    fn u64_str(&mut self, v: u64) {
+        self.out.push(b'"');
+        self.u64(v);
+        self.out.push(b'"');
     }
 
     fn value(&mut self, v: &FieldValue) -> serde_json::Result<()> {
         match v {
             FieldValue::Str(s) => self.str(s),
-            FieldValue::I64(v) => self.write(itoa::Buffer::new().format(*v).as_bytes()),
-            FieldValue::U64(v) => self.u64(*v),
-            FieldValue::Bool(v) => self.write(if *v { b"true" } else { b"false" }),
+            FieldValue::I64(v) => {
+                self.out
+                    .extend_from_slice(itoa::Buffer::new().format(*v).as_bytes());
+                Ok(())
+            }
+            FieldValue::U64(v) => {
+                self.u64(*v);
+                Ok(())
+            }
+            FieldValue::Bool(v) => {
+                self.out.extend_from_slice(if *v { b"true" } else { b"false" });
+                Ok(())
+            }
             other => serde_json::to_writer(&mut *self.out, other),
         }
     }
 
-    fn end(self) -> serde_json::Result<()> {
-        self.out.write_all(b"}").map_err(serde_json::Error::io)
+    fn end(self) {
+        self.out.push(b'}');
     }
 }
 
@@ -530,7 +505,7 @@ impl DatadogLogsExporter {
     ///
     /// # Errors
     /// When writing fails.
-    pub fn write_json(&self, out: &mut impl Write, log: &LogRecord) -> serde_json::Result<()> {
+    pub fn write_json(&self, out: &mut Vec<u8>, log: &LogRecord) -> serde_json::Result<()> {
         const RESERVED: [&str; 9] = [
             "timestamp",
             "status",
@@ -542,36 +517,36 @@ impl DatadogLogsExporter {
             "dd.env",
             "dd.version",
         ];
-        let mut line = JsonObject::new(out)?;
-        line.raw_key("timestamp")?;
-        line.u64(log.timestamp_unix_nanos / 1_000_000)?;
-        line.raw_key("status")?;
+        let mut line = JsonObject::new(out);
+        line.raw_key("timestamp");
+        line.u64(log.timestamp_unix_nanos / 1_000_000);
+        line.raw_key("status");
         line.raw_str(match log.level {
             crate::record::Level::Trace => "trace",
             crate::record::Level::Debug => "debug",
             crate::record::Level::Info => "info",
             crate::record::Level::Warn => "warn",
             crate::record::Level::Error => "error",
-        })?;
-        line.raw_key("message")?;
+        });
+        line.raw_key("message");
         line.str(log.message.as_deref().unwrap_or(""))?;
-        line.raw_key("logger.name")?;
+        line.raw_key("logger.name");
         line.str(&log.target)?;
         if let (Some(trace), Some(span)) = (log.trace_id, log.span_id) {
             // Decimal strings, as Datadog's tracers inject them.
-            line.raw_key("dd.trace_id")?;
-            line.u64_str(trace as u64)?;
-            line.raw_key("dd.span_id")?;
-            line.u64_str(span)?;
+            line.raw_key("dd.trace_id");
+            line.u64_str(trace as u64);
+            line.raw_key("dd.span_id");
+            line.u64_str(span);
         }
-        line.raw_key("dd.service")?;
+        line.raw_key("dd.service");
         line.str(&self.service)?;
         if let Some(env) = &self.env {
-            line.raw_key("dd.env")?;
+            line.raw_key("dd.env");
             line.str(env)?;
         }
         if let Some(version) = &self.version {
-            line.raw_key("dd.version")?;
+            line.raw_key("dd.version");
             line.str(version)?;
         }
         for (k, v) in log.user.iter() {
@@ -584,7 +559,8 @@ impl DatadogLogsExporter {
                 line.value(v)?;
             }
         }
-        line.end()
+        line.end();
+        Ok(())
     }
 
     /// The JSON object of one record.

@@ -181,21 +181,54 @@ impl Pipeline {
     /// Queues `batch` for export. Never blocks on I/O; drops (and counts) the batch when the
     /// queue is full or the pipeline is shut down.
     pub fn send(&self, batch: impl IntoIterator<Item = Record>) {
-        let mut state = self.shared.lock();
-        let before = state.queue.len();
-        let max = self.shared.config.max_queued_records;
-        let mut dropped = 0u64;
-        if state.shutdown {
-            dropped = batch.into_iter().count() as u64;
-        } else {
+        self.enqueue(|queue, max, shutdown| {
+            if shutdown {
+                return batch.into_iter().count() as u64;
+            }
+            let mut dropped = 0u64;
             for record in batch {
-                if state.queue.len() < max {
-                    state.queue.push(record);
+                if queue.len() < max {
+                    queue.push(record);
                 } else {
                     dropped += 1;
                 }
             }
-        }
+            dropped
+        });
+    }
+
+    /// [`Pipeline::send`] for a list: moved into the queue in one copy when it fits.
+    pub fn send_all(&self, mut batch: Vec<Record>) {
+        self.enqueue(|queue, max, shutdown| {
+            if shutdown {
+                return batch.len() as u64;
+            }
+            let room = max.saturating_sub(queue.len());
+            let dropped = batch.len().saturating_sub(room);
+            batch.truncate(room);
+            queue.append(&mut batch);
+            dropped as u64
+        });
+    }
+
+    /// Queues one record; see [`Pipeline::send`].
+    pub fn send_one(&self, record: Record) {
+        self.enqueue(|queue, max, shutdown| {
+            if shutdown || queue.len() >= max {
+                return 1;
+            }
+            queue.push(record);
+            0
+        });
+    }
+
+    /// Runs `push` on the queue under the lock (`push` returns how many records it dropped),
+    /// then counts the drops and wakes the worker when a batch filled.
+    fn enqueue(&self, push: impl FnOnce(&mut Vec<Record>, usize, bool) -> u64) {
+        let mut state = self.shared.lock();
+        let before = state.queue.len();
+        let shutdown = state.shutdown;
+        let dropped = push(&mut state.queue, self.shared.config.max_queued_records, shutdown);
         let wake =
             before < self.shared.config.batch_size && state.queue.len() >= self.shared.config.batch_size;
         drop(state);
@@ -205,11 +238,6 @@ impl Pipeline {
         if wake {
             self.shared.wake_worker.notify_one();
         }
-    }
-
-    /// Queues one record; see [`Pipeline::send`].
-    pub fn send_one(&self, record: Record) {
-        self.send(std::iter::once(record));
     }
 
     /// Waits until everything queued before the call is exported and every exporter flushed.

@@ -1078,7 +1078,7 @@ impl UserLayer {
                         Record::Log(log)
                     }));
                 }
-                pipeline.send(batch);
+                pipeline.send_all(batch);
             }
             Some(root) => {
                 drop(ext);
@@ -1098,7 +1098,7 @@ impl UserLayer {
                         if state.finished.len() >= shared.max_spans_per_trace {
                             let partial = std::mem::take(&mut state.finished);
                             drop(ext);
-                            pipeline.send(partial);
+                            pipeline.send_all(partial);
                         }
                     }
                     None => {
