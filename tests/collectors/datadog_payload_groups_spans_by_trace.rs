@@ -16,7 +16,7 @@ fn span(trace_id: u128, span_id: u64, root: bool) -> SpanRecord {
         start_unix_nanos: 1,
         duration_nanos: 2,
         error: false,
-        meta: vec![("k".into(), "v".to_owned())],
+        meta: vec![("k".into(), "v".into())],
         metrics: Vec::new(),
         events: Vec::new(),
         pending_value_mask: 0,

@@ -24,7 +24,7 @@ fn event_tags(h: &Harness) -> Vec<(String, String)> {
         .meta
         .iter()
         .filter(|(k, _)| k.starts_with("appsec.") || k.starts_with("_dd.") || k.starts_with("usr."))
-        .map(|(k, v)| (k.to_string(), v.clone()))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     found.extend(root.metrics.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     found.sort();

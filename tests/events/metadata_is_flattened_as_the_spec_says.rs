@@ -18,7 +18,7 @@ fn event_meta(root: &tracing_usr::export::SpanRecord) -> Vec<(String, String)> {
         .meta
         .iter()
         .filter(|(k, _)| k.starts_with("appsec.events.evt."))
-        .map(|(k, v)| (k["appsec.events.evt.".len()..].to_owned(), v.clone()))
+        .map(|(k, v)| (k["appsec.events.evt.".len()..].to_owned(), v.to_string()))
         .collect();
     v.sort();
     v

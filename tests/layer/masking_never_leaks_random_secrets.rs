@@ -45,7 +45,7 @@ proptest! {
             info!(client_secret = value.as_str(), "seen");
         });
         let records = { h.handle.flush().unwrap(); h.exporter.records() };
-        let exported = records.iter().filter_map(|r| r.as_span()).flat_map(|s| s.meta.iter().map(|(_, v)| v.clone()))
+        let exported = records.iter().filter_map(|r| r.as_span()).flat_map(|s| s.meta.iter().map(|(_, v)| v.to_string()))
             .chain(records.iter().filter_map(|r| r.as_log()).flat_map(|l| l.fields.iter().map(|(_, v)| v.to_string())));
         for v in exported {
             prop_assert_eq!(v, tracing_usr::REDACTED);

@@ -177,7 +177,7 @@ pub fn user_tags(span: &SpanRecord) -> Vec<(String, String)> {
         .meta
         .iter()
         .filter(|(k, _)| k.starts_with("usr.") || k.starts_with("_dd."))
-        .map(|(k, v)| (k.to_string(), v.clone()))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     tags.sort();
     tags

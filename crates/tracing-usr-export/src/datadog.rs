@@ -169,9 +169,12 @@ fn sampled(trace_id: u64, rate: f64) -> bool {
     (trace_id.wrapping_mul(KNUTH_FACTOR) as f64) < rate * u64::MAX as f64
 }
 
+#[inline]
 fn write_str(buf: &mut Vec<u8>, s: &str) {
-    // Writing to a Vec cannot fail.
-    let _ = rmp::encode::write_str(buf, s);
+    // Writing to a Vec cannot fail. rmp writes the marker and length; the payload of a msgpack
+    // string is its bytes.
+    let _ = rmp::encode::write_str_len(buf, s.len() as u32);
+    buf.extend_from_slice(s.as_bytes());
 }
 
 /// `value` as 16 lowercase hex digits (the upper half of a 128-bit trace id, `_dd.p.tid`).

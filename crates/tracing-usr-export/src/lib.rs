@@ -24,7 +24,7 @@ pub use exporter::{ExportError, ExportErrorKind, Exporter};
 pub use json_lines::JsonLinesExporter;
 pub use memory::InMemoryExporter;
 pub use pipeline::{Pipeline, PipelineConfig, PipelineStats, TimeoutError};
-pub use record::{FieldValue, Key, Level, LogRecord, Record, SpanEvent, SpanRecord, UserTags};
+pub use record::{FieldValue, Key, Level, LogRecord, Record, SpanEvent, SpanRecord, Text, UserTags};
 
 /// The executable's file name, the default service name.
 pub fn default_service_name() -> String {

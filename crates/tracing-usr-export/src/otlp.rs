@@ -115,7 +115,7 @@ fn kv(key: impl Into<String>, value: AnyValue) -> KeyValue {
 
 fn field_value(value: &FieldValue) -> AnyValue {
     let value = match value {
-        FieldValue::Str(s) => any_value::Value::StringValue(s.clone()),
+        FieldValue::Str(s) => any_value::Value::StringValue(s.as_str().to_owned()),
         FieldValue::I64(v) => any_value::Value::IntValue(*v),
         FieldValue::U64(v) => match i64::try_from(*v) {
             Ok(v) => any_value::Value::IntValue(v),
@@ -237,7 +237,7 @@ pub fn otlp_span(record: &SpanRecord) -> Span {
         .iter()
         .map(|e| span::Event {
             time_unix_nano: e.time_unix_nanos,
-            name: e.name.clone(),
+            name: e.name.as_str().to_owned(),
             attributes: std::iter::once(kv("level", string(e.level.as_str())))
                 .chain(e.fields.iter().map(|(k, v)| kv(k.to_string(), field_value(v))))
                 .collect(),

@@ -489,18 +489,19 @@ impl MaskCache {
     /// Longer values are never remembered.
     pub const MAX_LEN: usize = 128;
 
-    fn mask_in_place(&mut self, masker: &Masker, value: &mut String) {
-        let short = value.len() <= Self::MAX_LEN;
-        if short && self.clean.contains(value.as_str()) {
+    fn mask_in_place<V: AsRef<str> + From<String>>(&mut self, masker: &Masker, value: &mut V) {
+        let text = value.as_ref();
+        let short = text.len() <= Self::MAX_LEN;
+        if short && self.clean.contains(text) {
             return;
         }
-        match masker.mask_value(value) {
-            std::borrow::Cow::Owned(masked) => *value = masked,
+        match masker.mask_value(text) {
+            std::borrow::Cow::Owned(masked) => *value = masked.into(),
             std::borrow::Cow::Borrowed(_) if short => {
                 if self.clean.len() >= Self::CAPACITY {
                     self.clean.clear();
                 }
-                self.clean.insert(value.as_str().into());
+                self.clean.insert(text.into());
             }
             std::borrow::Cow::Borrowed(_) => {}
         }

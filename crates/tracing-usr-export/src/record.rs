@@ -3,6 +3,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+pub use tracing_usr_core::value::Text;
+
 /// A tag or field key: static for field names, owned for dynamic keys.
 pub type Key = Cow<'static, str>;
 
@@ -28,8 +30,9 @@ pub struct SpanRecord {
     pub duration_nanos: u64,
     /// Whether an `ERROR`-level event was recorded directly in the span.
     pub error: bool,
-    /// String tags. On the local root this includes the user tags.
-    pub meta: Vec<(Key, String)>,
+    /// String tags. On the local root this includes the user tags. Values up to 24 bytes are
+    /// held inline ([`Text`]), so the short values of most spans cost no allocation.
+    pub meta: Vec<(Key, Text)>,
     /// Numeric tags.
     pub metrics: Vec<(Key, f64)>,
     /// `tracing` events recorded directly in the span (only collected when an exporter asks for
@@ -62,7 +65,7 @@ pub struct SpanEvent {
     /// When it was recorded, in nanoseconds since the Unix epoch.
     pub time_unix_nanos: u64,
     /// The message (or `event` without one).
-    pub name: String,
+    pub name: Text,
     /// The event's level.
     pub level: Level,
     /// The other fields (never `usr.*`).
@@ -106,8 +109,8 @@ impl fmt::Display for Level {
 /// A field value of a log record.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FieldValue {
-    /// A string (also `Debug`/`Display` output and errors).
-    Str(String),
+    /// A string (also `Debug`/`Display` output and errors); up to 24 bytes held inline.
+    Str(Text),
     /// A signed integer.
     I64(i64),
     /// An unsigned integer.
@@ -156,7 +159,7 @@ pub struct LogRecord {
     /// The event's target.
     pub target: Cow<'static, str>,
     /// The `message` field, if any.
-    pub message: Option<String>,
+    pub message: Option<Text>,
     /// The other fields (`usr.*` identity fields are never among them).
     pub fields: Vec<(Key, FieldValue)>,
     /// The trace the event belongs to, if it occurred inside a span.

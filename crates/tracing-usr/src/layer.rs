@@ -21,7 +21,7 @@ use tracing_usr_core::trace::{DECISION_MAKER, SAMPLER_RATES, TRACE_SOURCE};
 use tracing_usr_core::{keys, Anonymizer, IdentityBucket, Masker, Mode, User};
 use tracing_usr_export::pipeline::is_export_thread;
 use tracing_usr_export::{
-    Exporter, Level, LogRecord, Pipeline, PipelineConfig, PipelineStats, Record, TimeoutError,
+    Exporter, Level, LogRecord, Pipeline, PipelineConfig, PipelineStats, Record, Text, TimeoutError,
 };
 
 use crate::callsite::{CallsiteCache, CallsiteInfo, InfoRef};
@@ -922,7 +922,7 @@ impl UserLayer {
                         if pipeline.is_some_and(Pipeline::wants_span_events) {
                             data.events.push(tracing_usr_export::SpanEvent {
                                 time_unix_nanos: timestamp,
-                                name: message.clone().unwrap_or_else(|| "event".to_owned()),
+                                name: message.clone().unwrap_or_else(|| Text::from("event")),
                                 level,
                                 fields: plain.clone(),
                             });
@@ -1055,7 +1055,9 @@ impl UserLayer {
                 record.meta.retain(|(k, _)| !tags.iter().any(|(t, _)| t == k));
                 // Field values still need the value rule; the tags from `finish` are final.
                 record.pending_value_mask = record.meta.len();
-                record.meta.extend(tags);
+                record
+                    .meta
+                    .extend(tags.into_iter().map(|(k, v)| (k, Text::from(v))));
                 let trace_id = record.trace_id;
                 let mut batch = state.finished;
                 // Children created before a late `set_parent` still carry the first trace id.

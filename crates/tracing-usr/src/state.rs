@@ -25,7 +25,7 @@ pub(crate) struct SpanData {
     pub(crate) parent_id: Option<u64>,
     pub(crate) start_unix_nanos: u64,
     pub(crate) started: Instant,
-    pub(crate) meta: Vec<(Key, String)>,
+    pub(crate) meta: Vec<(Key, tracing_usr_export::Text)>,
     pub(crate) metrics: Vec<(Key, f64)>,
     pub(crate) error: bool,
     pub(crate) events: Vec<SpanEvent>,

@@ -32,7 +32,7 @@ pub(crate) struct Fields {
     /// Ordinary fields (only when exporting), key-masked ones already `<Redacted>`.
     pub(crate) plain: Plain,
     /// The `message` field of an event (only when exporting).
-    pub(crate) message: Option<String>,
+    pub(crate) message: Option<Text>,
     /// A field-path `usr.id` on the blocked-user list, in its exported form.
     pub(crate) blocked_user: Option<String>,
     /// A client IP field's address.
@@ -227,7 +227,7 @@ impl<'a> Collector<'a> {
                 if self.collect_plain {
                     self.fields
                         .plain
-                        .push((Key::Borrowed(name), FieldValue::Str(REDACTED.to_owned())));
+                        .push((Key::Borrowed(name), FieldValue::Str(Text::from(REDACTED))));
                 }
             }
             FieldKind::Message => {
@@ -254,10 +254,10 @@ impl<'a> Collector<'a> {
     }
 }
 
-fn into_text(value: FieldValue) -> String {
+fn into_text(value: FieldValue) -> Text {
     match value {
         FieldValue::Str(s) => s,
-        other => other.to_string(),
+        other => Text::display(&other),
     }
 }
 
@@ -269,7 +269,7 @@ trait Raw: Sized {
     /// The value as identity text (strings and formatted values without an intermediate
     /// `String`).
     fn text(self) -> Text {
-        into_text(self.value()).into()
+        into_text(self.value())
     }
 }
 
@@ -286,7 +286,7 @@ struct Str<'a>(&'a str);
 
 impl Raw for Str<'_> {
     fn value(self) -> FieldValue {
-        FieldValue::Str(self.0.to_owned())
+        FieldValue::Str(Text::from(self.0))
     }
 
     fn text(self) -> Text {
@@ -298,7 +298,7 @@ struct Dbg<'a>(&'a dyn fmt::Debug);
 
 impl Raw for Dbg<'_> {
     fn value(self) -> FieldValue {
-        FieldValue::Str(format!("{:?}", self.0))
+        FieldValue::Str(Text::debug(self.0))
     }
 
     fn text(self) -> Text {
@@ -310,7 +310,7 @@ struct Error<'a>(&'a (dyn std::error::Error + 'static));
 
 impl Raw for Error<'_> {
     fn value(self) -> FieldValue {
-        FieldValue::Str(self.0.to_string())
+        FieldValue::Str(Text::display(self.0))
     }
 
     fn text(self) -> Text {
@@ -332,11 +332,11 @@ impl Visit for Collector<'_> {
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.record(field, Scalar(FieldValue::Str(value.to_string())));
+        self.record(field, Scalar(FieldValue::Str(Text::display(&value))));
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.record(field, Scalar(FieldValue::Str(value.to_string())));
+        self.record(field, Scalar(FieldValue::Str(Text::display(&value))));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -379,7 +379,7 @@ impl Visit for Collector<'_> {
 /// that an `f64` cannot hold exactly stay strings.
 pub(crate) fn split_span_fields(
     plain: impl IntoIterator<Item = (Key, FieldValue)>,
-    meta: &mut Vec<(Key, String)>,
+    meta: &mut Vec<(Key, Text)>,
     metrics: &mut Vec<(Key, f64)>,
 ) {
     const EXACT: u64 = 1 << 53;
@@ -390,9 +390,9 @@ pub(crate) fn split_span_fields(
             FieldValue::F64(v) => metrics.push((key, v)),
             FieldValue::I64(v) if v.unsigned_abs() <= EXACT => metrics.push((key, v as f64)),
             FieldValue::U64(v) if v <= EXACT => metrics.push((key, v as f64)),
-            FieldValue::Bool(v) => meta.push((key, format_bool(v).to_owned())),
+            FieldValue::Bool(v) => meta.push((key, Text::from(format_bool(v)))),
             FieldValue::Str(s) => meta.push((key, s)),
-            other => meta.push((key, other.to_string())),
+            other => meta.push((key, Text::display(&other))),
         }
     }
 }
@@ -416,7 +416,7 @@ mod tests {
         fields.identity.clear();
         assert!(!fields.is_bare());
         let mut fields = Fields {
-            message: Some(String::new()),
+            message: Some(Text::from("a message longer than twenty-four bytes")),
             ..Fields::default()
         };
         assert!(!fields.is_bare());
