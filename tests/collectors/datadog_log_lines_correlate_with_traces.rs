@@ -110,7 +110,7 @@ fn record(message: String, target: String, key: String, value: String, user: Str
         fields: vec![(key.into(), FieldValue::Str(value.into()))],
         trace_id: Some(u128::MAX),
         span_id: Some(42),
-        user: vec![("usr.id".into(), user)].into(),
+        user: vec![("usr.id".into(), user.into())].into(),
     }
 }
 

@@ -10,8 +10,13 @@ use crate::user::{Secret, User};
 use crate::value::Text;
 use smallvec::SmallVec;
 
-/// Tags shared between records (cheap to clone).
-pub type SharedTags = Arc<[(Key, String)]>;
+/// Tags shared between records (cheap to clone); values up to 24 bytes are held inline.
+pub type SharedTags = Arc<[(Key, Text)]>;
+
+/// A type tag values are written as: `String` or [`Text`].
+pub trait TagValue: From<String> + for<'a> From<&'a str> + From<Text> {}
+
+impl<T: From<String> + for<'a> From<&'a str> + From<Text>> TagValue for T {}
 
 /// A tag key: static for field names, owned for dynamic keys.
 pub type Key = Cow<'static, str>;
@@ -210,13 +215,18 @@ pub enum IdentityView<'a> {
 }
 
 impl<'a> IdentityView<'a> {
-    /// Appends the tags to `out`.
-    pub fn extend_into(self, out: &mut Tags) {
+    /// Appends the tags to `out` (as `String` or [`Text`] values).
+    pub fn extend_into<V: TagValue>(self, out: &mut Vec<(Key, V)>) {
         match self {
-            IdentityView::Bucket(bucket) => out.extend(bucket.iter().map(|(k, v)| (k.clone(), v.to_owned()))),
+            IdentityView::Bucket(bucket) => out.extend(
+                bucket
+                    .entries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), V::from(v.clone()))),
+            ),
             IdentityView::User(user, tags) => match tags.get() {
-                Some(tags) => out.extend(tags.iter().cloned()),
-                None => out.extend(user.to_tags()),
+                Some(tags) => out.extend(tags.iter().map(|(k, v)| (k.clone(), V::from(v.clone())))),
+                None => user.visit_tags(|_, _| None, |k, v| out.push((k, V::from(&*v)))),
             },
         }
     }
@@ -231,8 +241,13 @@ impl<'a> IdentityView<'a> {
     /// The tags, shared: a user's are derived once and then handed out without copying.
     pub fn shared(self) -> SharedTags {
         match self {
-            IdentityView::Bucket(bucket) => bucket.iter().map(|(k, v)| (k.clone(), v.to_owned())).collect(),
-            IdentityView::User(user, tags) => Arc::clone(tags.get_or_init(|| user.to_tags().into())),
+            IdentityView::Bucket(bucket) => Arc::from(&bucket.entries[..]),
+            IdentityView::User(user, tags) => Arc::clone(tags.get_or_init(|| {
+                // Gathered on the stack, then one allocation for the shared list.
+                let mut list: SmallVec<[(Key, Text); 8]> = SmallVec::new();
+                user.visit_tags(|_, _| None, |k, v| list.push((k, Text::from(&*v))));
+                Arc::from(&list[..])
+            })),
         }
     }
 
@@ -419,19 +434,24 @@ impl TraceIdentity {
     /// The tags the local root exports (spec a.4/a.5): the public `usr.*` tags of the winning
     /// bucket with `_dd.appsec.user.collection_mode`, then the private field-path copies.
     /// `default` is the process-wide default identity.
-    pub fn root_tags(&self, mode: Mode, default: Option<&IdentityBucket>, out: &mut Tags) {
+    pub fn root_tags<V: TagValue>(
+        &self,
+        mode: Mode,
+        default: Option<&IdentityBucket>,
+        out: &mut Vec<(Key, V)>,
+    ) {
         self.root_tags_with(mode, default, None, out);
     }
 
     /// [`TraceIdentity::root_tags`] when login or signup events were recorded:
     /// `login_events` is `Some(true)` if one came from the SDK, `Some(false)` if all came from
     /// the field path. Such events write the collection mode even without a public id.
-    pub fn root_tags_with(
+    pub fn root_tags_with<V: TagValue>(
         &self,
         mode: Mode,
         default: Option<&IdentityBucket>,
         login_events: Option<bool>,
-        out: &mut Tags,
+        out: &mut Vec<(Key, V)>,
     ) {
         let public = self.public(mode, default, true);
         if let Some((view, _)) = public {
@@ -440,13 +460,13 @@ impl TraceIdentity {
         if public.is_some() || login_events.is_some() {
             let sdk = public.is_some_and(|(_, source)| source == Source::Sdk) || login_events == Some(true);
             let value = if sdk { Source::Sdk } else { Source::Field(mode) }.collection_mode();
-            out.push((Key::Borrowed(keys::COLLECTION_MODE), value.to_owned()));
+            out.push((Key::Borrowed(keys::COLLECTION_MODE), V::from(value)));
         }
         if let Some(id) = self.private_id.get(&self.field, keys::USR_ID) {
-            out.push((Key::Borrowed(keys::DD_APPSEC_USR_ID), id.to_owned()));
+            out.push((Key::Borrowed(keys::DD_APPSEC_USR_ID), V::from(id)));
         }
         if let Some(login) = self.private_login.get(&self.field, keys::USR_LOGIN) {
-            out.push((Key::Borrowed(keys::DD_APPSEC_USR_LOGIN), login.to_owned()));
+            out.push((Key::Borrowed(keys::DD_APPSEC_USR_LOGIN), V::from(login)));
         }
     }
 

@@ -3,7 +3,7 @@
 
 use crate::detect::{Observation, RuleId, Severity};
 use crate::events;
-use crate::identity::{IdentityBucket, Key, Tags, TraceIdentity};
+use crate::identity::{IdentityBucket, Key, TagValue, Tags, TraceIdentity};
 use crate::keys;
 use crate::mode::Mode;
 
@@ -305,31 +305,33 @@ impl TraceState {
     }
 
     /// Writes everything the local root exports into `meta` and `metrics` (spec a.4, a.5, c, d).
-    pub fn finish(
+    pub fn finish<V: TagValue>(
         &self,
         mode: Mode,
         default: Option<&IdentityBucket>,
-        meta: &mut Tags,
+        meta: &mut Vec<(Key, V)>,
         metrics: &mut Vec<(Key, f64)>,
     ) {
         let login_events = (self.login_event_sdk || self.login_event_field).then_some(self.login_event_sdk);
         self.identity.root_tags_with(mode, default, login_events, meta);
         for event in &self.cold().events {
             match (&event.sdk, &event.field) {
-                (Some(sdk), _) => meta.extend(sdk.iter().cloned()),
-                (None, Some(field)) => meta.extend(field.iter().cloned()),
+                (Some(sdk), _) => meta.extend(sdk.iter().map(|(k, v)| (k.clone(), V::from(v.as_str())))),
+                (None, Some(field)) => {
+                    meta.extend(field.iter().map(|(k, v)| (k.clone(), V::from(v.as_str()))))
+                }
                 (None, None) => {}
             }
             if event.sdk.is_some() {
                 meta.push((
                     Key::Owned(format!("_dd.appsec.events.{}.sdk", event.name)),
-                    "true".to_owned(),
+                    V::from("true"),
                 ));
             }
             if let Some(mode) = event.auto_mode {
                 meta.push((
                     Key::Owned(format!("_dd.appsec.events.{}.auto.mode", event.name)),
-                    mode.as_str().to_owned(),
+                    V::from(mode.as_str()),
                 ));
             }
         }
@@ -345,27 +347,32 @@ impl TraceState {
         }
         for (key, value) in self.propagation_tags() {
             meta.retain(|(k, _)| *k != key);
-            meta.push((key, value));
+            meta.push((key, V::from(value)));
         }
         if let Some((reason, id)) = &self.cold().block {
-            meta.push((Key::Borrowed("appsec.blocked"), "true".to_owned()));
-            meta.push((Key::Borrowed("appsec.event"), "true".to_owned()));
-            meta.push((Key::Borrowed("_dd.origin"), "appsec".to_owned()));
+            meta.push((Key::Borrowed("appsec.blocked"), V::from("true")));
+            meta.push((Key::Borrowed("appsec.event"), V::from("true")));
+            meta.push((Key::Borrowed("_dd.origin"), V::from("appsec")));
             let ip = match reason {
                 crate::blocking::BlockReason::Ip(ip) => Some(*ip),
                 crate::blocking::BlockReason::User(_) => self.client_ip,
             };
             if let Some(ip) = ip {
-                meta.push((Key::Borrowed("actor.ip"), ip.to_string()));
+                meta.push((Key::Borrowed("actor.ip"), V::from(ip.to_string())));
             }
             meta.push((
                 Key::Borrowed("_dd.appsec.json"),
-                crate::blocking::trigger_json(reason, id),
+                V::from(crate::blocking::trigger_json(reason, id)),
             ));
         }
         for (rule, severity) in &self.cold().signals {
-            meta.push((Key::Borrowed(rule.tag_key()), severity.as_str().to_owned()));
+            meta.push((Key::Borrowed(rule.tag_key()), V::from(severity.as_str())));
         }
-        meta.extend(self.cold().extra.iter().cloned());
+        meta.extend(
+            self.cold()
+                .extra
+                .iter()
+                .map(|(k, v)| (k.clone(), V::from(v.as_str()))),
+        );
     }
 }

@@ -239,9 +239,20 @@ impl User {
 
     /// The user as `usr.*` tags for the SDK bucket: standard keys are static, free-form values go
     /// through `mask` (key, value) → masked value.
-    pub fn sdk_tags(&self, mut mask: impl FnMut(&str, &str) -> Option<String>) -> crate::identity::Tags {
-        use crate::identity::Key;
+    pub fn sdk_tags(&self, mask: impl FnMut(&str, &str) -> Option<String>) -> crate::identity::Tags {
         let mut tags = Vec::with_capacity(8 + self.inner.extra.len());
+        self.visit_tags(mask, |key, value| tags.push((key, value.into_owned())));
+        tags
+    }
+
+    /// Calls `f` with each of [`User::sdk_tags`]'s tags, borrowing the values it does not mask.
+    pub fn visit_tags(
+        &self,
+        mut mask: impl FnMut(&str, &str) -> Option<String>,
+        mut f: impl FnMut(crate::identity::Key, std::borrow::Cow<'_, str>),
+    ) {
+        use crate::identity::Key;
+        use std::borrow::Cow;
         let standard = [
             (keys::USR_ID, Some(self.inner.id.as_str())),
             (keys::USR_LOGIN, self.login()),
@@ -253,7 +264,7 @@ impl User {
         ];
         for (key, value) in standard {
             if let Some(value) = value.filter(|v| !v.is_empty()) {
-                tags.push((Key::Borrowed(key), value.to_owned()));
+                f(Key::Borrowed(key), Cow::Borrowed(value));
             }
         }
         for (key, value) in &self.inner.extra {
@@ -261,13 +272,15 @@ impl User {
             if value.is_empty() || keys::is_standard_key(&key) || key == keys::USR_TOKEN {
                 continue;
             }
-            let value = mask(&key, value).unwrap_or_else(|| value.clone());
-            tags.push((Key::Owned(key), value));
+            let value = match mask(&key, value) {
+                Some(masked) => Cow::Owned(masked),
+                None => Cow::Borrowed(value.as_str()),
+            };
+            f(Key::Owned(key), value);
         }
         if self.inner.token.is_some() {
-            tags.push((Key::Borrowed(keys::USR_TOKEN), REDACTED.to_owned()));
+            f(Key::Borrowed(keys::USR_TOKEN), Cow::Borrowed(REDACTED));
         }
-        tags
     }
 }
 

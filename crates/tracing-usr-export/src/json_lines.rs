@@ -112,7 +112,7 @@ pub fn write_json(out: &mut impl Write, record: &Record) -> serde_json::Result<(
             map.end()
         }
     }
-    struct User<'a>(&'a [(crate::record::Key, String)]);
+    struct User<'a>(&'a [(crate::record::Key, crate::record::Text)]);
     impl serde::Serialize for User<'_> {
         fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
             let mut map = serializer.serialize_map(Some(self.0.len()))?;

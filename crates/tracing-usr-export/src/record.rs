@@ -147,7 +147,7 @@ impl fmt::Display for FieldValue {
 }
 
 /// The user tags of a log record, shared (cheap to clone).
-pub type UserTags = std::sync::Arc<[(Key, String)]>;
+pub type UserTags = std::sync::Arc<[(Key, Text)]>;
 
 /// One `tracing` event, with the user of its trace.
 #[derive(Clone, Debug, PartialEq)]

@@ -15,7 +15,6 @@ use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use tracing_usr_core::blocking::{BlockReason, DenyList};
 use tracing_usr_core::events;
 use tracing_usr_core::identity::Key;
-use tracing_usr_core::identity::Tags;
 use tracing_usr_core::mode::ConfigWarning;
 use tracing_usr_core::trace::{DECISION_MAKER, SAMPLER_RATES, TRACE_SOURCE};
 use tracing_usr_core::{keys, Anonymizer, IdentityBucket, Masker, Mode, User};
@@ -460,6 +459,11 @@ impl Drop for ShutdownGuard {
     }
 }
 
+/// A bucket's tags as the user tags of log records.
+fn bucket_tags(bucket: &IdentityBucket) -> tracing_usr_export::UserTags {
+    bucket.iter().map(|(k, v)| (k.clone(), Text::from(v))).collect()
+}
+
 /// Room reserved for the tags a local root gets at its close (user tags, collection mode, private
 /// copies, sampling and propagation tags): the usual trace needs no regrowth.
 const ROOT_TAGS: usize = 12;
@@ -887,16 +891,12 @@ impl UserLayer {
             if let Some(pipeline) = pipeline {
                 let user: tracing_usr_export::UserTags =
                     if fields.identity.iter().any(|(k, _)| k == keys::USR_ID) {
-                        std::mem::take(&mut fields.identity)
-                            .into_iter()
-                            .map(|(k, v)| (k, String::from(v)))
-                            .collect()
+                        std::mem::take(&mut fields.identity).into_iter().collect()
                     } else {
                         shared
                             .default_bucket()
-                            .map(|b| b.to_tags())
+                            .map(|b| bucket_tags(&b))
                             .unwrap_or_default()
-                            .into()
                     };
                 pipeline.send_one(Record::Log(LogRecord {
                     timestamp_unix_nanos: unix_nanos(),
@@ -980,7 +980,7 @@ impl UserLayer {
         if let (Some(pipeline), Some(mut log)) = (pipeline, record) {
             if log.user.is_empty() {
                 if let Some(default) = shared.default_bucket() {
-                    log.user = default.to_tags().into();
+                    log.user = bucket_tags(&default);
                 }
             }
             pipeline.send_one(Record::Log(log));
@@ -1039,7 +1039,7 @@ impl UserLayer {
                     return;
                 };
                 let default = shared.default_bucket();
-                let mut tags = Tags::with_capacity(ROOT_TAGS);
+                let mut tags: Vec<(Key, Text)> = Vec::with_capacity(ROOT_TAGS);
                 state
                     .trace
                     .finish(shared.mode, default.as_ref(), &mut tags, &mut record.metrics);
@@ -1055,9 +1055,7 @@ impl UserLayer {
                 record.meta.retain(|(k, _)| !tags.iter().any(|(t, _)| t == k));
                 // Field values still need the value rule; the tags from `finish` are final.
                 record.pending_value_mask = record.meta.len();
-                record
-                    .meta
-                    .extend(tags.into_iter().map(|(k, v)| (k, Text::from(v))));
+                record.meta.extend(tags);
                 let trace_id = record.trace_id;
                 let mut batch = state.finished;
                 // Children created before a late `set_parent` still carry the first trace id.
@@ -1072,9 +1070,8 @@ impl UserLayer {
                         .trace
                         .identity
                         .final_identity(shared.mode, default.as_ref())
-                        .map(|(tags, _)| tags)
-                        .unwrap_or_default()
-                        .into();
+                        .map(|(tags, _)| tags.into_iter().map(|(k, v)| (k, Text::from(v))).collect())
+                        .unwrap_or_default();
                     batch.extend(state.held_logs.into_iter().map(|mut log| {
                         log.user = user.clone();
                         Record::Log(log)
