@@ -27,13 +27,13 @@
 //!
 //! | rung | time | ratio | instructions | ratio | allocations / request |
 //! |---|---|---|---|---|---|
-//! | no_subscriber | 78 ns | 0.14× | | | 0 |
-//! | baseline | 547 ns | 1.00× | 6.20 k | 1.00× | 0 |
-//! | baseline_identity | 556 ns | 1.00× | 6.40 k | 1.00× | 0 |
-//! | layer_plain | 554 ns | 1.01× | 6.55 k | 1.06× | 0 |
-//! | layer_identity | 937 ns | 1.69× | 10.19 k | 1.59× | 1 |
-//! | layer_identity_anon | 1.07 µs | 1.93× | 11.76 k | 1.84× | 3 |
-//! | layer_identity_export | 6.91 µs | 12.4× | 35.3 k | 5.52× | 31 |
+//! | no_subscriber | 82 ns | 0.15× | | | 0 |
+//! | baseline | 545 ns | 1.00× | 6.20 k | 1.00× | 0 |
+//! | baseline_identity | 561 ns | 1.00× | 6.40 k | 1.00× | 0 |
+//! | layer_plain | 562 ns | 1.03× | 6.55 k | 1.06× | 0 |
+//! | layer_identity | 938 ns | 1.67× | 10.19 k | 1.59× | 1 |
+//! | layer_identity_anon | 1.11 µs | 1.98× | 11.76 k | 1.84× | 3 |
+//! | layer_identity_export | 4.86 µs | 8.7× | 30.3 k | 4.73× | 14 |
 //!
 //! `layer_identity` does three identity writes per request (a `usr.*` span, a late
 //! `Span::record`, an SDK `identify`), each of which finds the trace's local root through the
