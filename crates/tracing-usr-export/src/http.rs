@@ -69,6 +69,8 @@ impl fmt::Debug for Request {
 #[derive(Debug)]
 pub(crate) struct Response {
     pub(crate) status: u16,
+    /// Read by the Datadog exporter (the agent's sampling rates).
+    #[cfg_attr(not(feature = "datadog"), allow(dead_code))]
     pub(crate) body: Vec<u8>,
     /// `Retry-After`, when given in seconds.
     pub(crate) retry_after: Option<Duration>,
