@@ -61,6 +61,23 @@ mod tests {
         assert_eq!(format_f64(f64::NAN), "NaN");
         assert_eq!(format_f64(f64::INFINITY), "inf");
     }
+
+    #[test]
+    fn text_formats_in_place_and_survives_a_failing_formatter() {
+        struct Failing;
+        impl std::fmt::Display for Failing {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("partial")?;
+                Err(std::fmt::Error)
+            }
+        }
+        // `format!` would panic here; a telemetry value must not.
+        assert_eq!(Text::display(&Failing).as_str(), "partial");
+        assert_eq!(Text::debug(&"quoted").as_str(), "\"quoted\"");
+        let long = "x".repeat(100);
+        assert_eq!(Text::display(&long).as_str(), long);
+        assert_eq!(String::from(Text::from(long.clone())), long);
+    }
 }
 
 /// An identity value (`usr.*`): up to 24 bytes are held inline, so the short ids, session ids
