@@ -15,8 +15,8 @@
 //!
 //! | request | off | on | ratio | allocations off → on |
 //! |---|---|---|---|---|
-//! | login failure | 1.53 µs | 1.99 µs | 1.30× (+0.45 µs) | 22 → 25 |
-//! | login success | 1.81 µs | 2.17 µs | 1.20× (+0.36 µs) | 28 → 32 |
+//! | login failure | 0.96 µs | 1.51 µs | 1.57× (+0.55 µs) | 21 → 23 |
+//! | login success | 1.22 µs | 1.41 µs | 1.16× (+0.19 µs) | 28 → 31 |
 //!
 //! Instructions (`TRACING_USR_BENCH=instructions:<rung>:<n>` under callgrind, 20,000 requests,
 //! set-up subtracted): failure 12.2 k off, 14.7 k on (1.20×); success 14.4 k off, 16.4 k on
