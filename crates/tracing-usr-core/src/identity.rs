@@ -31,11 +31,6 @@ fn is_key(key: &str, name: &str) -> bool {
     (key.as_ptr() == name.as_ptr() && key.len() == name.len()) || key == name
 }
 
-#[inline]
-fn same_key(a: &Key, b: &Key) -> bool {
-    is_key(a, b)
-}
-
 /// One identity bucket: `usr.*` tags, last write wins per key (spec a.4, rule 1).
 ///
 /// A typical identity (up to four keys, values up to 24 bytes) is held without an allocation.
@@ -82,7 +77,7 @@ impl IdentityBucket {
         if is_id && self.id().is_some_and(|id| id != value.as_str()) {
             self.entries.clear();
         }
-        match self.entries.iter_mut().find(|(k, _)| same_key(k, &key)) {
+        match self.entries.iter_mut().find(|(k, _)| is_key(k, &key)) {
             Some(slot) => slot.1 = value,
             None => self.entries.push((key, value)),
         }
@@ -106,6 +101,11 @@ impl IdentityBucket {
     /// All entries, in insertion order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Key, &str)> + '_ {
         self.entries.iter().map(|(k, v)| (k, v.as_str()))
+    }
+
+    /// All entries, in insertion order, as a shared list (one allocation).
+    pub fn shared(&self) -> SharedTags {
+        Arc::from(&self.entries[..])
     }
 
     /// All entries, in insertion order, as an owned list.
@@ -241,7 +241,7 @@ impl<'a> IdentityView<'a> {
     /// The tags, shared: a user's are derived once and then handed out without copying.
     pub fn shared(self) -> SharedTags {
         match self {
-            IdentityView::Bucket(bucket) => Arc::from(&bucket.entries[..]),
+            IdentityView::Bucket(bucket) => bucket.shared(),
             IdentityView::User(user, tags) => Arc::clone(tags.get_or_init(|| {
                 // Gathered on the stack, then one allocation for the shared list.
                 let mut list: SmallVec<[(Key, Text); 8]> = SmallVec::new();
@@ -501,6 +501,12 @@ impl TraceIdentity {
     pub fn final_identity(&self, mode: Mode, default: Option<&IdentityBucket>) -> Option<(Tags, Source)> {
         self.public(mode, default, true)
             .map(|(view, source)| (view.to_tags(), source))
+    }
+
+    /// [`TraceIdentity::final_identity`], shared (as log records carry it).
+    pub fn final_shared(&self, mode: Mode, default: Option<&IdentityBucket>) -> Option<(SharedTags, Source)> {
+        self.public(mode, default, true)
+            .map(|(view, source)| (view.shared(), source))
     }
 
     /// The SDK user in force now (`None` after a logout): the user given to the SDK, or one

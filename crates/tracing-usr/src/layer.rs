@@ -459,11 +459,6 @@ impl Drop for ShutdownGuard {
     }
 }
 
-/// A bucket's tags as the user tags of log records.
-fn bucket_tags(bucket: &IdentityBucket) -> tracing_usr_export::UserTags {
-    bucket.iter().map(|(k, v)| (k.clone(), Text::from(v))).collect()
-}
-
 /// Room reserved for the tags a local root gets at its close (user tags, collection mode, private
 /// copies, sampling and propagation tags): the usual trace needs no regrowth.
 const ROOT_TAGS: usize = 12;
@@ -479,17 +474,40 @@ fn root_of<'a, R>(
 where
     R: LookupSpan<'a>,
 {
+    walk_to_root(
+        span,
+        stored,
+        |span| stored_root(&span.extensions()),
+        SpanRef::parent,
+        lookup,
+    )
+}
+
+/// The root id a tracked span stores (`Some(None)`: the span is its trace's local root).
+fn stored_root(ext: &tracing_subscriber::registry::Extensions<'_>) -> Option<Option<Id>> {
+    ext.get::<SpanState>().map(|s| s.root.clone())
+}
+
+/// [`root_of`] over any handle on a span: `stored_root` reads the root id a span stores
+/// (`Some(None)`: it is the root), `parent` steps up (`None`: no parent, or one no longer
+/// known), `lookup` finds a span by id.
+fn walk_to_root<T>(
+    span: T,
+    stored: bool,
+    stored_root: impl Fn(&T) -> Option<Option<Id>>,
+    parent: impl Fn(&T) -> Option<T>,
+    lookup: impl Fn(&Id) -> Option<T>,
+) -> Option<T> {
     let mut current = span;
     loop {
         if stored {
-            let root = current.extensions().get::<SpanState>().map(|s| s.root.clone());
-            match root {
+            match stored_root(&current) {
                 Some(None) => return Some(current),
                 Some(Some(root)) => return lookup(&root),
                 None => {}
             }
         }
-        match current.parent() {
+        match parent(&current) {
             Some(parent) => current = parent,
             None => return Some(current),
         }
@@ -619,31 +637,17 @@ where
     use tracing_subscriber::registry::SpanData;
     // As `root_of`, on the registry's span data directly (this path has no per-layer filter to
     // apply, and skips building a `SpanRef` per step).
-    let stored = shared.pipeline.is_some();
-    let Some(mut data) = subscriber.span_data(id) else {
+    let Some(data) = subscriber.span_data(id).and_then(|data| {
+        walk_to_root(
+            data,
+            shared.pipeline.is_some(),
+            |data| stored_root(&data.extensions()),
+            |data| data.parent().and_then(|parent| subscriber.span_data(parent)),
+            |id| subscriber.span_data(id),
+        )
+    }) else {
         return false;
     };
-    loop {
-        if stored {
-            let root = data.extensions().get::<SpanState>().map(|s| s.root.clone());
-            match root {
-                Some(None) => break,
-                Some(Some(root)) => match subscriber.span_data(&root) {
-                    Some(root) => {
-                        data = root;
-                        break;
-                    }
-                    None => return false,
-                },
-                None => {}
-            }
-        }
-        let Some(parent) = data.parent() else { break };
-        let Some(parent) = subscriber.span_data(parent) else {
-            break;
-        };
-        data = parent;
-    }
     with_state(&mut data.extensions_mut(), |state| f(shared, state));
     true
 }
@@ -893,10 +897,7 @@ impl UserLayer {
                     if fields.identity.iter().any(|(k, _)| k == keys::USR_ID) {
                         std::mem::take(&mut fields.identity).into_iter().collect()
                     } else {
-                        shared
-                            .default_bucket()
-                            .map(|b| bucket_tags(&b))
-                            .unwrap_or_default()
+                        shared.default_bucket().map(|b| b.shared()).unwrap_or_default()
                     };
                 pipeline.send_one(Record::Log(LogRecord {
                     timestamp_unix_nanos: unix_nanos(),
@@ -980,7 +981,7 @@ impl UserLayer {
         if let (Some(pipeline), Some(mut log)) = (pipeline, record) {
             if log.user.is_empty() {
                 if let Some(default) = shared.default_bucket() {
-                    log.user = bucket_tags(&default);
+                    log.user = default.shared();
                 }
             }
             pipeline.send_one(Record::Log(log));
@@ -1069,8 +1070,8 @@ impl UserLayer {
                     let user: tracing_usr_export::UserTags = state
                         .trace
                         .identity
-                        .final_identity(shared.mode, default.as_ref())
-                        .map(|(tags, _)| tags.into_iter().map(|(k, v)| (k, Text::from(v))).collect())
+                        .final_shared(shared.mode, default.as_ref())
+                        .map(|(tags, _)| tags)
                         .unwrap_or_default();
                     batch.extend(state.held_logs.into_iter().map(|mut log| {
                         log.user = user.clone();

@@ -138,7 +138,10 @@ fn identify_in(
     match found {
         CurrentRoot::Found => {}
         CurrentRoot::NoSpan => {
-            let bucket = IdentityBucket::from_tags(sdk_tags(user, &layer.shared.masker));
+            let tags = tags
+                .take()
+                .unwrap_or_else(|| sdk_tags(user, &layer.shared.masker));
+            let bucket = IdentityBucket::from_tags(tags);
             layer.shared.set_default_user(Some(DefaultUser {
                 user: user.clone(),
                 bucket,

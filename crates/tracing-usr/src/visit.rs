@@ -345,7 +345,9 @@ impl Visit for Collector<'_> {
 
     fn record_str(&mut self, field: &Field, value: &str) {
         // The common identity value, without the general routing ([`IdentityRules::push`]
-        // does the same in this case).
+        // does the same in this case). Checked here, before any value is built, rather than
+        // once in `record` (tried: about 40 more instructions per identity request); the same
+        // check stands in `record_debug`.
         let kind = self.kind(field);
         if kind == FieldKind::Identity && self.as_is {
             if !value.is_empty() {
