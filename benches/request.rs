@@ -31,7 +31,7 @@
 //! | baseline | 545 ns | 1.00× | 6.20 k | 1.00× | 0 |
 //! | baseline_identity | 561 ns | 1.00× | 6.40 k | 1.00× | 0 |
 //! | layer_plain | 562 ns | 1.03× | 6.55 k | 1.06× | 0 |
-//! | layer_identity | 938 ns | 1.67× | 10.19 k | 1.59× | 1 |
+//! | layer_identity | 938 ns | 1.67× | 10.21 k | 1.596× | 1 |
 //! | layer_identity_anon | 1.11 µs | 1.98× | 11.76 k | 1.84× | 3 |
 //! | layer_identity_export | 4.86 µs | 8.7× | 30.3 k | 4.73× | 14 |
 //!
