@@ -12,3 +12,4 @@ mod datadog_payload_groups_spans_by_trace;
 mod exporters_run_inside_or_outside_tokio;
 mod faulty_collectors_never_stall_the_application;
 mod otlp_collector_receives_traces_and_logs;
+mod otlp_large_batches_go_out_in_bounded_requests;

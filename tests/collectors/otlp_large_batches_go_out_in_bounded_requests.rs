@@ -1,0 +1,147 @@
+//! A large batch reaches an OTLP collector in several requests of at most
+//! `MAX_RECORDS_PER_REQUEST` spans or log records, every record exactly once, each request
+//! written over the previous one's messages without carrying anything over.
+use std::collections::HashSet;
+use std::io::{BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message as _;
+use tracing_usr::export::otlp::{OtlpConfig, OtlpExporter, MAX_RECORDS_PER_REQUEST};
+use tracing_usr::export::{Exporter, FieldValue, Key, Level, LogRecord, Record, SpanRecord, Text};
+
+use crate::support::http_head::read_head;
+
+/// The (path, body) of each request received.
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// Answers 200 to every request and keeps (path, body) of each.
+fn sink() -> (u16, Received) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received: Received = Arc::default();
+    let kept = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut request_line = String::new();
+                    if std::io::BufRead::read_line(&mut reader, &mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = request_line.split(' ').nth(1).unwrap_or_default().to_owned();
+                    let Some(length) = read_head(&mut reader) else {
+                        return;
+                    };
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    kept.lock().unwrap().push((path, body));
+                    let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                }
+            });
+        }
+    });
+    (port, received)
+}
+
+fn span(i: u64) -> Record {
+    let mut meta = vec![(Key::Borrowed("step"), Text::from(format!("step-{i}")))];
+    // Every tenth span is a local root with a user; the others are plain children.
+    let root = matches!(i % 10, 0);
+    if root {
+        meta.push((Key::Borrowed("usr.id"), Text::from(format!("user-{i}"))));
+    }
+    Record::Span(SpanRecord {
+        trace_id: u128::from(i / 10) + 1,
+        span_id: i + 1,
+        parent_id: (!root).then_some(i / 10 * 10 + 1),
+        local_root: root,
+        name: "work".into(),
+        target: "app".into(),
+        start_unix_nanos: 1_700_000_000_000_000_000 + i,
+        duration_nanos: 1_000,
+        error: matches!(i % 7, 0),
+        meta,
+        metrics: Vec::new(),
+        events: Vec::new(),
+        pending_value_mask: 0,
+    })
+}
+
+fn log(i: u64) -> Record {
+    Record::Log(LogRecord {
+        timestamp_unix_nanos: 1_700_000_000_000_000_000 + i,
+        level: Level::Info,
+        target: "app".into(),
+        message: (!matches!(i % 3, 0)).then(|| Text::from(format!("message {i}"))),
+        fields: vec![(Key::Borrowed("n"), FieldValue::U64(i))],
+        trace_id: Some(u128::from(i) + 1),
+        span_id: None,
+        user: Default::default(),
+    })
+}
+
+#[test]
+fn a_large_batch_goes_out_in_requests_of_at_most_512_records() {
+    let (port, received) = sink();
+    let mut exporter = OtlpExporter::new(OtlpConfig {
+        traces_endpoint: Some(format!("http://127.0.0.1:{port}/v1/traces")),
+        logs_endpoint: Some(format!("http://127.0.0.1:{port}/v1/logs")),
+        ..OtlpConfig::default()
+    })
+    .unwrap();
+    const SPANS: u64 = 1_200;
+    const LOGS: u64 = 700;
+    let batch: Vec<Record> = (0..SPANS).map(span).chain((0..LOGS).map(log)).collect();
+    exporter.export(&batch).expect("the sink accepts everything");
+    // A second, smaller batch goes over the first one's messages.
+    exporter.export(&batch[..3]).expect("the sink accepts everything");
+
+    let received = received.lock().unwrap();
+    let mut span_counts = Vec::new();
+    let mut span_ids = HashSet::new();
+    let mut log_counts = Vec::new();
+    let mut log_times = HashSet::new();
+    for (path, body) in received.iter() {
+        match path.as_str() {
+            "/v1/traces" => {
+                let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+                let spans = &request.resource_spans[0].scope_spans[0].spans;
+                span_counts.push(spans.len());
+                for s in spans {
+                    let id = u64::from_be_bytes(s.span_id.as_slice().try_into().unwrap());
+                    let keys: Vec<&str> = s.attributes.iter().map(|a| a.key.as_str()).collect();
+                    // A child never carries a user attribute left by a root written before it
+                    // in the same place.
+                    let root = matches!((id - 1) % 10, 0);
+                    assert_eq!(keys.contains(&"usr.id"), root, "span {id}: {keys:?}");
+                    assert_eq!(s.status.is_some(), matches!((id - 1) % 7, 0), "span {id}");
+                    assert!(span_ids.insert(id) || id <= 3, "span {id} sent twice");
+                }
+            }
+            "/v1/logs" => {
+                let request = ExportLogsServiceRequest::decode(body.as_slice()).unwrap();
+                let logs = &request.resource_logs[0].scope_logs[0].log_records;
+                log_counts.push(logs.len());
+                for l in logs {
+                    let i = l.time_unix_nano - 1_700_000_000_000_000_000;
+                    assert_eq!(l.body.is_some(), !matches!(i % 3, 0), "log {i}");
+                    log_times.insert(i);
+                }
+            }
+            other => panic!("unexpected path {other}"),
+        }
+    }
+    assert_eq!(MAX_RECORDS_PER_REQUEST, 512);
+    assert_eq!(span_counts, [512, 512, 176, 3], "spans per request");
+    assert_eq!(log_counts, [512, 188], "log records per request");
+    assert_eq!(span_ids.len() as u64, SPANS);
+    assert_eq!(log_times.len() as u64, LOGS);
+}
