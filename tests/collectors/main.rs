@@ -11,5 +11,5 @@ mod datadog_log_lines_correlate_with_traces;
 mod datadog_payload_groups_spans_by_trace;
 mod exporters_run_inside_or_outside_tokio;
 mod faulty_collectors_never_stall_the_application;
+mod large_batches_go_out_in_bounded_requests;
 mod otlp_collector_receives_traces_and_logs;
-mod otlp_large_batches_go_out_in_bounded_requests;

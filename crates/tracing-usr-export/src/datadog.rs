@@ -332,17 +332,51 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rat
     }
 }
 
-impl Exporter for DatadogExporter {
-    fn name(&self) -> &str {
-        "datadog"
-    }
+/// A payload holds at most this many spans, unless a single trace has more (a trace is never
+/// split by the exporter): a large batch, such as the queue after an outage, goes out in several
+/// requests, each well within the size limit of the agent's intake.
+pub const MAX_SPANS_PER_PAYLOAD: usize = 1_000;
 
-    fn export(&mut self, batch: &[Record]) -> Result<(), ExportError> {
-        let spans: Vec<&SpanRecord> = batch.iter().filter_map(Record::as_span).collect();
-        if spans.is_empty() {
-            return Ok(());
+/// `spans` cut into payloads of at most `max` spans, each cut between two traces: the spans of
+/// a trace arrive together, and stay together. A trace of more than `max` spans forms a payload
+/// of its own.
+pub fn payloads<'a, 's>(
+    spans: &'a [&'s SpanRecord],
+    max: usize,
+) -> impl Iterator<Item = &'a [&'s SpanRecord]> {
+    let max = max.max(1);
+    let mut rest = spans;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
         }
-        let (body, chunks) = encode_v04(&spans, &self.config, self.rate_for());
+        let mut end = max.min(rest.len());
+        if end < rest.len() {
+            let cut_trace = rest[end].trace_id;
+            // Back to the start of the trace the cut falls in…
+            let mut start_of_trace = end;
+            while start_of_trace > 0 && rest[start_of_trace - 1].trace_id == cut_trace {
+                start_of_trace -= 1;
+            }
+            if start_of_trace > 0 {
+                end = start_of_trace;
+            } else {
+                // …unless that trace fills the payload: then it goes alone, whole.
+                while end < rest.len() && rest[end].trace_id == cut_trace {
+                    end += 1;
+                }
+            }
+        }
+        let (payload, after) = rest.split_at(end);
+        rest = after;
+        Some(payload)
+    })
+}
+
+impl DatadogExporter {
+    /// Sends one payload and takes the agent's sampling rates from its answer.
+    fn send(&mut self, spans: &[&SpanRecord]) -> Result<(), ExportError> {
+        let (body, chunks) = encode_v04(spans, &self.config, self.rate_for());
         let request = Request {
             url: self.url.clone(),
             method: reqwest::Method::PUT,
@@ -375,6 +409,22 @@ impl Exporter for DatadogExporter {
             }
         }
         Ok(())
+    }
+}
+
+impl Exporter for DatadogExporter {
+    fn name(&self) -> &str {
+        "datadog"
+    }
+
+    fn export(&mut self, batch: &[Record]) -> Result<(), ExportError> {
+        let spans: Vec<&SpanRecord> = batch.iter().filter_map(Record::as_span).collect();
+        let mut result = Ok(());
+        for payload in payloads(&spans, MAX_SPANS_PER_PAYLOAD) {
+            // Each payload stands alone: one the agent refuses does not hold the others back.
+            result = result.and(self.send(payload));
+        }
+        result
     }
 }
 
@@ -592,5 +642,60 @@ impl Exporter for DatadogLogsExporter {
         }
         self.out.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(trace_id: u128) -> SpanRecord {
+        SpanRecord {
+            trace_id,
+            span_id: 1,
+            parent_id: None,
+            local_root: false,
+            name: "s".into(),
+            target: "t".into(),
+            start_unix_nanos: 0,
+            duration_nanos: 0,
+            error: false,
+            meta: Vec::new(),
+            metrics: Vec::new(),
+            events: Vec::new(),
+            pending_value_mask: 0,
+        }
+    }
+
+    /// The traces of each payload `payloads` makes of spans of these traces (in order).
+    fn cut(traces: &[u128], max: usize) -> Vec<Vec<u128>> {
+        let spans: Vec<SpanRecord> = traces.iter().map(|t| span(*t)).collect();
+        let refs: Vec<&SpanRecord> = spans.iter().collect();
+        payloads(&refs, max)
+            .map(|p| p.iter().map(|s| s.trace_id).collect())
+            .collect()
+    }
+
+    #[test]
+    fn payloads_are_cut_between_traces() {
+        assert_eq!(cut(&[], 3), Vec::<Vec<u128>>::new());
+        assert_eq!(cut(&[1, 1, 2], 3), [vec![1, 1, 2]]);
+        // The cut would fall inside trace 2: it moves back to where trace 2 starts.
+        assert_eq!(cut(&[1, 1, 2, 2, 3], 3), [vec![1, 1], vec![2, 2, 3]]);
+        // A trace larger than a payload goes alone, whole.
+        assert_eq!(cut(&[1, 1, 1, 1, 2], 3), [vec![1, 1, 1, 1], vec![2]]);
+        assert_eq!(cut(&[1, 2, 2, 2, 2, 3], 3), [vec![1], vec![2, 2, 2, 2], vec![3]]);
+        // A maximum of 0 still makes progress.
+        assert_eq!(cut(&[1, 2], 0), [vec![1], vec![2]]);
+    }
+
+    #[test]
+    fn every_span_is_in_exactly_one_payload() {
+        let traces: Vec<u128> = (0..5_000u128).map(|i| i / 7 + (i % 3) * 1_000).collect();
+        let payloads = cut(&traces, 100);
+        assert_eq!(payloads.concat(), traces);
+        assert!(payloads
+            .iter()
+            .all(|p| p.len() <= 100 || p.iter().all(|t| *t == p[0])));
     }
 }

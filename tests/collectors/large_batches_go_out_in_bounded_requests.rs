@@ -1,6 +1,7 @@
-//! A large batch reaches an OTLP collector in several requests of at most
-//! `MAX_RECORDS_PER_REQUEST` spans or log records, every record exactly once, each request
-//! written over the previous one's messages without carrying anything over.
+//! A large batch (the queue after an outage, say) reaches the collector in several requests of
+//! bounded size, every record exactly once: at most `MAX_RECORDS_PER_REQUEST` spans or log
+//! records per OTLP request, each written over the previous one's messages without carrying
+//! anything over; at most `MAX_SPANS_PER_PAYLOAD` spans per Datadog payload, cut between traces.
 use std::collections::HashSet;
 use std::io::{BufReader, Read, Write};
 use std::net::TcpListener;
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
+use tracing_usr::export::datadog::{AgentAddress, DatadogConfig, DatadogExporter, MAX_SPANS_PER_PAYLOAD};
 use tracing_usr::export::otlp::{OtlpConfig, OtlpExporter, MAX_RECORDS_PER_REQUEST};
 use tracing_usr::export::{Exporter, FieldValue, Key, Level, LogRecord, Record, SpanRecord, Text};
 
@@ -144,4 +146,45 @@ fn a_large_batch_goes_out_in_requests_of_at_most_512_records() {
     assert_eq!(log_counts, [512, 188], "log records per request");
     assert_eq!(span_ids.len() as u64, SPANS);
     assert_eq!(log_times.len() as u64, LOGS);
+}
+
+#[test]
+fn a_large_batch_goes_to_the_datadog_agent_in_payloads_cut_between_traces() {
+    let (port, received) = sink();
+    let mut exporter = DatadogExporter::new(DatadogConfig {
+        agent: AgentAddress::Http(format!("http://127.0.0.1:{port}")),
+        ..DatadogConfig::default()
+    })
+    .unwrap();
+    // 2,500 spans in traces of ten, then one trace of 1,500 spans.
+    let big_trace = 1_500u64;
+    let batch: Vec<Record> = (0..2_500)
+        .map(span)
+        .chain((0..big_trace).map(|i| {
+            let Record::Span(mut s) = span(10_000 + i) else {
+                unreachable!()
+            };
+            s.trace_id = u128::MAX;
+            Record::Span(s)
+        }))
+        .collect();
+    exporter.export(&batch).expect("the sink accepts everything");
+
+    let received = received.lock().unwrap();
+    let mut sizes = Vec::new();
+    let mut seen = HashSet::new();
+    for (path, body) in received.iter() {
+        assert_eq!(path, "/v0.4/traces");
+        let traces: Vec<Vec<serde_json::Value>> = rmp_serde::from_slice(body).expect("valid v0.4 msgpack");
+        sizes.push(traces.iter().map(Vec::len).sum::<usize>());
+        for trace in &traces {
+            // A trace is whole in one payload.
+            let id = trace[0]["trace_id"].as_u64().unwrap();
+            assert!(seen.insert(id), "trace {id} split across payloads");
+            let expected = if id == u64::MAX { big_trace as usize } else { 10 };
+            assert_eq!(trace.len(), expected, "trace {id}");
+        }
+    }
+    assert_eq!(MAX_SPANS_PER_PAYLOAD, 1_000);
+    assert_eq!(sizes, [1_000, 1_000, 500, 1_500], "spans per payload");
 }
