@@ -143,28 +143,32 @@ fn scope() -> InstrumentationScope {
 
 // ----- Writing the messages in place -----
 //
-// The messages of a batch are written over those of the previous batch: their strings, byte
-// lists and attribute lists keep their buffers, and entries a batch does not need wait in
+// The messages of a request are written over those of the previous request: their strings,
+// byte lists and attribute lists keep their buffers, and entries a request does not need wait in
 // `Spare` for the next. A steady stream of batches then allocates almost nothing on the export
-// thread: building a hundred small buffers per request and freeing them after encoding (through
-// the allocator's slow paths, batches being larger than its per-thread caches) was the larger
-// part of this exporter's cost.
+// thread: building a hundred small buffers per application request and freeing them after
+// encoding (through the allocator's slow paths, a batch being larger than its per-thread caches)
+// was the larger part of this exporter's cost.
 
-/// Message parts kept from one batch to the next.
+/// Message parts kept from one request to the next.
 #[derive(Debug, Default)]
 struct Spare {
     /// The spans of the last traces request.
     span_list: Vec<Span>,
     /// The log records of the last logs request.
     log_list: Vec<OtlpLog>,
+    /// Spans the last traces request did not need (a shorter request follows a longer one).
     spans: Vec<Span>,
+    /// Log records the last logs request did not need.
     logs: Vec<OtlpLog>,
+    /// Span events, from spans that had more of them than the span written over them.
     events: Vec<span::Event>,
+    /// Attributes, likewise.
     attributes: Vec<KeyValue>,
 }
 
-/// At most this many entries of each kind wait in `Spare` (more are freed): a batch far larger
-/// than the usual does not keep its memory for good.
+/// At most this many attributes, and a quarter as many spans, log records and span events, wait
+/// in `Spare` (more are freed): an unusually large request does not keep its memory for good.
 const MAX_SPARE: usize = 4096;
 
 impl Spare {
@@ -343,7 +347,7 @@ fn write_span(
     attributes_spare: &mut Vec<KeyValue>,
 ) {
     // Destructured without `..`: a field added to the message in a later version must be set
-    // here too (it would otherwise keep the previous batch's value).
+    // here too (it would otherwise keep the previous request's value).
     let Span {
         trace_id,
         span_id,
@@ -399,9 +403,7 @@ fn write_span(
         }
         for (k, v) in &record.metrics {
             if k == "_sampling_priority_v1" {
-                if !shadowed("sampling.priority") {
-                    attrs.value("sampling.priority", any_value::Value::IntValue(*v as i64));
-                }
+                attrs.value("sampling.priority", any_value::Value::IntValue(*v as i64));
             } else if !shadowed(k) {
                 attrs.value(k, any_value::Value::DoubleValue(*v));
             }
