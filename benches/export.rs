@@ -24,23 +24,31 @@
 //!
 //! | rung | instructions / request | ratio to otel_otlp | time / request | allocations |
 //! |---|---|---|---|---|
-//! | usr_datadog (traces + Datadog log lines) | 46.1 k | 0.233 | 4.6 µs | 14 |
-//! | usr_otlp (traces with span events + OTLP logs) | 120 k | 0.60 | 4.1 µs | 120 |
-//! | otel_otlp (traces with span events + OTLP logs) | 198 k | 1.00 | 12.0 µs | 205 |
+//! | usr_datadog (traces + Datadog log lines) | 46.5 k | 0.237 | 3.8–5.3 µs | 15.5 |
+//! | usr_otlp (traces with span events + OTLP logs) | 81.2 k | 0.414 | 4.3–4.5 µs | 27.8 |
+//! | otel_otlp (traces with span events + OTLP logs) | 196 k | 1.00 | 11.5–11.8 µs | 205 |
 //!
-//! The comparison pipeline's queues are sized so it drops nothing in an instructions run: under
-//! callgrind the threads run one at a time, and with the default queues (2,048) it dropped part
-//! of its spans silently, which is why earlier runs counted only 97–137 k for it.
+//! Under callgrind the threads run one at a time: the application thread runs all its requests
+//! before the export thread takes the queue, so a run is one batch of 14,000 records, sent as 14
+//! Datadog payloads (at most 1,000 spans each) or as OTLP requests of at most 512 spans or log
+//! records. The comparison pipeline's queues are sized so it drops nothing in an instructions
+//! run (with the default queues, 2,048, it dropped part of its spans silently, which is why
+//! earlier runs counted only 97–137 k for it). The sink reads and discards request bodies
+//! through a stack buffer, so its own work (counted with every pipeline's) stays small.
 //!
 //! Sustained 10 000 requests/s for 3 s (50 000 spans/s): 0 spans or logs dropped by either
-//! tracing-usr rung; peak RSS of this bench's whole process 10.1 MiB (Datadog), 10.4 MiB (OTLP),
-//! 11.6 MiB (tracing-opentelemetry with the log bridge). `benches/footprint.rs` measures the same
-//! load in a binary without the comparison pipeline: 8.8 and 9.4 MiB. The Datadog exporter is
-//! within the goal of a quarter of tracing-opentelemetry's instructions (short strings of
-//! records are held inline, so a request allocates 14 times in all, against 42 before). OTLP is
-//! not: building, encoding (prost recomputes the length of every nested message at each level)
-//! and dropping the opentelemetry-proto messages costs about 80 k instructions on the export
-//! thread alone, which the required use of those types leaves no way around.
+//! tracing-usr rung. `benches/footprint.rs` measures the resident memory under that load in a
+//! binary without the comparison pipeline: 9.0–9.2 MiB (Datadog) and 9.2–9.5 MiB (OTLP).
+//!
+//! The Datadog exporter is within the goal of a quarter of tracing-opentelemetry's
+//! instructions. OTLP is not: the OTLP exporter writes each request's opentelemetry-proto
+//! messages over the previous request's (before, building and freeing a hundred small buffers
+//! per request cost ~37 k instructions, most of it in the allocator's slow paths), but prost's
+//! encoding of those messages still costs ~31 k per request (it recomputes every nested
+//! message's length at each enclosing level, six levels deep for an attribute value), and the
+//! application thread's share (the layer building the records) ~32 k: together more than the
+//! quarter (49 k) with nothing else counted. The required use of opentelemetry-proto's types
+//! leaves no way around the encoding cost.
 
 #[path = "common.rs"]
 mod common;

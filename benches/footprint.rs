@@ -12,10 +12,13 @@
 //!
 //! Last run (2 shared cores, x86_64): 10,000 requests/s (50,000 spans/s) for 3 s, 0 spans or logs
 //! dropped by either exporter, everything flushed; peak resident memory of the whole process
-//! 8.9–9.1 MiB (Datadog, log lines to stdout) and 9.2–9.4 MiB (OTLP), under the 10 MiB goal.
-//! Of 9.4 MiB, 4.9 MiB are the binary's code and read-only data, 1.6 MiB libc and the loader,
-//! and 2.5 MiB the heap and the threads (application, export worker, sink). The same load in
-//! the export bench's binary peaks at 10.1 and 10.4 MiB.
+//! 8.8–8.9 MiB (Datadog, log lines to stdout) and 9.5–9.7 MiB (OTLP), under the 10 MiB goal
+//! (three runs each). About 0.2–0.3 MiB of the OTLP figure are the message parts the exporter
+//! keeps from one request to the next (at most one request's worth: 512 spans and 512 log
+//! records with their buffers); without them it peaked at 9.2–9.5 MiB. Of 9.4 MiB, 4.9 MiB are
+//! the binary's code and read-only data, 1.6 MiB libc and the loader, and 2.5 MiB the heap and
+//! the threads (application, export worker, sink). The same load in the export bench's binary
+//! peaks about 1 MiB higher.
 
 #[path = "common.rs"]
 mod common;
