@@ -3,7 +3,8 @@
 //! Whether a span or event declares `usr.*` fields, and which of its field names the key masking
 //! rule matches, depends only on its callsite's static metadata. [`CallsiteCache`] computes that
 //! once per callsite (in `register_callsite`, or on first sight) so the hot callbacks only do a
-//! hash and two atomic loads.
+//! hash and one atomic load ([`CallsiteCache::has_usr`]); the full facts are read only when
+//! there is work to do.
 
 use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -134,9 +135,17 @@ struct Slot {
     info: OnceLock<CallsiteInfo>,
 }
 
+/// A callsite's metadata address is at least 2-aligned, so its lowest bit is free for
+/// `has_usr` in [`CallsiteCache::has_usr`]'s one-word entries.
+const _: () = assert!(std::mem::align_of::<Metadata<'static>>() >= 2);
+
 /// An insert-only open-addressing table from callsite metadata address to [`CallsiteInfo`].
 pub(crate) struct CallsiteCache {
     slots: Box<[Slot]>,
+    /// Direct-mapped, one word per entry: a callsite's metadata address with its `has_usr` in
+    /// the lowest bit (0: empty). A colliding callsite overwrites the entry; the loser takes the
+    /// slower path through `slots` on its next call.
+    interest: Box<[AtomicUsize; SLOTS]>,
     used: AtomicUsize,
     masker: std::sync::Arc<Masker>,
     /// Whether detection runs (user-agent fields are then read).
@@ -166,6 +175,7 @@ impl CallsiteCache {
             .collect();
         Self {
             slots,
+            interest: Box::new(std::array::from_fn(|_| AtomicUsize::new(0))),
             used: AtomicUsize::new(0),
             masker,
             detection,
@@ -174,6 +184,32 @@ impl CallsiteCache {
 
     fn start(key: usize) -> usize {
         ((key as u64 >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - BITS)) as usize
+    }
+
+    /// Whether `meta`'s callsite declares any `usr.*`, client-IP or user-agent field (its
+    /// [`CallsiteInfo::has_usr`]): one load and a comparison on the usual path.
+    #[inline]
+    pub(crate) fn has_usr(&self, meta: &'static Metadata<'static>) -> bool {
+        let key = meta as *const Metadata<'static> as usize;
+        let index = Self::start(key);
+        if let Some(entry) = self.interest.get(index) {
+            // The entry is written whole from immutable facts: no ordering with other memory.
+            let word = entry.load(Ordering::Relaxed);
+            if word & !1 == key {
+                return word & 1 == 1;
+            }
+        }
+        self.has_usr_slow(meta, key, index)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn has_usr_slow(&self, meta: &'static Metadata<'static>, key: usize, index: usize) -> bool {
+        let has_usr = self.get(meta).has_usr;
+        if let Some(entry) = self.interest.get(index) {
+            entry.store(key | usize::from(has_usr), Ordering::Relaxed);
+        }
+        has_usr
     }
 
     /// The facts about `meta`'s callsite, computing and caching them on first sight.
@@ -264,6 +300,64 @@ impl CallsiteCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two leaked callsites' metadata with the given field names.
+    fn metadata(fields: &'static [&'static str]) -> &'static Metadata<'static> {
+        struct Cs;
+        impl tracing_core::Callsite for Cs {
+            fn set_interest(&self, _: tracing_core::Interest) {}
+            fn metadata(&self) -> &Metadata<'_> {
+                unreachable!("not registered")
+            }
+        }
+        static CS: Cs = Cs;
+        Box::leak(Box::new(Metadata::new(
+            "test",
+            "test",
+            tracing_core::Level::INFO,
+            None,
+            None,
+            None,
+            tracing_core::field::FieldSet::new(fields, tracing_core::identify_callsite!(&CS)),
+            tracing_core::metadata::Kind::SPAN,
+        )))
+    }
+
+    #[test]
+    fn interest_word_agrees_with_the_full_facts() {
+        let cache = CallsiteCache::new(std::sync::Arc::new(Masker::default()), false);
+        let plain = metadata(&["http.route", "step"]);
+        let usr = metadata(&["step", "usr.id"]);
+        let ip = metadata(&["http.client_ip"]);
+        for _ in 0..3 {
+            // First call: the slow path fills the entry; later ones read it.
+            assert!(!cache.has_usr(plain));
+            assert!(cache.has_usr(usr));
+            assert!(cache.has_usr(ip));
+            assert_eq!(cache.has_usr(plain), cache.get(plain).has_usr);
+            assert_eq!(cache.has_usr(usr), cache.get(usr).has_usr);
+        }
+    }
+
+    #[test]
+    fn colliding_callsites_keep_their_own_interest() {
+        let cache = CallsiteCache::new(std::sync::Arc::new(Masker::default()), false);
+        // Many callsites, so some share an interest entry: each still reads its own facts.
+        let all: Vec<(&'static Metadata<'static>, bool)> = (0..3 * SLOTS)
+            .map(|i| {
+                if i % 2 == 0 {
+                    (metadata(&["usr.id"]), true)
+                } else {
+                    (metadata(&["step"]), false)
+                }
+            })
+            .collect();
+        for _ in 0..2 {
+            for (meta, has_usr) in &all {
+                assert_eq!(cache.has_usr(meta), *has_usr);
+            }
+        }
+    }
 
     #[test]
     fn classification_follows_the_contract() {

@@ -23,7 +23,7 @@ use tracing_usr_export::{
     Exporter, Level, LogRecord, Pipeline, PipelineConfig, PipelineStats, Record, Text, TimeoutError,
 };
 
-use crate::callsite::{CallsiteCache, CallsiteInfo, InfoRef};
+use crate::callsite::{CallsiteCache, CallsiteInfo};
 use crate::state::{unix_nanos, RootState, SpanData, SpanState};
 use crate::visit::{split_span_fields, Collector, Fields, IdentityRules};
 
@@ -729,11 +729,12 @@ fn level(meta: &Metadata<'_>) -> Level {
 /// from the callsite, whether there is anything to do.
 impl UserLayer {
     #[inline(never)]
-    fn new_span<S>(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>, info: InfoRef<'_>)
+    fn new_span<S>(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>)
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let shared = &*self.shared;
+        let info = shared.callsites.get(attrs.metadata());
         if self.inert() {
             return;
         }
@@ -826,11 +827,12 @@ impl UserLayer {
     }
 
     #[inline(never)]
-    fn event<S>(&self, event: &Event<'_>, ctx: Context<'_, S>, info: InfoRef<'_>)
+    fn event<S>(&self, event: &Event<'_>, ctx: Context<'_, S>)
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let shared = &*self.shared;
+        let info = shared.callsites.get(event.metadata());
         let meta = event.metadata();
         let pipeline = self.exporting();
         if self.inert() || is_export_thread() {
@@ -1135,9 +1137,8 @@ where
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         // The common case (nothing exported, no `usr.*` field) returns here, before the frame
         // of the full handler is set up.
-        let info = self.shared.callsites.get(attrs.metadata());
-        if self.shared.pipeline.is_some() || info.has_usr {
-            self.new_span(attrs, id, ctx, info);
+        if self.shared.pipeline.is_some() || self.shared.callsites.has_usr(attrs.metadata()) {
+            self.new_span(attrs, id, ctx);
         }
     }
 
@@ -1175,9 +1176,8 @@ where
 
     #[inline]
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let info = self.shared.callsites.get(event.metadata());
-        if self.shared.pipeline.is_some() || info.has_usr {
-            self.event(event, ctx, info);
+        if self.shared.pipeline.is_some() || self.shared.callsites.has_usr(event.metadata()) {
+            self.event(event, ctx);
         }
     }
 
