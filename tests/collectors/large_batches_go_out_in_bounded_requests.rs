@@ -19,8 +19,8 @@ use crate::support::http_head::read_head;
 /// The (path, body) of each request received.
 type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
-/// Answers 200 to every request and keeps (path, body) of each.
-fn sink() -> (u16, Received) {
+/// Answers `status` to every request and keeps (path, body) of each.
+fn sink(status: u16) -> (u16, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let received: Received = Arc::default();
@@ -45,7 +45,7 @@ fn sink() -> (u16, Received) {
                         return;
                     }
                     kept.lock().unwrap().push((path, body));
-                    let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                    let _ = write!(stream, "HTTP/1.1 {status} Status\r\nContent-Length: 0\r\n\r\n");
                 }
             });
         }
@@ -92,7 +92,7 @@ fn log(i: u64) -> Record {
 
 #[test]
 fn a_large_batch_goes_out_in_requests_of_at_most_512_records() {
-    let (port, received) = sink();
+    let (port, received) = sink(200);
     let mut exporter = OtlpExporter::new(OtlpConfig {
         traces_endpoint: Some(format!("http://127.0.0.1:{port}/v1/traces")),
         logs_endpoint: Some(format!("http://127.0.0.1:{port}/v1/logs")),
@@ -150,7 +150,7 @@ fn a_large_batch_goes_out_in_requests_of_at_most_512_records() {
 
 #[test]
 fn a_large_batch_goes_to_the_datadog_agent_in_payloads_cut_between_traces() {
-    let (port, received) = sink();
+    let (port, received) = sink(200);
     let mut exporter = DatadogExporter::new(DatadogConfig {
         agent: AgentAddress::Http(format!("http://127.0.0.1:{port}")),
         ..DatadogConfig::default()
@@ -187,4 +187,27 @@ fn a_large_batch_goes_to_the_datadog_agent_in_payloads_cut_between_traces() {
     }
     assert_eq!(MAX_SPANS_PER_PAYLOAD, 1_000);
     assert_eq!(sizes, [1_000, 1_000, 500, 1_500], "spans per payload");
+}
+
+#[test]
+fn a_refused_request_ends_the_batch_instead_of_waiting_out_every_request() {
+    let (port, received) = sink(400);
+    let batch: Vec<Record> = (0..2_500).map(span).chain((0..1_500).map(log)).collect();
+    let mut otlp = OtlpExporter::new(OtlpConfig {
+        traces_endpoint: Some(format!("http://127.0.0.1:{port}/v1/traces")),
+        logs_endpoint: Some(format!("http://127.0.0.1:{port}/v1/logs")),
+        ..OtlpConfig::default()
+    })
+    .unwrap();
+    assert!(otlp.export(&batch).is_err(), "the refusal is reported");
+    let mut datadog = DatadogExporter::new(DatadogConfig {
+        agent: AgentAddress::Http(format!("http://127.0.0.1:{port}")),
+        ..DatadogConfig::default()
+    })
+    .unwrap();
+    assert!(datadog.export(&batch).is_err(), "the refusal is reported");
+    // One request per signal and exporter (a 400 is not retried), not one per chunk of the
+    // batch (5 OTLP trace requests, 3 log requests, 3 Datadog payloads).
+    let paths: Vec<String> = received.lock().unwrap().iter().map(|(p, _)| p.clone()).collect();
+    assert_eq!(paths, ["/v1/traces", "/v1/logs", "/v0.4/traces"]);
 }

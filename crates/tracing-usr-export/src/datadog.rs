@@ -419,12 +419,13 @@ impl Exporter for DatadogExporter {
 
     fn export(&mut self, batch: &[Record]) -> Result<(), ExportError> {
         let spans: Vec<&SpanRecord> = batch.iter().filter_map(Record::as_span).collect();
-        let mut result = Ok(());
         for payload in payloads(&spans, MAX_SPANS_PER_PAYLOAD) {
-            // Each payload stands alone: one the agent refuses does not hold the others back.
-            result = result.and(self.send(payload));
+            // A payload that fails after its retries ends the batch (the error counts it): the
+            // agent is unreachable or refusing, and each further payload would wait out the
+            // same retry budget while the queue fills.
+            self.send(payload)?;
         }
-        result
+        Ok(())
     }
 }
 

@@ -683,6 +683,38 @@ impl OtlpExporter {
         self.sender.send(&request).map(|_| ())
     }
 
+    /// The spans of `batch`, in requests of at most [`MAX_RECORDS_PER_REQUEST`].
+    fn send_traces(&mut self, url: &str, batch: &[Record]) -> Result<(), ExportError> {
+        let mut spans = batch.iter().filter_map(Record::as_span).peekable();
+        while spans.peek().is_some() {
+            let request = build_traces(
+                spans.by_ref().take(MAX_RECORDS_PER_REQUEST),
+                &self.resource,
+                &mut self.spare,
+            );
+            let body = self.encode(&request);
+            recycle_traces(request, &mut self.spare);
+            self.post(url, body?)?;
+        }
+        Ok(())
+    }
+
+    /// The log records of `batch`, in requests of at most [`MAX_RECORDS_PER_REQUEST`].
+    fn send_logs(&mut self, url: &str, batch: &[Record]) -> Result<(), ExportError> {
+        let mut logs = batch.iter().filter_map(Record::as_log).peekable();
+        while logs.peek().is_some() {
+            let request = build_logs(
+                logs.by_ref().take(MAX_RECORDS_PER_REQUEST),
+                &self.resource,
+                &mut self.spare,
+            );
+            let body = self.encode(&request);
+            recycle_logs(request, &mut self.spare);
+            self.post(url, body?)?;
+        }
+        Ok(())
+    }
+
     fn encode<M: prost::Message + serde::Serialize>(&self, message: &M) -> Result<Vec<u8>, ExportError> {
         match self.config.protocol {
             OtlpProtocol::HttpProtobuf => Ok(message.encode_to_vec()),
@@ -702,36 +734,19 @@ impl Exporter for OtlpExporter {
     }
 
     fn export(&mut self, batch: &[Record]) -> Result<(), ExportError> {
-        let mut result = Ok(());
-        if let Some(url) = self.config.traces_endpoint.clone() {
-            let mut spans = batch.iter().filter_map(Record::as_span).peekable();
-            while spans.peek().is_some() {
-                let request = build_traces(
-                    spans.by_ref().take(MAX_RECORDS_PER_REQUEST),
-                    &self.resource,
-                    &mut self.spare,
-                );
-                let body = self.encode(&request);
-                recycle_traces(request, &mut self.spare);
-                let sent = body.and_then(|body| self.post(&url, body));
-                result = result.and(sent);
-            }
-        }
-        if let Some(url) = self.config.logs_endpoint.clone() {
-            let mut logs = batch.iter().filter_map(Record::as_log).peekable();
-            while logs.peek().is_some() {
-                let request = build_logs(
-                    logs.by_ref().take(MAX_RECORDS_PER_REQUEST),
-                    &self.resource,
-                    &mut self.spare,
-                );
-                let body = self.encode(&request);
-                recycle_logs(request, &mut self.spare);
-                let sent = body.and_then(|body| self.post(&url, body));
-                result = result.and(sent);
-            }
-        }
-        result
+        // Traces and logs may go to different collectors: each signal is sent whatever befell
+        // the other. Within a signal, a request that fails after its retries ends the batch (the
+        // error counts it): each further request would wait out the same retry budget while the
+        // queue fills.
+        let traces = match self.config.traces_endpoint.clone() {
+            Some(url) => self.send_traces(&url, batch),
+            None => Ok(()),
+        };
+        let logs = match self.config.logs_endpoint.clone() {
+            Some(url) => self.send_logs(&url, batch),
+            None => Ok(()),
+        };
+        traces.and(logs)
     }
 }
 

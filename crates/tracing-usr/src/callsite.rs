@@ -301,7 +301,7 @@ impl CallsiteCache {
 mod tests {
     use super::*;
 
-    /// Two leaked callsites' metadata with the given field names.
+    /// Leaked metadata of a (never registered) span callsite with these field names.
     fn metadata(fields: &'static [&'static str]) -> &'static Metadata<'static> {
         struct Cs;
         impl tracing_core::Callsite for Cs {
