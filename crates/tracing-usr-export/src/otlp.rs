@@ -564,7 +564,7 @@ fn build_traces<'a>(
     }
 }
 
-/// Takes the spans of an encoded request back into `spare`, for the next batch.
+/// Takes the spans of an encoded request back into `spare`, for the next request.
 fn recycle_traces(request: ExportTraceServiceRequest, spare: &mut Spare) {
     if let Some(spans) = request
         .resource_spans
@@ -609,7 +609,7 @@ fn build_logs<'a>(
     }
 }
 
-/// Takes the log records of an encoded request back into `spare`, for the next batch.
+/// Takes the log records of an encoded request back into `spare`, for the next request.
 fn recycle_logs(request: ExportLogsServiceRequest, spare: &mut Spare) {
     if let Some(logs) = request
         .resource_logs
@@ -623,7 +623,8 @@ fn recycle_logs(request: ExportLogsServiceRequest, spare: &mut Spare) {
     spare.trim();
 }
 
-/// The traces request for the spans of `batch`.
+/// The traces request for all the spans of `batch`, in one request (the exporter itself sends
+/// at most [`MAX_RECORDS_PER_REQUEST`] per request).
 pub fn traces_request(batch: &[Record], config: &OtlpConfig) -> ExportTraceServiceRequest {
     build_traces(
         batch.iter().filter_map(Record::as_span),
@@ -632,7 +633,8 @@ pub fn traces_request(batch: &[Record], config: &OtlpConfig) -> ExportTraceServi
     )
 }
 
-/// The logs request for the log records of `batch`.
+/// The logs request for all the log records of `batch`, in one request (the exporter itself
+/// sends at most [`MAX_RECORDS_PER_REQUEST`] per request).
 pub fn logs_request(batch: &[Record], config: &OtlpConfig) -> ExportLogsServiceRequest {
     build_logs(
         batch.iter().filter_map(Record::as_log),
