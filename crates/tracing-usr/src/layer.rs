@@ -1129,7 +1129,8 @@ where
     }
 
     fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
-        let _ = self.shared.callsites.get(metadata);
+        // Fills both the full facts and the one-word interest entry.
+        let _ = self.shared.callsites.has_usr(metadata);
         Interest::always()
     }
 
