@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::io::Write;
+use std::iter::{Peekable, Take};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -685,33 +686,28 @@ impl OtlpExporter {
         self.sender.send(&request).map(|_| ())
     }
 
-    /// The spans of `batch`, in requests of at most [`MAX_RECORDS_PER_REQUEST`].
-    fn send_traces(&mut self, url: &str, batch: &[Record]) -> Result<(), ExportError> {
-        let mut spans = batch.iter().filter_map(Record::as_span).peekable();
-        while spans.peek().is_some() {
-            let request = build_traces(
-                spans.by_ref().take(MAX_RECORDS_PER_REQUEST),
+    /// `records` in requests of at most [`MAX_RECORDS_PER_REQUEST`], each written by `build`
+    /// over the parts `recycle` took back from the previous one.
+    fn send_in_requests<I, M>(
+        &mut self,
+        url: &str,
+        records: I,
+        build: impl Fn(Take<&mut Peekable<I>>, &Resource, &mut Spare) -> M,
+        recycle: impl Fn(M, &mut Spare),
+    ) -> Result<(), ExportError>
+    where
+        I: Iterator,
+        M: prost::Message + serde::Serialize,
+    {
+        let mut records = records.peekable();
+        while records.peek().is_some() {
+            let request = build(
+                records.by_ref().take(MAX_RECORDS_PER_REQUEST),
                 &self.resource,
                 &mut self.spare,
             );
             let body = self.encode(&request);
-            recycle_traces(request, &mut self.spare);
-            self.post(url, body?)?;
-        }
-        Ok(())
-    }
-
-    /// The log records of `batch`, in requests of at most [`MAX_RECORDS_PER_REQUEST`].
-    fn send_logs(&mut self, url: &str, batch: &[Record]) -> Result<(), ExportError> {
-        let mut logs = batch.iter().filter_map(Record::as_log).peekable();
-        while logs.peek().is_some() {
-            let request = build_logs(
-                logs.by_ref().take(MAX_RECORDS_PER_REQUEST),
-                &self.resource,
-                &mut self.spare,
-            );
-            let body = self.encode(&request);
-            recycle_logs(request, &mut self.spare);
+            recycle(request, &mut self.spare);
             self.post(url, body?)?;
         }
         Ok(())
@@ -741,11 +737,21 @@ impl Exporter for OtlpExporter {
         // error counts it): each further request would wait out the same retry budget while the
         // queue fills.
         let traces = match self.config.traces_endpoint.clone() {
-            Some(url) => self.send_traces(&url, batch),
+            Some(url) => self.send_in_requests(
+                &url,
+                batch.iter().filter_map(Record::as_span),
+                |records, resource, spare| build_traces(records, resource, spare),
+                recycle_traces,
+            ),
             None => Ok(()),
         };
         let logs = match self.config.logs_endpoint.clone() {
-            Some(url) => self.send_logs(&url, batch),
+            Some(url) => self.send_in_requests(
+                &url,
+                batch.iter().filter_map(Record::as_log),
+                |records, resource, spare| build_logs(records, resource, spare),
+                recycle_logs,
+            ),
             None => Ok(()),
         };
         traces.and(logs)
