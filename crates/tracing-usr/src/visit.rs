@@ -306,15 +306,16 @@ impl Raw for Dbg<'_> {
     }
 }
 
-struct Error<'a>(&'a (dyn std::error::Error + 'static));
+/// Values recorded through `Display`: 128-bit integers and errors, formatted only when needed.
+struct Shown<T: fmt::Display>(T);
 
-impl Raw for Error<'_> {
+impl<T: fmt::Display> Raw for Shown<T> {
     fn value(self) -> FieldValue {
-        FieldValue::Str(Text::display(self.0))
+        FieldValue::Str(Text::display(&self.0))
     }
 
     fn text(self) -> Text {
-        Text::display(self.0)
+        Text::display(&self.0)
     }
 }
 
@@ -332,11 +333,11 @@ impl Visit for Collector<'_> {
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.record(field, Scalar(FieldValue::Str(Text::display(&value))));
+        self.record(field, Shown(value));
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.record(field, Scalar(FieldValue::Str(Text::display(&value))));
+        self.record(field, Shown(value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -361,7 +362,7 @@ impl Visit for Collector<'_> {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.record(field, Error(value));
+        self.record(field, Shown(value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
