@@ -67,14 +67,21 @@ impl IdentityBucket {
         if value.is_empty() {
             return;
         }
-        let is_id = is_key(&key, keys::USR_ID);
-        self.write_nonempty(key, value, is_id);
+        let new_id = is_key(&key, keys::USR_ID) && self.is_other_id(&value);
+        self.write_nonempty(key, value, new_id);
     }
 
-    /// [`IdentityBucket::write_one`] for a non-empty value; `is_id`: whether `key` is `usr.id`.
+    /// Whether the bucket holds a `usr.id` other than `id` (writing `id` then clears it).
     #[inline]
-    fn write_nonempty(&mut self, key: Key, value: Text, is_id: bool) {
-        if is_id && self.id().is_some_and(|id| id != value.as_str()) {
+    fn is_other_id(&self, id: &str) -> bool {
+        self.id().is_some_and(|held| held != id)
+    }
+
+    /// [`IdentityBucket::write_one`] for a non-empty value; `new_id`: the value is a `usr.id`
+    /// other than the one held, so the bucket is cleared first.
+    #[inline]
+    fn write_nonempty(&mut self, key: Key, value: Text, new_id: bool) {
+        if new_id {
             self.entries.clear();
         }
         match self.entries.iter_mut().find(|(k, _)| is_key(k, &key)) {
@@ -330,9 +337,10 @@ impl TraceIdentity {
             if value.is_empty() {
                 continue;
             }
-            let is_id = is_key(&key, keys::USR_ID);
-            if is_id {
-                if self.field.id().is_some_and(|id| id != value.as_str()) {
+            let mut new_id = false;
+            if is_key(&key, keys::USR_ID) {
+                new_id = self.field.is_other_id(&value);
+                if new_id {
                     // The bucket is about to be cleared: the login copy keeps its value.
                     self.private_login.detach(&self.field, keys::USR_LOGIN);
                 }
@@ -340,7 +348,7 @@ impl TraceIdentity {
             } else if is_key(&key, keys::USR_LOGIN) {
                 self.private_login = Private::Field;
             }
-            self.field.write_nonempty(key, value, is_id);
+            self.field.write_nonempty(key, value, new_id);
         }
     }
 

@@ -49,37 +49,6 @@ pub fn truncate(text: &mut String, max: usize) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn floats_keep_a_decimal_point_or_exponent() {
-        assert_eq!(format_f64(1.0), "1.0");
-        assert_eq!(format_f64(-0.25), "-0.25");
-        assert_eq!(format_f64(1e300), "1e+300");
-        assert_eq!(format_f64(f64::NAN), "NaN");
-        assert_eq!(format_f64(f64::INFINITY), "inf");
-    }
-
-    #[test]
-    fn text_formats_in_place_and_survives_a_failing_formatter() {
-        struct Failing;
-        impl std::fmt::Display for Failing {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("partial")?;
-                Err(std::fmt::Error)
-            }
-        }
-        // `format!` would panic here; a telemetry value must not.
-        assert_eq!(Text::display(&Failing).as_str(), "partial");
-        assert_eq!(Text::debug(&"quoted").as_str(), "\"quoted\"");
-        let long = "x".repeat(100);
-        assert_eq!(Text::display(&long).as_str(), long);
-        assert_eq!(String::from(Text::from(long.clone())), long);
-    }
-}
-
 /// An identity value (`usr.*`): up to 24 bytes are held inline, so the short ids, session ids
 /// and roles of most requests are recorded without an allocation; longer values keep one heap
 /// buffer (taken over, not copied, from a `String`).
@@ -182,5 +151,36 @@ impl std::fmt::Debug for Text {
 impl std::fmt::Display for Text {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.0.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_keep_a_decimal_point_or_exponent() {
+        assert_eq!(format_f64(1.0), "1.0");
+        assert_eq!(format_f64(-0.25), "-0.25");
+        assert_eq!(format_f64(1e300), "1e+300");
+        assert_eq!(format_f64(f64::NAN), "NaN");
+        assert_eq!(format_f64(f64::INFINITY), "inf");
+    }
+
+    #[test]
+    fn text_formats_in_place_and_survives_a_failing_formatter() {
+        struct Failing;
+        impl std::fmt::Display for Failing {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("partial")?;
+                Err(std::fmt::Error)
+            }
+        }
+        // `format!` would panic here; a telemetry value must not.
+        assert_eq!(Text::display(&Failing).as_str(), "partial");
+        assert_eq!(Text::debug(&"quoted").as_str(), "\"quoted\"");
+        let long = "x".repeat(100);
+        assert_eq!(Text::display(&long).as_str(), long);
+        assert_eq!(String::from(Text::from(long.clone())), long);
     }
 }
