@@ -615,6 +615,27 @@ where
     }
 }
 
+/// Moves what `fields` bring to their trace's root (see [`Fields::has_root_input`]) into the
+/// root of `span`, found as [`root_of`] does. Whether `span` is itself the root (a parent
+/// look-up) is asked only when the record carries root-only input.
+fn lift_to_root<'a, R>(
+    span: SpanRef<'a, R>,
+    fields: &mut Fields,
+    stored: bool,
+    lookup: impl Fn(&Id) -> Option<SpanRef<'a, R>>,
+    shared: &Shared,
+) where
+    R: for<'b> LookupSpan<'b>,
+{
+    let is_root = fields.has_root_only_input() && span.parent().is_none();
+    if !fields.has_root_input(is_root) {
+        return;
+    }
+    if let Some(root) = root_of(span, stored, lookup) {
+        apply_on(&root, fields, is_root, shared);
+    }
+}
+
 fn with_root_of<S>(
     dispatch: &Dispatch,
     shared: &Shared,
@@ -749,15 +770,10 @@ impl UserLayer {
         let mut collector = Collector::new(&info, shared, false);
         attrs.record(&mut collector);
         let fields = &mut collector.fields;
+        // Checked before the span is looked up: most such records bring nothing.
         if fields.has_root_input(true) {
             if let Some(span) = ctx.span(id) {
-                // Only a root's client IP counts; the parent lookup is needed only then.
-                let is_root = fields.has_root_only_input() && span.parent().is_none();
-                if fields.has_root_input(is_root) {
-                    if let Some(root) = root_of(span, false, |id| ctx.span(id)) {
-                        apply_on(&root, fields, is_root, shared);
-                    }
-                }
+                lift_to_root(span, fields, false, |id| ctx.span(id), shared);
             }
         }
     }
@@ -1163,15 +1179,8 @@ where
                 split_span_fields(fields.plain.drain(..), &mut data.meta, &mut data.metrics);
             }
         }
-        if !fields.has_root_input(true) {
-            return;
-        }
-        let is_root = fields.has_root_only_input() && span.parent().is_none();
-        if !fields.has_root_input(is_root) {
-            return;
-        }
-        if let Some(root) = root_of(span, exporting, |id| ctx.span(id)) {
-            apply_on(&root, fields, is_root, shared);
+        if fields.has_root_input(true) {
+            lift_to_root(span, fields, exporting, |id| ctx.span(id), shared);
         }
     }
 
