@@ -31,8 +31,8 @@
 //! | baseline | 563 ns | 1.00× | 6.20 k | 1.00× | 0 |
 //! | baseline_identity | 583 ns | 1.00× | 6.40 k | 1.00× | 0 |
 //! | layer_plain | 612 ns | 1.09× | 6.47 k | 1.04× | 0 |
-//! | layer_identity | 990 ns | 1.70× | 10.16 k | 1.589× | 1 |
-//! | layer_identity_anon | 1.19 µs | 2.04× | 11.73 k | 1.83× | 3 |
+//! | layer_identity | 990 ns | 1.70× | 10.17 k | 1.591× | 1 |
+//! | layer_identity_anon | 1.19 µs | 2.04× | 11.74 k | 1.84× | 3 |
 //! | layer_identity_export | 5.18 µs | 8.9× | 30.3 k | 4.73× | 14 |
 //!
 //! Time ratios move from run to run on this machine: in other runs of the same day layer_plain
