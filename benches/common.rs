@@ -63,6 +63,13 @@ pub fn plain_request() {
 
 /// 5 spans and 2 events with `usr.*` fields, a late `Span::record` and an SDK `identify`.
 pub fn identity_request(user: &User) {
+    identity_request_with(user, |user| {
+        let _ = tracing_usr::identify(user);
+    })
+}
+
+/// [`identity_request`] with `identify` in place of the SDK call.
+pub fn identity_request_with(user: &User, identify: impl FnOnce(&User)) {
     let root = info_span!(
         "request",
         http.method = "GET",
@@ -71,7 +78,7 @@ pub fn identity_request(user: &User) {
     );
     let _root = root.enter();
     let _handler = info_span!("handler", step = 1, usr.session_id = "sess-1").entered();
-    let _ = tracing_usr::identify(user);
+    identify(user);
     {
         let _db = info_span!("db.query", db.system = "postgresql").entered();
         info!(rows = 3, "loaded");

@@ -8,7 +8,7 @@ n=${1:-5000}
 source benches/callgrind.sh
 bin=$(bench_binary request)
 declare -A per
-rungs=(baseline baseline_identity layer_plain layer_identity layer_identity_anon layer_identity_export)
+rungs=(baseline baseline_identity registry_floor layer_plain layer_identity layer_identity_anon layer_identity_export)
 for rung in "${rungs[@]}"; do
   per[$rung]=$(per_request "$bin" "$rung" "$n")
 done
