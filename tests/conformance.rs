@@ -1,13 +1,16 @@
-//! The cross-tracer contract: every case of the shared conformance folder, run through this
-//! crate's SDK, must put exactly the expected tags on the exported local root.
+//! The tag contract (`docs/tags.md`, "Worked examples"): every case of
+//! `tests/conformance/cases/`, run through this crate's SDK, must put exactly the expected tags
+//! on the exported local root, in every mode.
 //!
-//! Cases come from `$TRACING_USR_CONFORMANCE_DIR`, else `../shared/conformance` next to the
-//! repository; new files there are picked up without code changes. Run with
-//! `cargo test --workspace conformance`.
+//! `TRACING_USR_CONFORMANCE_DIR` names more directories of cases (separated like `PATH`): their
+//! cases are read after the built-in ones, and a case with the same `case` name replaces the
+//! built-in one. New files are picked up without code changes. Run with
+//! `cargo test --workspace --test conformance`.
 #[path = "support/mod.rs"]
 mod support;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tracing::info_span;
@@ -16,16 +19,88 @@ use tracing_usr::{LoginUser, Metadata, SetUserOptions, User};
 
 use support::{builder_with_env, Harness};
 
-fn conformance_dir() -> PathBuf {
-    let dir = std::env::var_os("TRACING_USR_CONFORMANCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance"));
-    assert!(
-        dir.is_dir(),
-        "conformance cases not found at {}: set TRACING_USR_CONFORMANCE_DIR or check out shared/ next to the repository",
-        dir.display()
-    );
-    dir
+/// The directories whose cases run: the repository's own, then those of the variable.
+fn case_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/cases")];
+    if let Some(extra) = std::env::var_os("TRACING_USR_CONFORMANCE_DIR").filter(|v| !v.is_empty()) {
+        dirs.extend(std::env::split_paths(&extra));
+    }
+    dirs
+}
+
+/// One case file, read and checked: it must call something and expect something.
+struct Case {
+    file: PathBuf,
+    name: String,
+    json: Value,
+}
+
+fn read_case(file: &Path) -> Result<Case, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
+    let json: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: invalid JSON: {e}", file.display()))?;
+    let name = json["case"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| format!("{}: no \"case\" name", file.display()))?
+        .to_owned();
+    if json["invoke"]["fn"].as_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "{}: case {name:?} has nothing to invoke (no invoke.fn)",
+            file.display()
+        ));
+    }
+    let expects =
+        json["root_tags"].as_object().map_or(0, |m| m.len()) + json["absent"].as_array().map_or(0, Vec::len);
+    if expects == 0 {
+        return Err(format!(
+            "{}: case {name:?} expects nothing (no root_tags and no absent tags)",
+            file.display()
+        ));
+    }
+    Ok(Case {
+        file: file.to_owned(),
+        name,
+        json,
+    })
+}
+
+/// Every case of `dirs`, by name (a later directory's case replaces an earlier one of that name).
+fn load_cases(dirs: &[PathBuf]) -> Result<BTreeMap<String, Case>, Vec<String>> {
+    let (mut cases, mut errors) = (BTreeMap::new(), Vec::new());
+    for dir in dirs {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                errors.push(format!("conformance directory {}: {e}", dir.display()));
+                continue;
+            }
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            errors.push(format!(
+                "conformance directory {} holds no *.json case",
+                dir.display()
+            ));
+        }
+        for file in files {
+            match read_case(&file) {
+                Ok(case) => {
+                    cases.insert(case.name.clone(), case);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(cases)
+    } else {
+        Err(errors)
+    }
 }
 
 fn s<'a>(args: &'a Value, key: &str) -> Option<&'a str> {
@@ -181,25 +256,16 @@ fn run_case(case: &Value, mode: &str) -> Vec<String> {
 
 #[test]
 fn conformance_cases_produce_the_datadog_root_tags() {
-    let dir = conformance_dir();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no *.json case in {}", dir.display());
-    let (mut ran, mut skipped, mut report) = (0, Vec::new(), Vec::new());
-    for file in &files {
-        let text = std::fs::read_to_string(file).unwrap();
-        let case: Value =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: invalid JSON: {e}", file.display()));
-        let name = case["case"].as_str().unwrap_or("?").to_owned();
-        if case.get("invoke").is_none() {
-            skipped.push(name);
-            continue;
-        }
-        let file_mode = case["mode"].as_str().unwrap_or("identification").to_owned();
+    let cases =
+        load_cases(&case_dirs()).unwrap_or_else(|errors| panic!("conformance cases:\n{}", errors.join("\n")));
+    assert!(
+        !cases.is_empty(),
+        "no conformance case found in {:?}",
+        case_dirs()
+    );
+    let (mut ran, mut report) = (0, Vec::new());
+    for case in cases.values() {
+        let file_mode = case.json["mode"].as_str().unwrap_or("identification").to_owned();
         // SDK output must not depend on the mode: the case's own mode first, then the others.
         let mut modes = vec![file_mode.clone()];
         modes.extend(
@@ -210,23 +276,123 @@ fn conformance_cases_produce_the_datadog_root_tags() {
         );
         for mode in modes {
             ran += 1;
-            let problems = run_case(&case, &mode);
+            let problems = run_case(&case.json, &mode);
             if !problems.is_empty() {
                 report.push(format!(
-                    "{name} ({}) in {mode} mode:\n{}",
-                    file.display(),
+                    "{} ({}) in {mode} mode:\n{}",
+                    case.name,
+                    case.file.display(),
                     problems.join("\n")
                 ));
             }
         }
     }
-    eprintln!(
-        "conformance: {ran} runs of {} cases, skipped (field-path cases): {skipped:?}",
-        files.len() - skipped.len()
-    );
+    eprintln!("conformance: {ran} runs of {} cases", cases.len());
     assert!(
         report.is_empty(),
         "conformance failures:\n{}",
         report.join("\n\n")
     );
+}
+
+/// A scratch directory with the given case files, removed on drop.
+struct CaseDir(PathBuf);
+
+impl CaseDir {
+    fn new(label: &str, files: &[(&str, &str)]) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("tracing-usr-conformance-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        Self(dir)
+    }
+}
+
+impl Drop for CaseDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_directory_without_cases_is_an_error_not_a_pass() {
+    let empty = CaseDir::new("empty", &[("README.md", "no cases here")]);
+    let errors = load_cases(std::slice::from_ref(&empty.0))
+        .err()
+        .expect("an error");
+    assert!(errors[0].contains("holds no *.json case"), "{errors:?}");
+}
+
+#[test]
+fn a_case_with_nothing_to_invoke_or_expect_is_an_error() {
+    let dir = CaseDir::new(
+        "hollow",
+        &[
+            (
+                "no_invoke.json",
+                r#"{"case": "no_invoke", "root_tags": {"usr.id": "u"}}"#,
+            ),
+            (
+                "no_expect.json",
+                r#"{"case": "no_expect", "invoke": {"fn": "track_user_id", "args": {"user_id": "u"}}, "root_tags": {}, "absent": []}"#,
+            ),
+        ],
+    );
+    let errors = load_cases(std::slice::from_ref(&dir.0)).err().expect("errors");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("\"no_expect\" expects nothing")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("\"no_invoke\" has nothing to invoke")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_wrong_expectation_fails_and_names_the_tag() {
+    let case: Value = serde_json::from_str(
+        r#"{"case": "wrong", "invoke": {"fn": "track_user_id", "args": {"user_id": "user-1"}},
+            "root_tags": {"usr.id": "someone-else"}, "absent": ["_dd.appsec.user.collection_mode"]}"#,
+    )
+    .unwrap();
+    let problems = run_case(&case, "identification");
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].contains("usr.id: expected \"someone-else\", found \"user-1\""),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].contains("_dd.appsec.user.collection_mode: must be absent"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn an_extra_directory_adds_cases_and_replaces_same_named_ones() {
+    let extra = CaseDir::new(
+        "extra",
+        &[
+            (
+                "mine.json",
+                r#"{"case": "track_user", "invoke": {"fn": "track_user_id", "args": {"user_id": "x"}}, "root_tags": {"usr.id": "x"}}"#,
+            ),
+            (
+                "new.json",
+                r#"{"case": "brand_new", "invoke": {"fn": "track_user_id", "args": {"user_id": "y"}}, "root_tags": {"usr.id": "y"}}"#,
+            ),
+        ],
+    );
+    let builtin = case_dirs().remove(0);
+    let alone = load_cases(std::slice::from_ref(&builtin)).unwrap();
+    let both = load_cases(&[builtin, extra.0.clone()]).unwrap();
+    assert_eq!(both.len(), alone.len() + 1);
+    assert!(both["track_user"].file.starts_with(&extra.0));
+    assert!(both.contains_key("brand_new"));
 }

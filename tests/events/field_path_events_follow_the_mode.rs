@@ -1,4 +1,4 @@
-//! `tracing` events with `usr.event` are business events on the field path (spec c.5, b.2).
+//! `tracing` events with `usr.event` are business events on the field path (docs/tags.md "events from tracing events", "modes").
 use tracing::{info, info_span};
 
 use crate::support::{tags, Harness};

@@ -1,4 +1,4 @@
-//! Inject in one service, extract in a second one on the same machine (spec d).
+//! Inject in one service, extract in a second one on the same machine (docs/tags.md "propagation").
 use http::HeaderMap;
 use tracing::info_span;
 use tracing_usr::propagation::{extract, inject, set_parent};

@@ -1,4 +1,4 @@
-//! A whole user record as field-path identity (spec a.9).
+//! A whole user record as field-path identity (docs/tags.md "identity from a user record").
 use serde_json::json;
 use tracing::info_span;
 

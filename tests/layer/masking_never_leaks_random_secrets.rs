@@ -45,8 +45,15 @@ proptest! {
             info!(client_secret = value.as_str(), "seen");
         });
         let records = { h.handle.flush().unwrap(); h.exporter.records() };
-        let exported = records.iter().filter_map(|r| r.as_span()).flat_map(|s| s.meta.iter().map(|(_, v)| v.to_string()))
-            .chain(records.iter().filter_map(|r| r.as_log()).flat_map(|l| l.fields.iter().map(|(_, v)| v.to_string())));
+        let spans: Vec<_> = records.iter().filter_map(|r| r.as_span()).collect();
+        let logs: Vec<_> = records.iter().filter_map(|r| r.as_log()).collect();
+        // The premise: the span and the log were exported, with their masked fields.
+        prop_assert_eq!(spans.len(), 1, "one span exported");
+        prop_assert_eq!(logs.len(), 1, "one log exported");
+        prop_assert_eq!(spans[0].meta("password"), Some(tracing_usr::REDACTED));
+        prop_assert_eq!(logs[0].fields.iter().filter(|(k, _)| &**k == "client_secret").count(), 1);
+        let exported = spans.iter().flat_map(|s| s.meta.iter().map(|(_, v)| v.to_string()))
+            .chain(logs.iter().flat_map(|l| l.fields.iter().map(|(_, v)| v.to_string())));
         for v in exported {
             prop_assert_eq!(v, tracing_usr::REDACTED);
         }

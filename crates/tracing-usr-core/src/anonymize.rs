@@ -1,4 +1,4 @@
-//! The anonymization hash of spec b.3, behind a bounded cache.
+//! The anonymization hash of docs/tags.md "anonymization", behind a bounded cache.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

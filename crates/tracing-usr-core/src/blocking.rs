@@ -1,4 +1,4 @@
-//! Blocking building blocks (spec e): deny lists with expiry on an injectable clock, the block
+//! Blocking building blocks (docs/tags.md "blocking"): deny lists with expiry on an injectable clock, the block
 //! response (body choice from `Accept`, templates, security response id) and the `_dd.appsec.json`
 //! trigger. Pure: the layer and the HTTP middleware wire them in.
 
@@ -235,8 +235,8 @@ fn q_value(params: &str, default: f64) -> f64 {
         .map_or(default, |q| q.clamp(0.0, 1.0))
 }
 
-/// Whether the block response should be HTML rather than JSON for this `Accept` header (spec
-/// e.3): HTML only when its best score is strictly greater than JSON's.
+/// Whether the block response should be HTML rather than JSON for this `Accept` header
+/// (docs/tags.md "blocking"): HTML only when its best score is strictly greater than JSON's.
 ///
 /// ```
 /// use tracing_usr_core::blocking::prefers_html;
@@ -320,7 +320,7 @@ pub enum BlockReason {
     Ip(IpAddr),
 }
 
-/// The `_dd.appsec.json` tag of a blocked trace (spec e.4), compact.
+/// The `_dd.appsec.json` tag of a blocked trace (docs/tags.md "blocking"), compact.
 pub fn trigger_json(reason: &BlockReason, response_id: &str) -> String {
     let (rule, name, kind, operator, address, value) = match reason {
         BlockReason::User(id) => (
@@ -429,7 +429,7 @@ mod tests {
     }
 
     #[test]
-    fn accept_negotiation_follows_the_spec() {
+    fn accept_negotiation_follows_the_documented_scores() {
         for (accept, html) in [
             (None, false),
             (Some(""), false),

@@ -1,5 +1,5 @@
-//! In-process detection of account takeover and business-logic abuse (the project's
-//! `detection-rules.md`): ten rules over the business events, exact sliding windows, bounded
+//! In-process detection of account takeover and business-logic abuse (`docs/detection.md`
+//! in the repository): ten rules over the business events, exact sliding windows, bounded
 //! sharded tables, the signal lifecycle and the block actions.
 //!
 //! Pure: the [`Detector`] is fed [`Observation`]s and returns [`Signal`]s; the layer delivers

@@ -1,4 +1,4 @@
-//! Business events (spec c): built-in names, metadata flattening, and the tags of an event on
+//! Business events (docs/tags.md "business events"): built-in names, metadata flattening, and the tags of an event on
 //! the SDK path and on the field path.
 
 use serde_json::Value;
@@ -25,7 +25,7 @@ pub const PAYMENT_FAILURE: &str = "payment.failure";
 /// A sensitive activity (with `name` and `required_role`).
 pub const SENSITIVE_ACTIVITY: &str = "activity.sensitive";
 
-/// Metadata paths deeper than this many segments are dropped (spec c.3).
+/// Metadata paths deeper than this many segments are dropped (docs/tags.md "metadata flattening").
 pub const MAX_DEPTH: usize = 5;
 
 /// `appsec.events.<name>.`
@@ -51,13 +51,13 @@ pub fn row_tags(name: &str) -> &'static [&'static str] {
     }
 }
 
-/// Paths below an event prefix that are exempt from masking (spec a.8).
+/// Paths below an event prefix that are exempt from masking (docs/tags.md "masking").
 pub fn is_exempt_event_path(path: &str) -> bool {
     matches!(path, "track" | "exists" | "name" | "required_role" | "usr.exists")
         || keys::is_standard_key(path)
 }
 
-/// The text of a metadata leaf (spec c.3): strings as is, booleans `"true"`/`"false"`, integers
+/// The text of a metadata leaf (docs/tags.md "metadata flattening"): strings as is, booleans `"true"`/`"false"`, integers
 /// in decimal, floats as in a.2; `null`, maps and lists have none.
 pub fn leaf_text(value: &Value) -> Option<String> {
     match value {
@@ -73,7 +73,7 @@ pub fn leaf_text(value: &Value) -> Option<String> {
     }
 }
 
-/// Flattens `value` (spec c.3): one `(path, text)` per leaf whose path has at most
+/// Flattens `value` (docs/tags.md "metadata flattening"): one `(path, text)` per leaf whose path has at most
 /// [`MAX_DEPTH`] segments; maps contribute their keys (dots and all, as one segment), lists
 /// their zero-based indices. Returns whether anything was dropped for depth.
 ///
@@ -174,7 +174,7 @@ pub fn metadata_text(metadata: Option<&Value>, key: &str) -> Option<String> {
     metadata?.get(key).and_then(leaf_text).filter(|v| !v.is_empty())
 }
 
-/// What a field-path business event contributes (spec c.5), after the mode.
+/// What a field-path business event contributes (docs/tags.md "events from tracing events"), after the mode.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldEvent {
     /// The event's public tags (`appsec.events.N.*`, `track` included).

@@ -1,4 +1,4 @@
-//! Identity buckets, the field-path mode rules and the merge of spec a.4.
+//! Identity buckets, the field-path mode rules and the merge of docs/tags.md "which identity reaches the root".
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
@@ -31,7 +31,7 @@ fn is_key(key: &str, name: &str) -> bool {
     (key.as_ptr() == name.as_ptr() && key.len() == name.len()) || key == name
 }
 
-/// One identity bucket: `usr.*` tags, last write wins per key (spec a.4, rule 1).
+/// One identity bucket: `usr.*` tags, last write wins per key (docs/tags.md "which identity reaches the root", rule 1).
 ///
 /// A typical identity (up to four keys, values up to 24 bytes) is held without an allocation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -131,7 +131,7 @@ impl IdentityBucket {
     }
 }
 
-/// What the mode does to one field-path identity value (spec b.2): `None` means the value is not
+/// What the mode does to one field-path identity value (docs/tags.md "modes"): `None` means the value is not
 /// collected. `key` is the full field name (`usr.id`, `usr.org`, …). The value is a `String` or
 /// a [`Text`].
 ///
@@ -353,7 +353,7 @@ impl TraceIdentity {
     }
 
     /// Updates the private `_dd.appsec.usr.*` copies only (field-path login and signup events,
-    /// spec a.4 rule 4a).
+    /// docs/tags.md "which identity reaches the root" rule 4a).
     pub fn record_private(&mut self, id: Option<&str>, login: Option<&str>) {
         if let Some(id) = id.filter(|v| !v.is_empty()) {
             self.private_id = Private::Own(id.to_owned());
@@ -439,7 +439,7 @@ impl TraceIdentity {
         }
     }
 
-    /// The tags the local root exports (spec a.4/a.5): the public `usr.*` tags of the winning
+    /// The tags the local root exports (docs/tags.md "which identity reaches the root", "collection mode"): the public `usr.*` tags of the winning
     /// bucket with `_dd.appsec.user.collection_mode`, then the private field-path copies.
     /// `default` is the process-wide default identity.
     pub fn root_tags<V: TagValue>(

@@ -1,4 +1,4 @@
-//! Secret masking (spec a.8): the key rule, the value rule and the always-masked token.
+//! Secret masking (docs/tags.md "masking"): the key rule, the value rule and the always-masked token.
 
 use std::borrow::Cow;
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The identification / anonymization / disabled modes and their variables (spec b.1).
+//! The identification / anonymization / disabled modes and their variables (docs/tags.md "modes").
 //!
 //! Parsing is pure: the caller reads the variables (once, when the layer is built) and hands
 //! the values in. See [`resolve_mode`].

@@ -1,4 +1,4 @@
-//! Propagation of the user id across services (spec d): encodings of `_dd.p.usr.id` in
+//! Propagation of the user id across services (docs/tags.md "propagation"): encodings of `_dd.p.usr.id` in
 //! `x-datadog-tags` and W3C `tracestate`. Pure functions; the HTTP glue lives in the layer crate.
 
 use base64::engine::general_purpose::STANDARD;

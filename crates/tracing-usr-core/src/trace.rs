@@ -140,7 +140,7 @@ impl TraceState {
         self.keep = true;
     }
 
-    /// Forces the trace to be kept (spec c.4).
+    /// Forces the trace to be kept (docs/tags.md "keep").
     pub fn keep(&mut self) {
         self.keep = true;
     }
@@ -199,7 +199,7 @@ impl TraceState {
         tags
     }
 
-    /// Marks the trace as blocked (spec e.2): the first block wins, the trace is kept.
+    /// Marks the trace as blocked (docs/tags.md "blocking"): the first block wins, the trace is kept.
     pub fn block(&mut self, reason: crate::blocking::BlockReason, security_response_id: String) {
         let cold = self.cold_mut();
         if cold.block.is_none() {
@@ -304,7 +304,7 @@ impl TraceState {
         self.keep = true;
     }
 
-    /// Writes everything the local root exports into `meta` and `metrics` (spec a.4, a.5, c, d).
+    /// Writes everything the local root exports into `meta` and `metrics` (docs/tags.md "which identity reaches the root", "collection mode", "business events", "propagation").
     pub fn finish<V: TagValue>(
         &self,
         mode: Mode,

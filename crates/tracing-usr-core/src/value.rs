@@ -1,4 +1,4 @@
-//! Conversion of field values to the strings the contract exports (spec a.2).
+//! Conversion of field values to the strings the contract exports (docs/tags.md "identity from span fields").
 
 /// Formats an `f64` as the contract says: the shortest round-trip decimal that always contains a
 /// `.` or an exponent (`1.0`, `1.5`, `1e+300`, as `serde_json` writes it), and `NaN`, `inf`, `-inf` for non-finite values.

@@ -298,7 +298,7 @@ fn set_string_value(out: &mut Option<AnyValue>, value: &str) {
 /// A semantic-convention user attribute: its key, value, and whether the value is an array.
 type Semconv<'a> = (&'static str, &'a str, bool);
 
-/// The semantic-convention user attributes of a local root (spec f), in order (at most seven).
+/// The semantic-convention user attributes of a local root (docs/tags.md "OTLP attributes"), in order (at most seven).
 fn user_attributes(span: &SpanRecord) -> [Option<Semconv<'_>>; 7] {
     let mut out = [None; 7];
     let Some(id) = span.meta("usr.id") else {

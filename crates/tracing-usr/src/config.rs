@@ -221,7 +221,7 @@ impl Builder {
     }
 
     /// Sets the detection settings (thresholds, windows, actions, table size); see
-    /// [`detection`](crate::detection). Defaults to the detection-rules document's values, or
+    /// [`detection`](crate::detection). Defaults to the values of `docs/detection.md`, or
     /// the file named by `TRACING_USR_DETECTION_FILE`. Also turns detection on.
     ///
     /// # Errors

@@ -1,7 +1,7 @@
 //! In-process detection of account takeover and business-logic abuse.
 //!
 //! The layer feeds every business event (SDK and field path) with the request's client IP and
-//! user agent to a [`Detector`] running the ten rules of the project's detection-rules document
+//! user agent to a [`Detector`] running the ten rules of `docs/detection.md`
 //! (credential stuffing, brute force, sensitive-activity rate, the two privilege violations,
 //! signup flood, account deletion, password-reset enumeration and brute force, payment
 //! failures). A match raises a [`Signal`]:

@@ -103,7 +103,7 @@ impl Drop for Shared {
 }
 
 impl Shared {
-    /// Processes `usr.*` values by the mode (spec b.2); business-event-only keys are skipped.
+    /// Processes `usr.*` values by the mode (docs/tags.md "modes"); business-event-only keys are skipped.
     pub(crate) fn field_identity(&self, usr: Vec<(&'static str, String)>) -> Fields {
         let rules = IdentityRules::of(self);
         let mut fields = Fields::default();
@@ -113,7 +113,7 @@ impl Shared {
         fields
     }
 
-    /// The field-path business event a `tracing` event with `usr.event` describes (spec c.5),
+    /// The field-path business event a `tracing` event with `usr.event` describes (docs/tags.md "events from tracing events"),
     /// after the mode; `None` in disabled mode or without a required input.
     pub(crate) fn business_event(
         &self,
@@ -539,7 +539,7 @@ impl Fields {
         !self.identity.is_empty() || self.blocked_user.is_some() || (is_root && self.has_root_only_input())
     }
 
-    /// Moves the record's root input into the root's state (spec a.4, e.1); the client IP and
+    /// Moves the record's root input into the root's state (docs/tags.md "which identity reaches the root", "blocking"); the client IP and
     /// user agent count only when the record is the root's own (`is_root`). Returns the signals
     /// of events that were waiting for the client IP.
     #[must_use]
@@ -866,7 +866,7 @@ impl UserLayer {
             fields.message.take(),
         );
         // A business event (`usr.event`) describes its subject, not the trace's user: its fields
-        // never enter the identity bucket here (spec a.4, rule 4a).
+        // never enter the identity bucket here (docs/tags.md "which identity reaches the root", rule 4a).
         // The crate's own events (configuration warnings, signals) are exported but never feed
         // identity or business events back (feedback guard).
         let internal = meta.target().starts_with("tracing_usr");

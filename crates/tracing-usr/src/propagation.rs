@@ -1,4 +1,4 @@
-//! Carrying the trace and the propagated user id across services over HTTP headers (spec d),
+//! Carrying the trace and the propagated user id across services over HTTP headers (docs/tags.md "propagation"),
 //! with the `http` crate's `HeaderMap` (so with reqwest, hyper, axum and tonic).
 //!
 //! Downstream: [`inject`] writes `x-datadog-trace-id`, `x-datadog-parent-id`,

@@ -22,7 +22,7 @@ pub enum SdkError {
     /// There is no local root to write to: the call was made outside any span, or the span is
     /// disabled or closed.
     NoRoot,
-    /// The user is on the blocked-user list (spec e): the caller must stop its work. The trace is
+    /// The user is on the blocked-user list (docs/tags.md "blocking"): the caller must stop its work. The trace is
     /// marked as blocked (its root gets `appsec.blocked=true` and the trigger); the identity was
     /// still recorded.
     Blocked {
@@ -237,7 +237,7 @@ impl SpanExt for tracing::Span {
     }
 }
 
-/// The 403 answer for a blocked request (spec e.3).
+/// The 403 answer for a blocked request (docs/tags.md "blocking").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockResponse {
     /// The security response id (a UUID v4), also in the body and the trace's trigger.

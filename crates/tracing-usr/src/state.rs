@@ -93,7 +93,7 @@ pub(crate) struct RootState {
 }
 
 impl RootState {
-    /// The user a log record emitted now carries (spec a.3), shared between records.
+    /// The user a log record emitted now carries (docs/tags.md "identity from the SDK"), shared between records.
     pub(crate) fn current_user(&mut self, mode: tracing_usr_core::Mode) -> UserTags {
         let version = self.trace.identity.version();
         if let Some((cached, tags)) = &self.user_cache {

@@ -1,4 +1,4 @@
-//! The business-event SDK (spec a.3, c, d): `set_user`, `track_*`, and their arguments.
+//! The business-event SDK (docs/tags.md "identity from the SDK", "business events", "propagation"): `set_user`, `track_*`, and their arguments.
 
 use std::sync::Arc;
 
@@ -197,7 +197,7 @@ impl IntoOutcome for Result<(), SdkError> {
     }
 }
 
-/// Sets the trace's user (the SDK path, spec a.3): each given attribute as `usr.<key>` on the
+/// Sets the trace's user (the SDK path, docs/tags.md "identity from the SDK"): each given attribute as `usr.<key>` on the
 /// local root, `_dd.appsec.user.collection_mode=sdk`, never changed by the mode, winning over
 /// field-path identity. With `options.propagate`, also `_dd.p.usr.id` for downstream services.
 /// Outside any span it sets the process-wide default identity (never propagated), as
@@ -210,7 +210,7 @@ pub fn set_user(user: &User, options: SetUserOptions) -> Result<(), SdkError> {
     crate::sdk::identify_with(user, options.propagate)
 }
 
-/// Metadata of `track_user*` as `usr.*` tags (spec a.3): `k` or `usr.k` becomes `usr.k`,
+/// Metadata of `track_user*` as `usr.*` tags (docs/tags.md "identity from the SDK"): `k` or `usr.k` becomes `usr.k`,
 /// nested values are flattened; `skip` keys are left to the explicit arguments.
 fn user_metadata_tags(shared: &Shared, metadata: &Metadata, skip: &[&str]) -> Tags {
     let mut tags = Tags::new();
@@ -285,7 +285,7 @@ fn mark_blocked(state: &mut RootState, blocked: Option<(String, String)>) -> Res
     }
 }
 
-/// Identifies the trace's user by login and id (spec a.3): `usr.id`, `usr.login`,
+/// Identifies the trace's user by login and id (docs/tags.md "identity from the SDK"): `usr.id`, `usr.login`,
 /// `usr.session_id` and the metadata as `usr.<key>` (`name`, `email`, `role`, `scope` become the
 /// standard keys; nested values are flattened). No event and no keep.
 ///
@@ -562,7 +562,7 @@ pub fn track_sensitive_activity(
 }
 
 /// Hands the layer a whole user record (any `serde::Serialize` value) as field-path identity of
-/// the current trace (spec a.9): the mode applies. `usr.id` is taken from the first usable key
+/// the current trace (docs/tags.md "identity from a user record"): the mode applies. `usr.id` is taken from the first usable key
 /// of `id`, `_id`, `email`, `username`, `login`, `user`; `usr.login` from `login`, `username`,
 /// `email`, `user`; `usr.email` from `email`, `mail`; `usr.name` from `name`, `full_name`,
 /// `fullname`; `usr.session_id`, `usr.role`, `usr.scope` from the same-named keys. Only non-empty

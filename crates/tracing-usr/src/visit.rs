@@ -23,7 +23,7 @@ pub(crate) type Plain = smallvec::SmallVec<[(Key, FieldValue); 4]>;
 /// What one `record` call carried.
 #[derive(Debug, Default)]
 pub(crate) struct Fields {
-    /// Identity: `usr.*` values as strings (spec a.2) after the mode, token and key-masked
+    /// Identity: `usr.*` values as strings (docs/tags.md "identity from span fields") after the mode, token and key-masked
     /// free-form keys `<Redacted>`; `usr.event` / `usr.exists` are never here.
     pub(crate) identity: Identity,
     /// With [`Collector::keep_raw`]: every `usr.*` value as a string, before the mode (for
@@ -41,7 +41,7 @@ pub(crate) struct Fields {
     pub(crate) user_agent: Option<String>,
 }
 
-/// The field-path identity rules (spec b.2, e.1): the mode, then the block check of the id in
+/// The field-path identity rules (docs/tags.md "modes", "blocking"): the mode, then the block check of the id in
 /// its raw and exported forms.
 #[derive(Clone, Copy)]
 pub(crate) struct IdentityRules<'a> {
@@ -75,7 +75,7 @@ impl<'a> IdentityRules<'a> {
         if value.is_empty() {
             return;
         }
-        // The raw id is used for the block check only, then dropped (spec b.3).
+        // The raw id is used for the block check only, then dropped (docs/tags.md "anonymization").
         let raw_blocked = key == keys::USR_ID && self.deny.is_some_and(|d| d.is_user_blocked(&value));
         if let Some(value) = apply_mode(self.mode, key, value, self.anonymizer) {
             if key == keys::USR_ID && (raw_blocked || self.deny.is_some_and(|d| d.is_user_blocked(&value))) {

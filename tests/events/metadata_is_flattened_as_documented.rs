@@ -1,4 +1,4 @@
-//! Metadata edge cases (spec c.3): empty, deep, lists, unicode keys, very long values, masking.
+//! Metadata edge cases (docs/tags.md "metadata flattening"): empty, deep, lists, unicode keys, very long values, masking.
 use serde_json::json;
 use tracing::info_span;
 
@@ -47,7 +47,7 @@ fn paths_deeper_than_five_segments_are_dropped() {
 }
 
 #[test]
-fn lists_use_indices_and_scalars_convert_as_in_the_spec() {
+fn lists_use_indices_and_scalars_convert_as_documented() {
     let root = custom(
         json!({"items": ["x", {"sku": 7}, [true]], "ratio": 0.5, "whole": 2.0, "neg": -3, "none": null}),
     );
