@@ -183,6 +183,9 @@ fn tag(span: &SpanRecord, key: &str) -> Option<String> {
         .or_else(|| span.metric(key).map(|m| m.to_string()))
 }
 
+/// Tag prefixes of the contract: on the root, every tag with one of them must be listed by the case.
+const CONTRACT_PREFIXES: &[&str] = &["usr.", "appsec.", "_dd.appsec.", "_dd.p.usr."];
+
 /// Runs one case in `mode` and returns its mismatches.
 fn run_case(case: &Value, mode: &str) -> Vec<String> {
     let function = case["invoke"]["fn"].as_str().unwrap_or_default();
@@ -227,6 +230,15 @@ fn run_case(case: &Value, mode: &str) -> Vec<String> {
             Some(found) if found == expected => {}
             Some(found) => problems.push(format!("  {key}: expected {expected:?}, found {found:?}")),
             None => problems.push(format!("  {key}: expected {expected:?}, missing")),
+        }
+    }
+    // The contract's own tags are exactly those listed: a produced tag the case does not
+    // expect is a failure too (so an expectation removed from a case file shows).
+    let expected = case["root_tags"].as_object();
+    for (key, value) in root.meta.iter() {
+        let contract = CONTRACT_PREFIXES.iter().any(|p| key.starts_with(p));
+        if contract && !expected.is_some_and(|m| m.contains_key(&**key)) {
+            problems.push(format!("  {key}: not expected by the case, found {value:?}"));
         }
     }
     for key in case["absent"]
@@ -363,15 +375,28 @@ fn a_wrong_expectation_fails_and_names_the_tag() {
     )
     .unwrap();
     let problems = run_case(&case, "identification");
-    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_eq!(problems.len(), 3, "{problems:?}");
     assert!(
         problems[0].contains("usr.id: expected \"someone-else\", found \"user-1\""),
         "{problems:?}"
     );
     assert!(
-        problems[1].contains("_dd.appsec.user.collection_mode: must be absent"),
+        problems[1].contains("_dd.appsec.user.collection_mode: not expected by the case"),
         "{problems:?}"
     );
+    assert!(
+        problems[2].contains("_dd.appsec.user.collection_mode: must be absent"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn a_case_missing_one_expected_tag_fails() {
+    let builtin = load_cases(&case_dirs()[..1]).unwrap();
+    let mut case = builtin["track_login_success"].json.clone();
+    case["root_tags"].as_object_mut().unwrap().remove("usr.id");
+    let problems = run_case(&case, "identification");
+    assert_eq!(problems, ["  usr.id: not expected by the case, found \"user-1\""]);
 }
 
 #[test]
