@@ -149,6 +149,17 @@ impl TestAgent {
         json_get(&format!("{}{path_and_query}", self.otlp_url()))
     }
 
+    /// Starts a Datadog-intake session under `token` (its traces are then read with
+    /// `/test/session/traces?test_session_token=`).
+    #[allow(dead_code)] // not every test binary that includes this file starts a session
+    pub fn dd_session(&self, token: &str) {
+        let url = format!("{}/test/session/start?test_session_token={token}", self.dd_url());
+        match http_get(&url) {
+            Ok((200, _)) => {}
+            other => panic!("GET {url}: {other:?}"),
+        }
+    }
+
     /// OTLP tests share the agent's OTLP session: one at a time, on a cleared session.
     pub fn otlp_session(&self) -> MutexGuard<'static, ()> {
         static LOCK: Mutex<()> = Mutex::new(());

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod mask;
 pub mod mode;
 pub mod propagation;
+pub mod semconv;
 pub mod trace;
 pub mod user;
 pub mod value;

@@ -298,29 +298,10 @@ fn set_string_value(out: &mut Option<AnyValue>, value: &str) {
 /// A semantic-convention user attribute: its key, value, and whether the value is an array.
 type Semconv<'a> = (&'static str, &'a str, bool);
 
-/// The semantic-convention user attributes of a local root (docs/tags.md "OTLP attributes"), in order (at most seven).
+/// The semantic-convention user attributes of a local root, in order (at most seven), from the
+/// one mapping of `tracing_usr_core::semconv`.
 fn user_attributes(span: &SpanRecord) -> [Option<Semconv<'_>>; 7] {
-    let mut out = [None; 7];
-    let Some(id) = span.meta("usr.id") else {
-        return out;
-    };
-    let anonymized = span.meta("_dd.appsec.user.collection_mode") == Some("anonymization");
-    let candidates = [
-        anonymized.then_some(("user.hash", id, false)),
-        (!anonymized).then_some(("user.id", id, false)),
-        (!anonymized).then_some(("enduser.id", id, false)),
-        span.meta("usr.email").map(|v| ("user.email", v, false)),
-        span.meta("usr.login")
-            .filter(|_| !anonymized)
-            .map(|v| ("user.name", v, false)),
-        span.meta("usr.name").map(|v| ("user.full_name", v, false)),
-        span.meta("usr.role").map(|v| ("user.roles", v, true)),
-        span.meta("usr.session_id").map(|v| ("session.id", v, false)),
-    ];
-    for (slot, entry) in out.iter_mut().zip(candidates.into_iter().flatten()) {
-        *slot = Some(entry);
-    }
-    out
+    tracing_usr_core::semconv::user_attributes(|k| span.meta(k)).map(|a| a.map(|a| (a.key, a.value, a.array)))
 }
 
 /// Writes the W3C `tracestate` `dd` member of a root's propagation tags (empty without any).

@@ -91,6 +91,33 @@ pub(crate) struct CallsiteInfo {
 }
 
 impl CallsiteInfo {
+    /// The names of the callsite's `usr.*` fields.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) fn usr_field_names(&self, meta: &'static Metadata<'static>) -> Vec<&'static str> {
+        self.names(meta, |k| k.is_usr())
+    }
+
+    /// The names of the callsite's fields whose values the key rule (or the token rule) masks.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) fn masked_field_names(&self, meta: &'static Metadata<'static>) -> Vec<&'static str> {
+        self.names(meta, |k| {
+            matches!(
+                k,
+                FieldKind::Masked | FieldKind::Token | FieldKind::IdentityExtra { masked: true }
+            )
+        })
+    }
+
+    #[cfg(feature = "opentelemetry")]
+    fn names(&self, meta: &'static Metadata<'static>, pick: impl Fn(FieldKind) -> bool) -> Vec<&'static str> {
+        meta.fields()
+            .iter()
+            .zip(self.kinds.iter())
+            .filter(|(_, k)| pick(**k))
+            .map(|(f, _)| f.name())
+            .collect()
+    }
+
     fn compute(meta: &Metadata<'_>, masker: &Masker, detection: bool) -> Self {
         let kinds: Box<[FieldKind]> = meta
             .fields()

@@ -422,7 +422,10 @@ impl Builder {
         };
         let mut exporters: Vec<Box<dyn Exporter>> = Vec::with_capacity(self.exporters.len() + 3);
         self.collectors(&mut exporters, &mut warnings);
-        let export = export.unwrap_or(if self.exporters.is_empty() && exporters.is_empty() {
+        // The embedded default: nothing else configured. A tracing-opentelemetry layer found in
+        // the subscriber turns it off (see `crate::otel`).
+        let default_export = export.is_none() && self.exporters.is_empty() && exporters.is_empty();
+        let export = export.unwrap_or(if default_export {
             Export::Stdout
         } else {
             Export::None
@@ -512,6 +515,7 @@ impl Builder {
             mode,
             masker,
             exporters,
+            default_export,
             retroactive,
             pipeline,
             shutdown_timeout,

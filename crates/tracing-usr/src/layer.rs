@@ -34,6 +34,9 @@ pub(crate) struct Parts {
     pub(crate) deny: Arc<DenyList>,
     pub(crate) templates: Arc<tracing_usr_core::blocking::BlockTemplates>,
     pub(crate) exporters: Vec<Box<dyn Exporter>>,
+    /// Whether the exporters are the embedded default alone (JSON lines on stdout).
+    #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
+    pub(crate) default_export: bool,
     pub(crate) retroactive: bool,
     pub(crate) pipeline: PipelineConfig,
     pub(crate) shutdown_timeout: Duration,
@@ -63,7 +66,11 @@ pub(crate) struct Shared {
     pub(crate) callsites: CallsiteCache,
     pub(crate) retroactive: bool,
     pub(crate) max_spans_per_trace: usize,
+    /// The export pipeline; read through [`Shared::pipeline`], which also says whether it is in use.
     pub(crate) pipeline: Option<Pipeline>,
+    /// The tracing-opentelemetry pipeline of the same subscriber, if any.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) otel: crate::otel::OtelBridge,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) tags_max_length: usize,
     /// The detector, unless detection is off.
@@ -103,6 +110,17 @@ impl Drop for Shared {
 }
 
 impl Shared {
+    /// The pipeline records go to, unless nothing is exported (none configured, or the embedded
+    /// default turned off because a tracing-opentelemetry layer exports the traces).
+    #[inline]
+    pub(crate) fn pipeline(&self) -> Option<&Pipeline> {
+        #[cfg(feature = "opentelemetry")]
+        if self.otel.export_off() {
+            return None;
+        }
+        self.pipeline.as_ref()
+    }
+
     /// Processes `usr.*` values by the mode (docs/tags.md "modes"); business-event-only keys are skipped.
     pub(crate) fn field_identity(&self, usr: Vec<(&'static str, String)>) -> Fields {
         let rules = IdentityRules::of(self);
@@ -264,6 +282,8 @@ impl UserLayer {
             retroactive: parts.retroactive,
             max_spans_per_trace: parts.max_spans_per_trace,
             pipeline,
+            #[cfg(feature = "opentelemetry")]
+            otel: crate::otel::OtelBridge::new(parts.default_export),
             shutdown_timeout: parts.shutdown_timeout,
             tags_max_length: parts.tags_max_length,
             detector: parts
@@ -341,7 +361,7 @@ impl UserLayer {
     }
 
     fn exporting(&self) -> Option<&Pipeline> {
-        self.shared.pipeline.as_ref()
+        self.shared.pipeline()
     }
 }
 
@@ -603,7 +623,9 @@ impl Fields {
 }
 
 /// Applies `fields` on `root`; signals are queued once the extension lock is released.
-fn apply_on<R>(root: &SpanRef<'_, R>, fields: &mut Fields, is_root: bool, shared: &Shared)
+/// `creating` says the fields come from the root's own creation (its OpenTelemetry span is then
+/// written at its first enter, not started now).
+fn apply_on<R>(root: &SpanRef<'_, R>, fields: &mut Fields, is_root: bool, creating: bool, shared: &Shared)
 where
     R: for<'a> LookupSpan<'a>,
 {
@@ -613,6 +635,61 @@ where
     if !signals.is_empty() {
         shared.signals.enqueue(signals);
     }
+    #[cfg(feature = "opentelemetry")]
+    if shared.otel.eager() {
+        if creating {
+            otel_defer(shared, &mut root.extensions_mut());
+        } else {
+            otel_sync(shared, &root.id(), root.extensions_mut(), None);
+        }
+    }
+    #[cfg(not(feature = "opentelemetry"))]
+    let _ = creating;
+}
+
+/// Marks a root whose tags were recorded at its creation: written at its first enter.
+#[cfg(feature = "opentelemetry")]
+fn otel_defer(shared: &Shared, ext: &mut tracing_subscriber::registry::ExtensionsMut<'_>) {
+    if let Some(state) = ext.get_mut::<RootState>() {
+        if state.otel_deferred.is_none() {
+            state.otel_deferred = Some(shared.otel.defer());
+        }
+    }
+}
+
+/// Writes what the root's OpenTelemetry span lacks of the root's current tags (eager order):
+/// computed under the root's extension lock, written after it is released.
+#[cfg(feature = "opentelemetry")]
+fn otel_sync(
+    shared: &Shared,
+    id: &Id,
+    mut ext: tracing_subscriber::registry::ExtensionsMut<'_>,
+    dispatch: Option<&Dispatch>,
+) {
+    let Some(state) = ext.get_mut::<RootState>() else {
+        return;
+    };
+    let (tags, metrics) = root_tags(shared, state);
+    let pending = crate::otel::not_written(crate::otel::attributes(&tags, &metrics), &mut state.otel_written);
+    drop(ext);
+    shared.otel.write_now(id, pending, dispatch);
+}
+
+/// A root's tags and metrics.
+#[cfg(feature = "opentelemetry")]
+type RootTags = (Vec<(Key, Text)>, Vec<(Key, f64)>);
+
+/// The tags and metrics the root's state gives it now.
+#[cfg(feature = "opentelemetry")]
+fn root_tags(shared: &Shared, state: &RootState) -> RootTags {
+    let (mut tags, mut metrics) = (Vec::with_capacity(ROOT_TAGS), Vec::new());
+    state.trace.finish(
+        shared.mode,
+        shared.default_bucket().as_ref(),
+        &mut tags,
+        &mut metrics,
+    );
+    (tags, metrics)
 }
 
 /// Moves what `fields` bring to their trace's root (see [`Fields::has_root_input`]) into the
@@ -622,6 +699,7 @@ fn lift_to_root<'a, R>(
     span: SpanRef<'a, R>,
     fields: &mut Fields,
     stored: bool,
+    creating: bool,
     lookup: impl Fn(&Id) -> Option<SpanRef<'a, R>>,
     shared: &Shared,
 ) where
@@ -631,8 +709,10 @@ fn lift_to_root<'a, R>(
     if !fields.has_root_input(is_root) {
         return;
     }
+    let span_id = creating.then(|| span.id());
     if let Some(root) = root_of(span, stored, lookup) {
-        apply_on(&root, fields, is_root, shared);
+        let creating_root = span_id.is_some_and(|id| id == root.id());
+        apply_on(&root, fields, is_root, creating_root, shared);
     }
 }
 
@@ -661,7 +741,7 @@ where
     let Some(data) = subscriber.span_data(id).and_then(|data| {
         walk_to_root(
             data,
-            shared.pipeline.is_some(),
+            shared.pipeline().is_some(),
             |data| stored_root(&data.extensions()),
             |data| data.parent().and_then(|parent| subscriber.span_data(parent)),
             |id| subscriber.span_data(id),
@@ -670,6 +750,10 @@ where
         return false;
     };
     with_state(&mut data.extensions_mut(), |state| f(shared, state));
+    #[cfg(feature = "opentelemetry")]
+    if shared.otel.eager() {
+        otel_sync(shared, &data.id(), data.extensions_mut(), None);
+    }
     true
 }
 
@@ -716,13 +800,16 @@ where
         let data = ext.get_mut::<SpanState>().and_then(|state| state.data.as_mut());
         on_span(SpanAccess { data, is_root });
     }
-    let stored = dispatch
-        .downcast_ref::<UserLayer>()
-        .map_or(true, |layer| layer.shared.pipeline.is_some());
+    let layer = dispatch.downcast_ref::<UserLayer>();
+    let stored = layer.map_or(true, |layer| layer.shared.pipeline().is_some());
     let Some(root) = root_of(span, stored, |id| subscriber.span(id)) else {
         return false;
     };
     with_state(&mut root.extensions_mut(), on_root);
+    #[cfg(feature = "opentelemetry")]
+    if let Some(layer) = layer.filter(|layer| layer.shared.otel.eager()) {
+        otel_sync(&layer.shared, &root.id(), root.extensions_mut(), Some(dispatch));
+    }
     true
 }
 
@@ -759,7 +846,7 @@ impl UserLayer {
         if self.inert() {
             return;
         }
-        if shared.pipeline.is_some() {
+        if shared.pipeline().is_some() {
             if !is_export_thread() {
                 self.new_span_exported(attrs, id, ctx, &info);
             }
@@ -773,7 +860,7 @@ impl UserLayer {
         // Checked before the span is looked up: most such records bring nothing.
         if fields.has_root_input(true) {
             if let Some(span) = ctx.span(id) {
-                lift_to_root(span, fields, false, |id| ctx.span(id), shared);
+                lift_to_root(span, fields, false, true, |id| ctx.span(id), shared);
             }
         }
     }
@@ -827,6 +914,10 @@ impl UserLayer {
             None => {
                 let mut state = RootState::new();
                 state.trace_id = Some(span_trace_id);
+                #[cfg(feature = "opentelemetry")]
+                if shared.otel.eager() && fields.has_root_input(true) {
+                    state.otel_deferred = Some(shared.otel.defer());
+                }
                 // A new root has no waiting events: no signals here.
                 let _ = fields.apply(true, &mut state, shared);
                 ext.replace(state);
@@ -835,7 +926,7 @@ impl UserLayer {
                 drop(ext);
                 if fields.has_root_input(false) {
                     if let Some(root) = ctx.span(&root) {
-                        apply_on(&root, fields, false, shared);
+                        apply_on(&root, fields, false, false, shared);
                     }
                 }
             }
@@ -1025,6 +1116,82 @@ impl UserLayer {
         }
     }
 
+    /// A root's close when nothing is exported and the OpenTelemetry span may still be open
+    /// (tracing-usr closes first): the root's final tags, written on it once; detection as
+    /// [`UserLayer::close_armed`].
+    #[cfg(feature = "opentelemetry")]
+    #[inline(never)]
+    fn close_otel<S>(&self, id: Id, ctx: Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let shared = &*self.shared;
+        if self.inert() {
+            return;
+        }
+        let Some(span) = ctx.span(&id) else { return };
+        let found = span.extensions_mut().remove::<RootState>();
+        let Some(mut state) = found else {
+            if shared.otel.undecided() && span.parent().is_none() {
+                let _ = shared.otel.at_close(&id);
+            }
+            return;
+        };
+        drop(span);
+        let signals = close_detection(shared, &mut state);
+        shared.signals.enqueue(signals);
+        if let Some(cx) = shared.otel.at_close(&id) {
+            use opentelemetry::trace::TraceContextExt;
+            let (tags, metrics) = root_tags(shared, &state);
+            let pending =
+                crate::otel::not_written(crate::otel::attributes(&tags, &metrics), &mut state.otel_written);
+            if !pending.is_empty() {
+                cx.span().set_attributes(pending);
+            }
+        }
+    }
+
+    /// The first enter of a root whose creation recorded tags: they are written now, on the
+    /// OpenTelemetry span that tracing-opentelemetry has just started.
+    #[cfg(feature = "opentelemetry")]
+    #[inline(never)]
+    fn enter_deferred<S>(&self, id: &Id, ctx: Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let Some(span) = ctx.span(id) else { return };
+        let mut ext = span.extensions_mut();
+        let Some(state) = ext.get_mut::<RootState>() else {
+            return;
+        };
+        if state.otel_deferred.take().is_none() {
+            return;
+        }
+        if self.shared.otel.eager() {
+            otel_sync(&self.shared, id, ext, None);
+        }
+    }
+
+    /// While the layer order is not known, a new child tells it (see
+    /// [`crate::otel::OtelBridge::probe_child`]).
+    #[cfg(feature = "opentelemetry")]
+    #[inline(never)]
+    fn probe_child<S>(&self, attrs: &Attributes<'_>, id: &Id, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let parent = if attrs.is_root() {
+            None
+        } else if let Some(parent) = attrs.parent() {
+            Some(parent.clone())
+        } else {
+            ctx.current_span().id().cloned()
+        };
+        if let Some(parent) = parent {
+            self.shared.otel.probe_child(id, &parent);
+        }
+    }
+
     #[inline(never)]
     fn close_exported<S>(&self, id: Id, ctx: Context<'_, S>, pipeline: &Pipeline)
     where
@@ -1054,6 +1221,10 @@ impl UserLayer {
                 shared.signals.enqueue(signals);
                 let mut record = data.finish(span.metadata(), true);
                 let Some(state) = state else {
+                    #[cfg(feature = "opentelemetry")]
+                    if shared.otel.undecided() {
+                        let _ = shared.otel.at_close(&id);
+                    }
                     pipeline.send_one(Record::Span(record));
                     return;
                 };
@@ -1070,6 +1241,16 @@ impl UserLayer {
                 if record.meta.iter().any(|(k, _)| k == "_dd.origin") {
                     // An origin set by the application wins over the blocking one.
                     tags.retain(|(k, _)| k != "_dd.origin");
+                }
+                #[cfg(feature = "opentelemetry")]
+                if let Some(cx) = shared.otel.at_close(&id) {
+                    use opentelemetry::trace::TraceContextExt;
+                    let all = crate::otel::attributes(&tags, &record.metrics);
+                    let mut written = state.otel_written;
+                    let pending = crate::otel::not_written(all, &mut written);
+                    if !pending.is_empty() {
+                        cx.span().set_attributes(pending);
+                    }
                 }
                 record.meta.retain(|(k, _)| !tags.iter().any(|(t, _)| t == k));
                 // Field values still need the value rule; the tags from `finish` are final.
@@ -1135,6 +1316,8 @@ where
 {
     fn on_register_dispatch(&self, subscriber: &Dispatch) {
         self.shared.signals.set_dispatch(subscriber);
+        #[cfg(feature = "opentelemetry")]
+        self.shared.otel.set_dispatch(subscriber);
         self.shared.emit_warnings(subscriber);
     }
 
@@ -1147,26 +1330,36 @@ where
     fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
         // Fills both the full facts and the one-word interest entry.
         let _ = self.shared.callsites.has_usr(metadata);
+        #[cfg(feature = "opentelemetry")]
+        self.shared.otel.on_register_callsite(
+            metadata,
+            &self.shared.callsites.get(metadata),
+            self.shared.mode,
+        );
         Interest::always()
     }
 
     #[inline]
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        #[cfg(feature = "opentelemetry")]
+        if self.shared.otel.undecided() {
+            self.probe_child(attrs, id, &ctx);
+        }
         // The common case (nothing exported, no `usr.*` field) returns here, before the frame
         // of the full handler is set up.
-        if self.shared.pipeline.is_some() || self.shared.callsites.has_usr(attrs.metadata()) {
+        if self.shared.pipeline().is_some() || self.shared.callsites.has_usr(attrs.metadata()) {
             self.new_span(attrs, id, ctx);
         }
     }
 
     fn on_record(&self, id: &Id, values: &SpanFields<'_>, ctx: Context<'_, S>) {
         let shared = &*self.shared;
-        if self.inert() || (shared.pipeline.is_some() && is_export_thread()) {
+        if self.inert() || (shared.pipeline().is_some() && is_export_thread()) {
             return;
         }
         let Some(span) = ctx.span(id) else { return };
         let info = shared.callsites.get(span.metadata());
-        let exporting = shared.pipeline.is_some();
+        let exporting = shared.pipeline().is_some();
         if !exporting && !info.has_usr {
             return;
         }
@@ -1180,23 +1373,54 @@ where
             }
         }
         if fields.has_root_input(true) {
-            lift_to_root(span, fields, exporting, |id| ctx.span(id), shared);
+            lift_to_root(span, fields, exporting, false, |id| ctx.span(id), shared);
         }
     }
 
     #[inline]
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if self.shared.pipeline.is_some() || self.shared.callsites.has_usr(event.metadata()) {
+        #[cfg(feature = "opentelemetry")]
+        if self.shared.otel.undecided() && !event.metadata().target().starts_with("tracing_usr") {
+            if let Some(span) = event
+                .parent()
+                .cloned()
+                .or_else(|| ctx.current_span().id().cloned())
+            {
+                self.shared.otel.probe_present(&span);
+            }
+        }
+        if self.shared.pipeline().is_some() || self.shared.callsites.has_usr(event.metadata()) {
             self.event(event, ctx);
         }
     }
 
     #[inline]
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        #[cfg(feature = "opentelemetry")]
+        if self.shared.otel.any_deferred() {
+            self.enter_deferred(id, ctx);
+        }
+        #[cfg(not(feature = "opentelemetry"))]
+        let _ = (id, ctx);
+    }
+
+    #[inline]
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        match &self.shared.pipeline {
+        // A root closing before the order is known: when its OpenTelemetry span is still open
+        // (tracing-usr first), the default export stops before this trace is sent.
+        #[cfg(feature = "opentelemetry")]
+        if self.shared.otel.undecided() && self.shared.pipeline().is_some() {
+            self.shared.otel.probe_present(&id);
+        }
+        match self.shared.pipeline() {
             Some(pipeline) => self.close_exported(id, ctx, pipeline),
             // Not exporting: only a root holding detection work needs its close.
             None => {
+                #[cfg(feature = "opentelemetry")]
+                if self.shared.otel.at_close_wanted() {
+                    self.close_otel(id, ctx);
+                    return;
+                }
                 if self.shared.armed_roots.load(Ordering::Acquire) > 0 {
                     self.close_armed(id, ctx);
                 }

@@ -174,6 +174,8 @@ mod deny_file;
 pub mod detection;
 mod ids;
 mod layer;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 pub mod propagation;
 mod sdk;
 mod state;

@@ -90,6 +90,12 @@ pub(crate) struct RootState {
     pub(crate) detection_armed: bool,
     /// Signals raised while the extension lock is held, delivered once it is released.
     pub(crate) signals: Vec<crate::detection::Signal>,
+    /// The attributes written so far on the root's OpenTelemetry span.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) otel_written: Vec<opentelemetry::KeyValue>,
+    /// Set while tags recorded at the root's creation wait for its first enter.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) otel_deferred: Option<crate::otel::Deferred>,
 }
 
 impl RootState {
@@ -121,6 +127,10 @@ impl RootState {
             trace_id: None,
             detection_armed: false,
             signals: Vec::new(),
+            #[cfg(feature = "opentelemetry")]
+            otel_written: Vec::new(),
+            #[cfg(feature = "opentelemetry")]
+            otel_deferred: None,
         }
     }
 }

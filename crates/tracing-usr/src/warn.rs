@@ -36,6 +36,60 @@ impl Callsite for WarnCallsite {
     }
 }
 
+#[cfg(feature = "opentelemetry")]
+struct NoteCallsite;
+
+#[cfg(feature = "opentelemetry")]
+static NOTE_CALLSITE: NoteCallsite = NoteCallsite;
+
+#[cfg(feature = "opentelemetry")]
+static NOTE_META: Metadata<'static> = Metadata::new(
+    "tracing_usr configuration note",
+    "tracing_usr::config",
+    Level::DEBUG,
+    Some(file!()),
+    Some(line!()),
+    Some(module_path!()),
+    FieldSet::new(&["message"], Identifier(&NOTE_CALLSITE)),
+    Kind::EVENT,
+);
+
+#[cfg(feature = "opentelemetry")]
+impl Callsite for NoteCallsite {
+    fn set_interest(&self, _interest: Interest) {}
+
+    fn metadata(&self) -> &Metadata<'_> {
+        &NOTE_META
+    }
+}
+
+/// Emits one `debug` note (target `tracing_usr::config`) from a short-lived thread, as
+/// [`emit_later`] does for warnings.
+#[cfg(feature = "opentelemetry")]
+pub(crate) fn note_later(dispatch: Option<WeakDispatch>, message: &'static str) {
+    let note = move || {
+        static REGISTER: Once = Once::new();
+        REGISTER.call_once(|| tracing_core::callsite::register(&NOTE_CALLSITE));
+        let Some(dispatch) = dispatch.and_then(|d| d.upgrade()) else {
+            return;
+        };
+        if !dispatch.enabled(&NOTE_META) {
+            return;
+        }
+        let fields = NOTE_META.fields();
+        let Some(field) = fields.field("message") else {
+            return;
+        };
+        let message = format_args!("{message}");
+        let values: [(&tracing_core::field::Field, Option<&dyn Value>); 1] =
+            [(&field, Some(&message as &dyn Value))];
+        dispatch.event(&Event::new(&NOTE_META, &fields.value_set(&values)));
+    };
+    let _ = std::thread::Builder::new()
+        .name("tracing-usr-note".into())
+        .spawn(note);
+}
+
 /// Registers the callsite once per process. Takes tracing-core's dispatcher lock, so it also
 /// waits for a registration in progress to finish. Never call it from a layer callback.
 pub(crate) fn register_callsite() {

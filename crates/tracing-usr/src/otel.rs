@@ -1,0 +1,369 @@
+//! The user layer of a tracing-opentelemetry pipeline (feature `opentelemetry`): the tags
+//! tracing-usr gives a local root are written as attributes of that root's OpenTelemetry span,
+//! with the semantic-convention user attributes beside them.
+//!
+//! How it reaches the span: `tracing_opentelemetry::get_otel_context` with the subscriber's
+//! `Dispatch` (kept from `Layer::on_register_dispatch`), never while any span's extensions are
+//! held. When it writes depends on the order of the two layers, found out from the first child
+//! span (whether tracing-opentelemetry has seen it before tracing-usr) or the first root's close
+//! (whether its OpenTelemetry span is still open):
+//!
+//! * tracing-usr added first (`registry().with(usr).with(otel)`): tracing-usr's `on_close` of a
+//!   root runs before tracing-opentelemetry's, so the root's final tags are written once, just
+//!   before the span ends. No key is ever written twice.
+//! * tracing-opentelemetry added first, or the order not known yet: its `on_close` ends the span
+//!   before tracing-usr sees the close, so tags are written as they are recorded, each new or
+//!   changed value once. A value that changes on a started span (a second identity in one
+//!   request) is written again: the span then holds both, and a key that disappears (the first
+//!   user's email) cannot be taken back. Tags recorded by a root's own creation wait for its
+//!   first enter, so that the application can still give it a remote parent.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry::{Array, KeyValue, StringValue, Value};
+use tracing_core::dispatcher::{Dispatch, WeakDispatch};
+use tracing_core::span::Id;
+use tracing_core::Metadata;
+use tracing_usr_core::mode::ConfigWarning;
+use tracing_usr_core::semconv::{user_attributes, SAMPLING_PRIORITY};
+use tracing_usr_core::Mode;
+use tracing_usr_export::{Key, Text};
+
+use crate::callsite::CallsiteInfo;
+
+/// The order of the two layers is not known yet: tags are written as they are recorded (a
+/// no-op without a tracing-opentelemetry layer) and what is missing again at the root's close.
+const UNKNOWN: u8 = 0;
+/// tracing-opentelemetry sees a span's callbacks first: write eagerly.
+const OTEL_FIRST: u8 = 1;
+/// tracing-usr sees a span's callbacks first: write at the root's close.
+const USR_FIRST: u8 = 2;
+
+/// Root tags that stay out of the OpenTelemetry span: the sampler's state, which the OTel
+/// sampler owns (a keep is `sampling.priority`).
+const NOT_ATTRIBUTES: [&str; 2] = [
+    tracing_usr_core::trace::DECISION_MAKER,
+    tracing_usr_core::trace::TRACE_SOURCE,
+];
+
+/// The link to the tracing-opentelemetry layer of the same subscriber.
+///
+/// Nothing here looks at an OpenTelemetry span before its tracing span was entered or has a
+/// child: `get_otel_context` starts a span that is still a builder, and a root started early
+/// could no longer take a remote parent (`OpenTelemetrySpanExt::set_parent`).
+#[derive(Debug)]
+pub(crate) struct OtelBridge {
+    dispatch: OnceLock<WeakDispatch>,
+    order: AtomicU8,
+    /// Set once an OpenTelemetry span of this subscriber was seen.
+    present: AtomicBool,
+    /// Whether the layer's exporters are the embedded default alone.
+    default_export: bool,
+    /// Set once a tracing-opentelemetry layer is found and only the default was configured.
+    export_off: AtomicBool,
+    /// Roots whose tags were recorded at their creation and wait for their first enter.
+    deferred: Arc<AtomicUsize>,
+    /// Warnings about callsites whose fields tracing-opentelemetry exports as they are, held
+    /// until a tracing-opentelemetry layer is seen (`None` once it is).
+    exposed: Mutex<Option<Vec<ConfigWarning>>>,
+}
+
+impl OtelBridge {
+    pub(crate) fn new(default_export: bool) -> Self {
+        Self {
+            dispatch: OnceLock::new(),
+            order: AtomicU8::new(UNKNOWN),
+            present: AtomicBool::new(false),
+            default_export,
+            export_off: AtomicBool::new(false),
+            deferred: Arc::new(AtomicUsize::new(0)),
+            exposed: Mutex::new(Some(Vec::new())),
+        }
+    }
+
+    /// Keeps the subscriber's dispatch (a weak reference: the dispatch owns the layer).
+    pub(crate) fn set_dispatch(&self, dispatch: &Dispatch) {
+        let _ = self.dispatch.set(dispatch.downgrade());
+    }
+
+    /// Whether the embedded default export is off because tracing-opentelemetry exports.
+    #[inline]
+    pub(crate) fn export_off(&self) -> bool {
+        self.export_off.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn undecided(&self) -> bool {
+        self.order.load(Ordering::Relaxed) == UNKNOWN
+    }
+
+    /// Whether tags are written as they are recorded (tracing-opentelemetry closes first, or the
+    /// order is not known yet).
+    #[inline]
+    pub(crate) fn eager(&self) -> bool {
+        self.order.load(Ordering::Relaxed) != USR_FIRST
+    }
+
+    /// Whether a root's close may have tags to write (tracing-usr closes first, or not known).
+    #[inline]
+    pub(crate) fn at_close_wanted(&self) -> bool {
+        self.order.load(Ordering::Relaxed) != OTEL_FIRST
+    }
+
+    /// Whether some root waits for its first enter to be written.
+    #[inline]
+    pub(crate) fn any_deferred(&self) -> bool {
+        self.deferred.load(Ordering::Relaxed) > 0
+    }
+
+    /// Counts a root that waits for its first enter, until the mark is dropped.
+    pub(crate) fn defer(&self) -> Deferred {
+        self.deferred.fetch_add(1, Ordering::Relaxed);
+        Deferred(Arc::clone(&self.deferred))
+    }
+
+    /// The subscriber's dispatch: the one it was registered with, else `fallback` (an SDK call's
+    /// current dispatch, for subscribers that do not forward `on_register_dispatch`).
+    fn dispatch(&self, fallback: Option<&Dispatch>) -> Option<Dispatch> {
+        self.dispatch
+            .get()
+            .and_then(WeakDispatch::upgrade)
+            .or_else(|| fallback.cloned())
+    }
+
+    fn context(&self, id: &Id, fallback: Option<&Dispatch>) -> Option<opentelemetry::Context> {
+        let dispatch = self.dispatch(fallback)?;
+        let cx = tracing_opentelemetry::get_otel_context(id, &dispatch);
+        if cx.is_some() && !self.present.load(Ordering::Relaxed) {
+            self.sighted();
+        }
+        cx
+    }
+
+    /// The first OpenTelemetry span seen: the default export stops, held warnings are given.
+    #[cold]
+    fn sighted(&self) {
+        if self.present.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.default_export {
+            self.export_off.store(true, Ordering::Release);
+            crate::warn::note_later(
+                self.dispatch.get().cloned(),
+                "a tracing-opentelemetry layer exports this subscriber's traces and no tracing-usr exporter is configured: tracing-usr exports nothing itself (set TRACING_USR_EXPORT or an exporter to export both)",
+            );
+        }
+        let notes = self
+            .exposed
+            .lock()
+            .map(|mut held| held.take().unwrap_or_default())
+            .unwrap_or_default();
+        if !notes.is_empty() {
+            crate::warn::emit_later(self.dispatch.get().cloned(), notes);
+        }
+    }
+
+    fn decide(&self, order: u8) {
+        let _ = self
+            .order
+            .compare_exchange(UNKNOWN, order, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// From tracing-usr's `on_new_span` of child `id` of `parent`, no extension held: when
+    /// tracing-opentelemetry has already seen the child, it runs first; when it has seen only
+    /// the parent, tracing-usr does. (Roots are not probed: that would start them.)
+    pub(crate) fn probe_child(&self, id: &Id, parent: &Id) {
+        if self.context(id, None).is_some() {
+            self.decide(OTEL_FIRST);
+        } else if self.context(parent, None).is_some() {
+            self.decide(USR_FIRST);
+        }
+    }
+
+    /// From an event in span `id` (entered, so already started), no extension held: finds
+    /// whether a tracing-opentelemetry layer is there.
+    pub(crate) fn probe_present(&self, id: &Id) {
+        if !self.present.load(Ordering::Relaxed) {
+            let _ = self.context(id, None);
+        }
+    }
+
+    /// At tracing-usr's close of root `id`, no extension held: its OpenTelemetry span when it is
+    /// still open (tracing-usr closes first). While the order is not known, a span still open
+    /// settles it as tracing-usr first; one already gone, with OpenTelemetry spans seen before,
+    /// as tracing-opentelemetry first.
+    pub(crate) fn at_close(&self, id: &Id) -> Option<opentelemetry::Context> {
+        if !self.at_close_wanted() {
+            return None;
+        }
+        let cx = self.context(id, None);
+        if self.undecided() {
+            if cx.is_some() {
+                self.decide(USR_FIRST);
+            } else if self.present.load(Ordering::Acquire) {
+                self.decide(OTEL_FIRST);
+            }
+        }
+        cx
+    }
+
+    /// Writes `attributes` on the OpenTelemetry span of root `id`, no extension held.
+    pub(crate) fn write_now(&self, id: &Id, attributes: Vec<KeyValue>, fallback: Option<&Dispatch>) {
+        if attributes.is_empty() {
+            return;
+        }
+        if let Some(cx) = self.context(id, fallback) {
+            cx.span().set_attributes(attributes);
+        }
+    }
+
+    /// Notes a callsite whose fields tracing-opentelemetry exports as they are, which the mode or
+    /// the masking would change: warned once, when a tracing-opentelemetry layer is found.
+    pub(crate) fn on_register_callsite(
+        &self,
+        meta: &'static Metadata<'static>,
+        info: &CallsiteInfo,
+        mode: Mode,
+    ) {
+        let Some(warning) = exposure(meta, info, mode) else {
+            return;
+        };
+        if let Ok(mut held) = self.exposed.lock() {
+            if let Some(list) = held.as_mut() {
+                list.push(warning);
+                return;
+            }
+        }
+        crate::warn::emit_later(self.dispatch.get().cloned(), vec![warning]);
+    }
+}
+
+/// A root counted as waiting for its first enter (see [`OtelBridge::defer`]); dropping it (at the
+/// enter, or with the root) ends the count.
+#[derive(Debug)]
+pub(crate) struct Deferred(Arc<AtomicUsize>);
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The warning for a callsite whose raw fields tracing-opentelemetry would export.
+fn exposure(meta: &'static Metadata<'static>, info: &CallsiteInfo, mode: Mode) -> Option<ConfigWarning> {
+    let usr = info.usr_field_names(meta);
+    let masked = info.masked_field_names(meta);
+    let usr_exposed = !usr.is_empty() && mode != Mode::Identification;
+    if !usr_exposed && masked.is_empty() {
+        return None;
+    }
+    let mut why = Vec::new();
+    if usr_exposed {
+        why.push(format!(
+            "its identity fields {usr:?} are exported as they are, although the mode is {mode}"
+        ));
+    }
+    if !masked.is_empty() {
+        why.push(format!("its fields {masked:?} are exported unmasked"));
+    }
+    Some(ConfigWarning {
+        variable: if usr_exposed {
+            tracing_usr_core::mode::ENV_MODE
+        } else {
+            tracing_usr_core::mask::ENV_KEY_REGEXP
+        },
+        message: format!(
+            "tracing-opentelemetry exports the fields of {} {:?} (target {}, {}:{}) on its own span, where tracing-usr cannot change them: {}. Set identity with tracing_usr::identify or record_user instead",
+            if meta.is_span() { "span" } else { "event" },
+            meta.name(),
+            meta.target(),
+            meta.file().unwrap_or("?"),
+            meta.line().unwrap_or(0),
+            why.join("; ")
+        ),
+    })
+}
+
+/// The OpenTelemetry attributes of a root's tags: each tag as a string (the sampler's `_dd.p.dm`
+/// / `_dd.p.ts` left out), a keep as the integer `sampling.priority`, and the
+/// semantic-convention user attributes.
+pub(crate) fn attributes(tags: &[(Key, Text)], metrics: &[(Key, f64)]) -> Vec<KeyValue> {
+    let mut out = Vec::with_capacity(tags.len() + 8);
+    for (key, value) in tags {
+        if NOT_ATTRIBUTES.contains(&key.as_ref()) {
+            continue;
+        }
+        out.push(KeyValue::new(key.to_string(), value.to_string()));
+    }
+    for (key, value) in metrics {
+        if key == tracing_usr_core::trace::SAMPLING_PRIORITY {
+            out.push(KeyValue::new(SAMPLING_PRIORITY, *value as i64));
+        }
+    }
+    let lookup = |k: &str| tags.iter().rev().find(|(t, _)| t == k).map(|(_, v)| v.as_str());
+    for attribute in user_attributes(lookup).into_iter().flatten() {
+        let value = if attribute.array {
+            Value::Array(Array::String(vec![StringValue::from(attribute.value.to_owned())]))
+        } else {
+            Value::from(attribute.value.to_owned())
+        };
+        out.push(KeyValue::new(attribute.key, value));
+    }
+    out
+}
+
+/// The attributes of `all` not written yet on the span (`written`, updated).
+pub(crate) fn not_written(all: Vec<KeyValue>, written: &mut Vec<KeyValue>) -> Vec<KeyValue> {
+    let fresh: Vec<KeyValue> = all.into_iter().filter(|kv| !written.contains(kv)).collect();
+    written.extend(fresh.iter().cloned());
+    fresh
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_become_string_attributes_and_the_keep_an_integer() {
+        let tags: Vec<(Key, Text)> = vec![
+            ("usr.id".into(), "u-1".into()),
+            ("usr.role".into(), "admin".into()),
+            ("appsec.events.users.login.success.track".into(), "true".into()),
+            ("_dd.p.dm".into(), "-5".into()),
+            ("_dd.p.usr.id".into(), "dS0x".into()),
+        ];
+        let metrics: Vec<(Key, f64)> = vec![("_sampling_priority_v1".into(), 2.0)];
+        let attrs = attributes(&tags, &metrics);
+        let find = |k: &str| {
+            attrs
+                .iter()
+                .find(|kv| kv.key.as_str() == k)
+                .map(|kv| kv.value.clone())
+        };
+        assert_eq!(find("usr.id"), Some(Value::from("u-1")));
+        assert_eq!(
+            find("appsec.events.users.login.success.track"),
+            Some(Value::from("true"))
+        );
+        assert_eq!(find("_dd.p.usr.id"), Some(Value::from("dS0x")));
+        assert_eq!(find("_dd.p.dm"), None);
+        assert_eq!(find("sampling.priority"), Some(Value::I64(2)));
+        assert_eq!(find("user.id"), Some(Value::from("u-1")));
+        assert_eq!(
+            find("user.roles"),
+            Some(Value::Array(Array::String(vec![StringValue::from("admin")])))
+        );
+    }
+
+    #[test]
+    fn only_new_or_changed_values_are_written_again() {
+        let mut written = Vec::new();
+        let first = vec![KeyValue::new("usr.id", "a"), KeyValue::new("usr.email", "a@x")];
+        assert_eq!(not_written(first.clone(), &mut written).len(), 2);
+        assert!(not_written(first, &mut written).is_empty());
+        let changed = vec![KeyValue::new("usr.id", "b"), KeyValue::new("usr.email", "a@x")];
+        assert_eq!(not_written(changed, &mut written), [KeyValue::new("usr.id", "b")]);
+    }
+}

@@ -1,0 +1,67 @@
+//! tracing-usr as the user layer of an existing tracing-opentelemetry pipeline, with no
+//! collector: the OpenTelemetry SDK's in-memory exporter stands in for opentelemetry-otlp, and the
+//! example prints the attributes of each span the pipeline would send.
+//!
+//! ```sh
+//! cargo run --example otel_pipeline
+//! DD_APPSEC_AUTO_USER_INSTRUMENTATION_MODE=anon cargo run --example otel_pipeline   # hashed ids
+//! ```
+//!
+//! The root span (`GET /orders`) carries `usr.id`, `user.id`, `usr.email`, the login-success
+//! tags…; its children carry none. tracing-usr exports nothing itself here: the pipeline does.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use tracing::info_span;
+use tracing_subscriber::prelude::*;
+use tracing_usr::{LoginUser, Metadata, SetUserOptions, User};
+
+fn main() {
+    // The application's pipeline, as it was before tracing-usr: swap the in-memory exporter for
+    // `opentelemetry_otlp::SpanExporter` (or dd-trace-rs, see examples/dd_trace_rs.rs).
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("otel_pipeline"));
+
+    // tracing-usr joins it: one more layer, either order (feature `opentelemetry`).
+    tracing_subscriber::registry()
+        .with(tracing_usr::layer())
+        .with(otel)
+        .init();
+
+    {
+        let _request = info_span!("GET /orders", http.route = "/orders").entered();
+        let _handler = info_span!("login_handler").entered();
+        // The user's identity and the business event, through the SDK: the mode and the masking
+        // apply before anything reaches the OpenTelemetry span.
+        tracing_usr::track_login_success(
+            "alice",
+            LoginUser::from(User::new("u-1001").with_email("alice@example.com")),
+            Metadata::default(),
+            SetUserOptions::default(),
+        )
+        .expect("alice is not blocked");
+        let _query = info_span!("db.query").entered();
+    }
+
+    provider
+        .force_flush()
+        .expect("the in-memory exporter does not fail");
+    let spans = exporter.get_finished_spans().expect("the finished spans");
+    for span in spans.iter().rev() {
+        let kind = if span.parent_span_id == opentelemetry::trace::SpanId::INVALID {
+            "root"
+        } else {
+            "child"
+        };
+        println!("{kind} span {:?}", span.name);
+        for kv in &span.attributes {
+            if !kv.key.as_str().starts_with("code.") && !kv.key.as_str().starts_with("thread.") {
+                println!("    {} = {}", kv.key, kv.value);
+            }
+        }
+    }
+    let _ = provider.shutdown();
+}

@@ -1,0 +1,102 @@
+//! A root whose creation records the user (`info_span!("request", usr.id = ..)`) can still be
+//! given a remote parent with `OpenTelemetrySpanExt::set_parent` before it is entered: tracing-usr
+//! does not start its OpenTelemetry span early, in either layer order, and the user still lands
+//! on it. A second identity in one request leaves one `usr.id` when tracing-usr is added first.
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use tracing::info_span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_usr::User;
+
+use crate::agent::TestAgent;
+use crate::otel::{pipeline, Order, ORDERS};
+
+const REMOTE_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const REMOTE_SPAN: &str = "00f067aa0ba902b7";
+
+#[test]
+fn set_parent_after_creation_with_user_fields_works_in_both_orders() {
+    let agent = TestAgent::get();
+    for order in ORDERS {
+        let _session = agent.otlp_session();
+        let p = pipeline(order, &[]);
+        // Two requests: the first runs before the layer order is known, the second after.
+        for n in 0..2 {
+            p.run(|| {
+                let remote = SpanContext::new(
+                    TraceId::from_hex(REMOTE_TRACE).unwrap(),
+                    SpanId::from_hex(REMOTE_SPAN).unwrap(),
+                    TraceFlags::SAMPLED,
+                    true,
+                    TraceState::default(),
+                );
+                let root = info_span!("request", n = n, usr.id = "user-5");
+                root.set_parent(opentelemetry::Context::new().with_remote_span_context(remote))
+                    .unwrap_or_else(|e| panic!("{order:?} request {n}: set_parent failed: {e:?}"));
+                let _root = root.entered();
+                let _child = info_span!("handler").entered();
+            });
+        }
+        let spans = p.spans();
+        let requests: Vec<_> = spans.iter().filter(|s| s.name == "request").collect();
+        assert_eq!(requests.len(), 2, "{order:?}: {spans:#?}");
+        for request in requests {
+            println!("{order:?} request attributes: {:?}", request.attrs);
+            assert_eq!(
+                hex(&request.trace_id),
+                REMOTE_TRACE,
+                "{order:?}: the remote trace is kept"
+            );
+            assert_eq!(
+                hex(&request.parent),
+                REMOTE_SPAN,
+                "{order:?}: the remote parent is kept"
+            );
+            assert_eq!(
+                request.attr("_dd.appsec.user.collection_mode"),
+                Some("identification"),
+                "{order:?}"
+            );
+            assert_eq!(
+                request.attr("user.id"),
+                Some("user-5"),
+                "{order:?}: {:?}",
+                request.attrs
+            );
+        }
+    }
+}
+
+#[test]
+fn a_second_identity_in_one_request_is_written_once_when_tracing_usr_comes_first() {
+    let agent = TestAgent::get();
+    for order in ORDERS {
+        let _session = agent.otlp_session();
+        let p = pipeline(order, &[]);
+        p.run(|| {
+            let _root = info_span!("request").entered();
+            let _child = info_span!("handler").entered();
+            tracing_usr::identify(&User::new("user-1").with_email("one@example.com")).unwrap();
+            tracing_usr::identify(&User::new("user-2")).unwrap();
+        });
+        let spans = p.spans();
+        let root = spans.iter().find(|s| s.is_root()).expect("the root");
+        println!("{order:?} root keys: {:?}", root.keys);
+        // The last value written is the current user in both orders.
+        assert_eq!(root.attr("usr.id"), Some("user-2"), "{order:?}");
+        assert_eq!(root.attr("user.id"), Some("user-2"), "{order:?}");
+        let ids = root.keys.iter().filter(|k| *k == "usr.id").count();
+        match order {
+            // Written once at the root's close: the first user's email is gone too.
+            Order::UsrFirst => {
+                assert_eq!(ids, 1, "{:?}", root.keys);
+                assert_eq!(root.attr("usr.email"), None, "{:?}", root.attrs);
+            }
+            // A started span keeps each value written to it (documented in the README).
+            Order::OtelFirst => assert_eq!(ids, 2, "{:?}", root.keys),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
