@@ -670,7 +670,8 @@ fn otel_sync(
         return;
     };
     let (tags, metrics) = root_tags(shared, state);
-    let pending = crate::otel::not_written(crate::otel::attributes(&tags, &metrics), &mut state.otel_written);
+    let pending = crate::otel::attributes_not_in(&tags, &metrics, &state.otel_written);
+    state.otel_written.extend(pending.iter().cloned());
     drop(ext);
     shared.otel.write_now(id, pending, dispatch);
 }
@@ -1143,8 +1144,8 @@ impl UserLayer {
         if let Some(cx) = shared.otel.at_close(&id) {
             use opentelemetry::trace::TraceContextExt;
             let (tags, metrics) = root_tags(shared, &state);
-            let pending =
-                crate::otel::not_written(crate::otel::attributes(&tags, &metrics), &mut state.otel_written);
+            // The last write: what is missing, without keeping a record of it.
+            let pending = crate::otel::attributes_not_in(&tags, &metrics, &state.otel_written);
             if !pending.is_empty() {
                 cx.span().set_attributes(pending);
             }
@@ -1245,9 +1246,7 @@ impl UserLayer {
                 #[cfg(feature = "opentelemetry")]
                 if let Some(cx) = shared.otel.at_close(&id) {
                     use opentelemetry::trace::TraceContextExt;
-                    let all = crate::otel::attributes(&tags, &record.metrics);
-                    let mut written = state.otel_written;
-                    let pending = crate::otel::not_written(all, &mut written);
+                    let pending = crate::otel::attributes_not_in(&tags, &record.metrics, &state.otel_written);
                     if !pending.is_empty() {
                         cx.span().set_attributes(pending);
                     }

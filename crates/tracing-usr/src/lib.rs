@@ -140,6 +140,11 @@
 //!
 //! * `datadog` (default): the Datadog agent exporter and Datadog log lines.
 //! * `otlp` (default): the OTLP/HTTP exporter.
+//! * `opentelemetry`: be the user layer of a tracing-opentelemetry pipeline (tracing-opentelemetry
+//!   0.34, opentelemetry 0.33, dd-trace-rs): in the same registry, in either order, the tags of a
+//!   local root are also written as attributes of its OpenTelemetry span, with the
+//!   semantic-convention user attributes; with no exporter of its own configured, tracing-usr
+//!   then exports nothing itself. See the README section "Already on OpenTelemetry?".
 //!
 //! Without both, the crate does not compile reqwest, tokio, rmp or prost, and exports JSON lines
 //! (or to exporters of your own).

@@ -286,24 +286,46 @@ fn exposure(meta: &'static Metadata<'static>, info: &CallsiteInfo, mode: Mode) -
     })
 }
 
-/// The OpenTelemetry attributes of a root's tags: each tag as a string (the sampler's `_dd.p.dm`
-/// / `_dd.p.ts` left out), a keep as the integer `sampling.priority`, and the
-/// semantic-convention user attributes.
-pub(crate) fn attributes(tags: &[(Key, Text)], metrics: &[(Key, f64)]) -> Vec<KeyValue> {
+/// The OpenTelemetry attributes of a root's tags that the span does not hold yet (`written`):
+/// each tag as a string (the sampler's `_dd.p.dm` / `_dd.p.ts` left out), a keep as the integer
+/// `sampling.priority`, and the semantic-convention user attributes. An attribute is built only
+/// when it is missing, so a root written again allocates only for what changed.
+pub(crate) fn attributes_not_in(
+    tags: &[(Key, Text)],
+    metrics: &[(Key, f64)],
+    written: &[KeyValue],
+) -> Vec<KeyValue> {
+    let held = |key: &str, value: &str| {
+        written.iter().any(|kv| {
+            kv.key.as_str() == key
+                && match &kv.value {
+                    Value::String(s) => s.as_str() == value,
+                    Value::Array(Array::String(items)) => items.len() == 1 && items[0].as_str() == value,
+                    _ => false,
+                }
+        })
+    };
     let mut out = Vec::with_capacity(tags.len() + 8);
     for (key, value) in tags {
-        if NOT_ATTRIBUTES.contains(&key.as_ref()) {
+        if NOT_ATTRIBUTES.contains(&key.as_ref()) || held(key, value.as_str()) {
             continue;
         }
-        out.push(KeyValue::new(key.to_string(), value.to_string()));
+        // Keys are mostly `&'static str`: no copy.
+        out.push(KeyValue::new(key.clone(), value.as_str().to_owned()));
     }
     for (key, value) in metrics {
         if key == tracing_usr_core::trace::SAMPLING_PRIORITY {
-            out.push(KeyValue::new(SAMPLING_PRIORITY, *value as i64));
+            let priority = KeyValue::new(SAMPLING_PRIORITY, *value as i64);
+            if !written.contains(&priority) {
+                out.push(priority);
+            }
         }
     }
     let lookup = |k: &str| tags.iter().rev().find(|(t, _)| t == k).map(|(_, v)| v.as_str());
     for attribute in user_attributes(lookup).into_iter().flatten() {
+        if held(attribute.key, attribute.value) {
+            continue;
+        }
         let value = if attribute.array {
             Value::Array(Array::String(vec![StringValue::from(attribute.value.to_owned())]))
         } else {
@@ -314,11 +336,10 @@ pub(crate) fn attributes(tags: &[(Key, Text)], metrics: &[(Key, f64)]) -> Vec<Ke
     out
 }
 
-/// The attributes of `all` not written yet on the span (`written`, updated).
-pub(crate) fn not_written(all: Vec<KeyValue>, written: &mut Vec<KeyValue>) -> Vec<KeyValue> {
-    let fresh: Vec<KeyValue> = all.into_iter().filter(|kv| !written.contains(kv)).collect();
-    written.extend(fresh.iter().cloned());
-    fresh
+/// Every OpenTelemetry attribute of a root's tags (see [`attributes_not_in`]).
+#[cfg(test)]
+pub(crate) fn attributes(tags: &[(Key, Text)], metrics: &[(Key, f64)]) -> Vec<KeyValue> {
+    attributes_not_in(tags, metrics, &[])
 }
 
 #[cfg(test)]
@@ -359,11 +380,17 @@ mod tests {
 
     #[test]
     fn only_new_or_changed_values_are_written_again() {
-        let mut written = Vec::new();
-        let first = vec![KeyValue::new("usr.id", "a"), KeyValue::new("usr.email", "a@x")];
-        assert_eq!(not_written(first.clone(), &mut written).len(), 2);
-        assert!(not_written(first, &mut written).is_empty());
-        let changed = vec![KeyValue::new("usr.id", "b"), KeyValue::new("usr.email", "a@x")];
-        assert_eq!(not_written(changed, &mut written), [KeyValue::new("usr.id", "b")]);
+        let tags = |id: &'static str| -> Vec<(Key, Text)> {
+            vec![("usr.id".into(), id.into()), ("usr.role".into(), "admin".into())]
+        };
+        let metrics: Vec<(Key, f64)> = vec![("_sampling_priority_v1".into(), 2.0)];
+        let mut written = attributes(&tags("a"), &metrics);
+        assert_eq!(written.len(), 6, "{written:?}");
+        assert!(attributes_not_in(&tags("a"), &metrics, &written).is_empty());
+        let changed = attributes_not_in(&tags("b"), &metrics, &written);
+        let keys: Vec<&str> = changed.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, ["usr.id", "user.id", "enduser.id"]);
+        written.extend(changed);
+        assert!(attributes_not_in(&tags("b"), &metrics, &written).is_empty());
     }
 }
