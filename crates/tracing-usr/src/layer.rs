@@ -636,11 +636,11 @@ where
         shared.signals.enqueue(signals);
     }
     #[cfg(feature = "opentelemetry")]
-    if shared.otel.eager() {
+    if shared.otel.may_write_eagerly() {
         if creating {
             otel_defer(shared, &mut root.extensions_mut());
         } else {
-            otel_sync(shared, &root.id(), root.extensions_mut(), None);
+            otel_after_write(shared, &root.id(), || root.extensions_mut(), None);
         }
     }
     #[cfg(not(feature = "opentelemetry"))]
@@ -654,6 +654,21 @@ fn otel_defer(shared: &Shared, ext: &mut tracing_subscriber::registry::Extension
         if state.otel_deferred.is_none() {
             state.otel_deferred = Some(shared.otel.defer());
         }
+    }
+}
+
+/// After a write on root `id` (no extension held): while the order is not known, looks for the
+/// root's OpenTelemetry span first; then, when tags are written as recorded, writes them.
+#[cfg(feature = "opentelemetry")]
+fn otel_after_write<'a>(
+    shared: &Shared,
+    id: &Id,
+    ext: impl FnOnce() -> tracing_subscriber::registry::ExtensionsMut<'a>,
+    dispatch: Option<&Dispatch>,
+) {
+    shared.otel.probe_unseen(id, dispatch);
+    if shared.otel.eager() {
+        otel_sync(shared, id, ext(), dispatch);
     }
 }
 
@@ -752,8 +767,8 @@ where
     };
     with_state(&mut data.extensions_mut(), |state| f(shared, state));
     #[cfg(feature = "opentelemetry")]
-    if shared.otel.eager() {
-        otel_sync(shared, &data.id(), data.extensions_mut(), None);
+    if shared.otel.may_write_eagerly() {
+        otel_after_write(shared, &data.id(), || data.extensions_mut(), None);
     }
     true
 }
@@ -808,8 +823,13 @@ where
     };
     with_state(&mut root.extensions_mut(), on_root);
     #[cfg(feature = "opentelemetry")]
-    if let Some(layer) = layer.filter(|layer| layer.shared.otel.eager()) {
-        otel_sync(&layer.shared, &root.id(), root.extensions_mut(), Some(dispatch));
+    if let Some(layer) = layer.filter(|layer| layer.shared.otel.may_write_eagerly()) {
+        otel_after_write(
+            &layer.shared,
+            &root.id(),
+            || root.extensions_mut(),
+            Some(dispatch),
+        );
     }
     true
 }
@@ -916,7 +936,7 @@ impl UserLayer {
                 let mut state = RootState::new();
                 state.trace_id = Some(span_trace_id);
                 #[cfg(feature = "opentelemetry")]
-                if shared.otel.eager() && fields.has_root_input(true) {
+                if shared.otel.may_write_eagerly() && fields.has_root_input(true) {
                     state.otel_deferred = Some(shared.otel.defer());
                 }
                 // A new root has no waiting events: no signals here.
@@ -1161,15 +1181,12 @@ impl UserLayer {
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let Some(span) = ctx.span(id) else { return };
-        let mut ext = span.extensions_mut();
-        let Some(state) = ext.get_mut::<RootState>() else {
-            return;
-        };
-        if state.otel_deferred.take().is_none() {
-            return;
-        }
-        if self.shared.otel.eager() {
-            otel_sync(&self.shared, id, ext, None);
+        let taken = span
+            .extensions_mut()
+            .get_mut::<RootState>()
+            .and_then(|state| state.otel_deferred.take());
+        if taken.is_some() && self.shared.otel.may_write_eagerly() {
+            otel_after_write(&self.shared, id, || span.extensions_mut(), None);
         }
     }
 

@@ -17,6 +17,9 @@
 //!   request) is written again: the span then holds both, and a key that disappears (the first
 //!   user's email) cannot be taken back. Tags recorded by a root's own creation wait for its
 //!   first enter, so that the application can still give it a remote parent.
+//!
+//! With no OpenTelemetry span seen in the first 64 roots, the layer counts as absent: nothing is
+//! probed or written any more, and the feature costs an atomic load per callback.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -40,6 +43,11 @@ const UNKNOWN: u8 = 0;
 const OTEL_FIRST: u8 = 1;
 /// tracing-usr sees a span's callbacks first: write at the root's close.
 const USR_FIRST: u8 = 2;
+/// No OpenTelemetry span was seen in the first [`ROOTS_TO_ABSENT`] roots: nothing is probed or
+/// written any more.
+const ABSENT: u8 = 3;
+/// How many roots close, with no OpenTelemetry span seen, before the layer counts as absent.
+const ROOTS_TO_ABSENT: usize = 64;
 
 /// Root tags that stay out of the OpenTelemetry span: the sampler's state, which the OTel
 /// sampler owns (a keep is `sampling.priority`).
@@ -63,6 +71,8 @@ pub(crate) struct OtelBridge {
     default_export: bool,
     /// Set once a tracing-opentelemetry layer is found and only the default was configured.
     export_off: AtomicBool,
+    /// Roots closed while no OpenTelemetry span was seen.
+    misses: AtomicUsize,
     /// Roots whose tags were recorded at their creation and wait for their first enter.
     deferred: Arc<AtomicUsize>,
     /// Warnings about callsites whose fields tracing-opentelemetry exports as they are, held
@@ -78,6 +88,7 @@ impl OtelBridge {
             present: AtomicBool::new(false),
             default_export,
             export_off: AtomicBool::new(false),
+            misses: AtomicUsize::new(0),
             deferred: Arc::new(AtomicUsize::new(0)),
             exposed: Mutex::new(Some(Vec::new())),
         }
@@ -99,17 +110,38 @@ impl OtelBridge {
         self.order.load(Ordering::Relaxed) == UNKNOWN
     }
 
-    /// Whether tags are written as they are recorded (tracing-opentelemetry closes first, or the
-    /// order is not known yet).
+    /// Whether a write may be wanted as tags are recorded (tracing-opentelemetry closes first,
+    /// or the order is not known yet): then [`OtelBridge::probe_unseen`], and
+    /// [`OtelBridge::eager`] says whether to write.
+    #[inline]
+    pub(crate) fn may_write_eagerly(&self) -> bool {
+        matches!(self.order.load(Ordering::Relaxed), UNKNOWN | OTEL_FIRST)
+    }
+
+    /// Whether tags are written as they are recorded: tracing-opentelemetry closes first, or the
+    /// order is not known yet and an OpenTelemetry span was seen.
     #[inline]
     pub(crate) fn eager(&self) -> bool {
-        self.order.load(Ordering::Relaxed) != USR_FIRST
+        match self.order.load(Ordering::Relaxed) {
+            OTEL_FIRST => true,
+            UNKNOWN => self.present.load(Ordering::Relaxed),
+            _ => false,
+        }
     }
 
     /// Whether a root's close may have tags to write (tracing-usr closes first, or not known).
     #[inline]
     pub(crate) fn at_close_wanted(&self) -> bool {
-        self.order.load(Ordering::Relaxed) != OTEL_FIRST
+        matches!(self.order.load(Ordering::Relaxed), UNKNOWN | USR_FIRST)
+    }
+
+    /// While the order is not known and no OpenTelemetry span was seen: looks for root `id`'s
+    /// (entered, so already started), no extension held.
+    #[inline]
+    pub(crate) fn probe_unseen(&self, id: &Id, fallback: Option<&Dispatch>) {
+        if self.undecided() && !self.present.load(Ordering::Relaxed) {
+            let _ = self.context(id, fallback);
+        }
     }
 
     /// Whether some root waits for its first enter to be written.
@@ -204,6 +236,8 @@ impl OtelBridge {
                 self.decide(USR_FIRST);
             } else if self.present.load(Ordering::Acquire) {
                 self.decide(OTEL_FIRST);
+            } else if self.misses.fetch_add(1, Ordering::Relaxed) + 1 >= ROOTS_TO_ABSENT {
+                self.decide(ABSENT);
             }
         }
         cx
@@ -375,6 +409,22 @@ mod tests {
         assert_eq!(
             find("user.roles"),
             Some(Value::Array(Array::String(vec![StringValue::from("admin")])))
+        );
+    }
+
+    #[test]
+    fn without_an_otel_layer_the_probing_stops_after_a_bounded_number_of_roots() {
+        let bridge = OtelBridge::new(true);
+        let id = Id::from_u64(1);
+        for _ in 1..ROOTS_TO_ABSENT {
+            assert!(bridge.at_close(&id).is_none());
+            assert!(bridge.undecided() && bridge.may_write_eagerly() && bridge.at_close_wanted());
+        }
+        assert!(bridge.at_close(&id).is_none());
+        assert!(!bridge.undecided() && !bridge.may_write_eagerly() && !bridge.at_close_wanted());
+        assert!(
+            !bridge.eager() && !bridge.export_off(),
+            "the default export keeps running"
         );
     }
 
