@@ -19,10 +19,10 @@
 //! | rung | instructions / request | ratio |
 //! |---|---|---|
 //! | otel_alone | 52.1 k | 1.00× |
-//! | otel_usr_first | 67.5 k | 1.30× |
-//! | otel_usr_second | 76.3 k | 1.46× |
+//! | otel_usr_first | 67.8 k | 1.30× |
+//! | otel_usr_second | 77.0 k | 1.48× |
 //!
-//! The goal is not met. Of the 15.4 k that tracing-usr adds when it comes first, about 4 k is
+//! The goal is not met. Of the 15.7 k that tracing-usr adds when it comes first, about 4 k is
 //! its own identity work (the `layer_identity` rung of `benches/request.rs` costs 3.8 k over its
 //! baseline); the rest is writing 13 attributes on the root (the SDK's `set_attribute` behind a
 //! mutex, ~280 instructions each, and the growth of the span's attribute list), building them

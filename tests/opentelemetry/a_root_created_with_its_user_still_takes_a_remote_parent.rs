@@ -100,3 +100,30 @@ fn a_second_identity_in_one_request_is_written_once_when_tracing_usr_comes_first
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn user_fields_recorded_on_the_root_itself_are_not_written_twice() {
+    let agent = TestAgent::get();
+    for order in ORDERS {
+        let _session = agent.otlp_session();
+        let p = pipeline(order, &[]);
+        for _ in 0..2 {
+            p.run(|| {
+                let root = info_span!("request", usr.id = "user-3", usr.email = tracing::field::Empty);
+                let _root = root.enter();
+                let _child = info_span!("handler").entered();
+                root.record("usr.email", "three@example.com");
+            });
+        }
+        for root in p.spans().iter().filter(|s| s.is_root()) {
+            println!("{order:?} root keys: {:?}", root.keys);
+            for key in ["usr.id", "usr.email"] {
+                let n = root.keys.iter().filter(|k| *k == key).count();
+                assert_eq!(n, 1, "{order:?}: {key} once in {:?}", root.keys);
+            }
+            assert_eq!(root.attr("usr.id"), Some("user-3"), "{order:?}");
+            assert_eq!(root.attr("user.id"), Some("user-3"), "{order:?}");
+            assert_eq!(root.attr("user.email"), Some("three@example.com"), "{order:?}");
+        }
+    }
+}

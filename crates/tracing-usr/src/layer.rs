@@ -629,7 +629,27 @@ fn apply_on<R>(root: &SpanRef<'_, R>, fields: &mut Fields, is_root: bool, creati
 where
     R: for<'a> LookupSpan<'a>,
 {
+    apply_on_from(root, fields, is_root, creating, false, shared)
+}
+
+/// [`apply_on`], saying whether the fields were recorded on the root itself (`from_root`).
+fn apply_on_from<R>(
+    root: &SpanRef<'_, R>,
+    fields: &mut Fields,
+    is_root: bool,
+    creating: bool,
+    from_root: bool,
+    shared: &Shared,
+) where
+    R: for<'a> LookupSpan<'a>,
+{
     let signals = with_state(&mut root.extensions_mut(), |state| {
+        #[cfg(feature = "opentelemetry")]
+        if from_root {
+            otel_note_own_fields(shared, fields, state);
+        }
+        #[cfg(not(feature = "opentelemetry"))]
+        let _ = from_root;
         fields.apply(is_root, state, shared)
     });
     if !signals.is_empty() {
@@ -645,6 +665,24 @@ where
     }
     #[cfg(not(feature = "opentelemetry"))]
     let _ = creating;
+}
+
+/// Fields recorded on the root itself are already attributes of its OpenTelemetry span
+/// (tracing-opentelemetry records them as they are): in identification mode, where tracing-usr
+/// keeps them as they are too, they are not written a second time.
+#[cfg(feature = "opentelemetry")]
+fn otel_note_own_fields(shared: &Shared, fields: &Fields, state: &mut RootState) {
+    if shared.mode != tracing_usr_core::Mode::Identification || fields.identity.is_empty() {
+        return;
+    }
+    for (key, value) in &fields.identity {
+        if value.as_str() != tracing_usr_core::REDACTED {
+            state.otel_written.push(opentelemetry::KeyValue::new(
+                key.clone(),
+                value.as_str().to_owned(),
+            ));
+        }
+    }
 }
 
 /// Marks a root whose tags were recorded at its creation: written at its first enter.
@@ -725,10 +763,10 @@ fn lift_to_root<'a, R>(
     if !fields.has_root_input(is_root) {
         return;
     }
-    let span_id = creating.then(|| span.id());
+    let span_id = span.id();
     if let Some(root) = root_of(span, stored, lookup) {
-        let creating_root = span_id.is_some_and(|id| id == root.id());
-        apply_on(&root, fields, is_root, creating_root, shared);
+        let from_root = span_id == root.id();
+        apply_on_from(&root, fields, is_root, creating && from_root, from_root, shared);
     }
 }
 
@@ -939,6 +977,8 @@ impl UserLayer {
                 if shared.otel.may_write_eagerly() && fields.has_root_input(true) {
                     state.otel_deferred = Some(shared.otel.defer());
                 }
+                #[cfg(feature = "opentelemetry")]
+                otel_note_own_fields(shared, fields, &mut state);
                 // A new root has no waiting events: no signals here.
                 let _ = fields.apply(true, &mut state, shared);
                 ext.replace(state);
