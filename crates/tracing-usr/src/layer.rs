@@ -622,17 +622,18 @@ impl Fields {
     }
 }
 
-/// Applies `fields` on `root`; signals are queued once the extension lock is released.
-/// `creating` says the fields come from the root's own creation (its OpenTelemetry span is then
-/// written at its first enter, not started now).
-fn apply_on<R>(root: &SpanRef<'_, R>, fields: &mut Fields, is_root: bool, creating: bool, shared: &Shared)
+/// Applies `fields` (recorded on a descendant of `root`) on `root`; signals are queued once the
+/// extension lock is released.
+fn apply_on<R>(root: &SpanRef<'_, R>, fields: &mut Fields, is_root: bool, shared: &Shared)
 where
     R: for<'a> LookupSpan<'a>,
 {
-    apply_on_from(root, fields, is_root, creating, false, shared)
+    apply_on_from(root, fields, is_root, false, false, shared)
 }
 
-/// [`apply_on`], saying whether the fields were recorded on the root itself (`from_root`).
+/// [`apply_on`], saying whether the fields were recorded on the root itself (`from_root`) and at
+/// its creation (`creating`: its OpenTelemetry span is then written at its first enter, not
+/// started now).
 fn apply_on_from<R>(
     root: &SpanRef<'_, R>,
     fields: &mut Fields,
@@ -672,7 +673,10 @@ fn apply_on_from<R>(
 /// keeps them as they are too, they are not written a second time.
 #[cfg(feature = "opentelemetry")]
 fn otel_note_own_fields(shared: &Shared, fields: &Fields, state: &mut RootState) {
-    if shared.mode != tracing_usr_core::Mode::Identification || fields.identity.is_empty() {
+    if shared.mode != tracing_usr_core::Mode::Identification
+        || fields.identity.is_empty()
+        || !shared.otel.active()
+    {
         return;
     }
     for (key, value) in &fields.identity {
@@ -987,7 +991,7 @@ impl UserLayer {
                 drop(ext);
                 if fields.has_root_input(false) {
                     if let Some(root) = ctx.span(&root) {
-                        apply_on(&root, fields, false, false, shared);
+                        apply_on(&root, fields, false, shared);
                     }
                 }
             }

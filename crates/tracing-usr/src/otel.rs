@@ -18,6 +18,10 @@
 //!   user's email) cannot be taken back. Tags recorded by a root's own creation wait for its
 //!   first enter, so that the application can still give it a remote parent.
 //!
+//! While the order is not known, a new child span is probed: with tracing-opentelemetry first,
+//! that starts the child's OpenTelemetry span at once (first trace only), so a `set_parent` on
+//! that child would fail.
+//!
 //! With no OpenTelemetry span seen in the first 64 roots, the layer counts as absent: nothing is
 //! probed or written any more, and the feature costs an atomic load per callback.
 
@@ -103,6 +107,12 @@ impl OtelBridge {
     #[inline]
     pub(crate) fn export_off(&self) -> bool {
         self.export_off.load(Ordering::Relaxed)
+    }
+
+    /// Whether a tracing-opentelemetry layer may be there (not ruled out).
+    #[inline]
+    pub(crate) fn active(&self) -> bool {
+        self.order.load(Ordering::Relaxed) != ABSENT
     }
 
     #[inline]
