@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use tracing_subscriber::prelude::*;
 use tracing_usr::blocking::ManualClock;
-use tracing_usr::detection::{DetectionConfig, Detector, KeyKind, RuleId, Severity, Signal};
+use tracing_usr::detection::{DetectionConfig, Detector, KeyKind, RuleId, Severity, Signal, SignalCounts};
 use tracing_usr::{Builder, Export, Mode, SetUserOptions, User};
 
 use support::{builder_with_env, Harness};
@@ -803,7 +803,13 @@ fn signals_raised_inside_layer_callbacks_are_delivered_by_the_helper_thread() {
     }
     assert_eq!(got.len(), 1, "delivered without a flush");
     assert_eq!(got[0].rule, RuleId::PaymentFailures);
-    assert_eq!(s.h.handle.signal_counts(), (1, 0));
+    assert_eq!(
+        s.h.handle.signal_counts(),
+        SignalCounts {
+            delivered: 1,
+            dropped: 0
+        }
+    );
 }
 
 #[test]
@@ -821,7 +827,13 @@ fn a_panicking_sink_loses_the_signal_not_the_request() {
         });
         assert!(verdict.is_ok());
     }
-    assert_eq!(h.handle.signal_counts(), (0, 1));
+    assert_eq!(
+        h.handle.signal_counts(),
+        SignalCounts {
+            delivered: 0,
+            dropped: 1
+        }
+    );
     // The root still carries the signal tag.
     assert!(h.roots().iter().any(|r| r
         .meta

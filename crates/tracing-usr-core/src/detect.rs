@@ -288,9 +288,21 @@ impl Default for DetectionConfig {
     }
 }
 
-/// A detection setting that cannot be used.
+/// A detection setting that cannot be used; its message names the setting and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DetectionConfigError(pub String);
+pub struct DetectionConfigError(String);
+
+impl DetectionConfigError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+
+    /// What is wrong, and with which setting.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Display for DetectionConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -317,7 +329,7 @@ impl DetectionConfig {
     /// # Errors
     /// The first problem found, naming the rule and the setting.
     pub fn validate(&self) -> Result<(), DetectionConfigError> {
-        let err = |m: String| Err(DetectionConfigError(m));
+        let err = |m: String| Err(DetectionConfigError::new(m));
         if self.max_keys == 0 {
             return err("max_keys must be at least 1".into());
         }

@@ -390,6 +390,15 @@ pub(crate) fn observation<K: AsRef<str>>(
     Observation::from_event_tags(name, tags, detector.now())
 }
 
+/// What became of the signals raised so far ([`crate::Handle::signal_counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignalCounts {
+    /// Signals handed to the sink.
+    pub delivered: u64,
+    /// Signals lost: the delivery queue (4,096) was full, or the sink panicked.
+    pub dropped: u64,
+}
+
 /// Parses a detection settings file over the defaults.
 ///
 /// ```json
@@ -421,7 +430,7 @@ pub(crate) fn observation<K: AsRef<str>>(
 /// assert!(parse_config(r#"{"rules": {"bl-password-reset-bf": {"block_ip": true}}}"#).is_err());
 /// ```
 pub fn parse_config(text: &str) -> Result<(DetectionConfig, bool), DetectionConfigError> {
-    let err = |m: String| DetectionConfigError(m);
+    let err = |m: String| DetectionConfigError::new(m);
     let root: Value = serde_json::from_str(text).map_err(|e| err(format!("not valid JSON: {e}")))?;
     let Value::Object(root) = root else {
         return Err(err("expected a JSON object".into()));
@@ -486,6 +495,6 @@ pub fn parse_config(text: &str) -> Result<(DetectionConfig, bool), DetectionConf
 /// The file cannot be read, or [`parse_config`] rejects it.
 pub fn load_config(path: &Path) -> Result<(DetectionConfig, bool), DetectionConfigError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| DetectionConfigError(format!("cannot read {}: {e}", path.display())))?;
-    parse_config(&text).map_err(|e| DetectionConfigError(format!("{}: {e}", path.display())))
+        .map_err(|e| DetectionConfigError::new(format!("cannot read {}: {e}", path.display())))?;
+    parse_config(&text).map_err(|e| DetectionConfigError::new(format!("{}: {e}", path.display())))
 }

@@ -416,8 +416,11 @@ impl Handle {
 
     /// Signals delivered to the sink so far, and signals lost because the delivery queue
     /// (4,096) was full or the sink panicked.
-    pub fn signal_counts(&self) -> (u64, u64) {
-        (self.shared.signals.delivered(), self.shared.signals.dropped())
+    pub fn signal_counts(&self) -> crate::detection::SignalCounts {
+        crate::detection::SignalCounts {
+            delivered: self.shared.signals.delivered(),
+            dropped: self.shared.signals.dropped(),
+        }
     }
 
     /// Flushes and stops this layer's exporters.
