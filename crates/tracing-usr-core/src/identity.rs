@@ -10,8 +10,9 @@ use crate::user::{Secret, User};
 use crate::value::Text;
 use smallvec::SmallVec;
 
-/// Tags shared between records (cheap to clone); values up to 24 bytes are held inline.
-pub type SharedTags = Arc<[(Key, Text)]>;
+/// A user's tags, shared between records (cheap to clone); values up to 24 bytes are held
+/// inline. The export records carry them as they are (`tracing_usr_export::UserTags`).
+pub type UserTags = Arc<[(Key, Text)]>;
 
 /// A type tag values are written as: `String` or [`Text`].
 pub trait TagValue: From<String> + for<'a> From<&'a str> + From<Text> {}
@@ -111,7 +112,7 @@ impl IdentityBucket {
     }
 
     /// All entries, in insertion order, as a shared list (one allocation).
-    pub fn shared(&self) -> SharedTags {
+    pub fn shared(&self) -> UserTags {
         Arc::from(&self.entries[..])
     }
 
@@ -168,7 +169,7 @@ enum SdkIdentity {
     #[default]
     Empty,
     /// A user whose tags need no masking ([`User::to_tags`]), and those tags once derived.
-    User(User, OnceLock<SharedTags>),
+    User(User, OnceLock<UserTags>),
     /// Boxed: rare, and it keeps the trace state small.
     Tags(Box<IdentityBucket>),
 }
@@ -218,7 +219,7 @@ pub enum IdentityView<'a> {
     /// Tags held in a bucket.
     Bucket(&'a IdentityBucket),
     /// A user given to the SDK ([`User::to_tags`]), with the slot caching its tags.
-    User(&'a User, &'a OnceLock<SharedTags>),
+    User(&'a User, &'a OnceLock<UserTags>),
 }
 
 impl<'a> IdentityView<'a> {
@@ -246,7 +247,7 @@ impl<'a> IdentityView<'a> {
     }
 
     /// The tags, shared: a user's are derived once and then handed out without copying.
-    pub fn shared(self) -> SharedTags {
+    pub fn shared(self) -> UserTags {
         match self {
             IdentityView::Bucket(bucket) => bucket.shared(),
             IdentityView::User(user, tags) => Arc::clone(tags.get_or_init(|| {
@@ -495,11 +496,7 @@ impl TraceIdentity {
     }
 
     /// [`TraceIdentity::current`], shared: an SDK user's tags are derived once per trace.
-    pub fn current_shared(
-        &self,
-        mode: Mode,
-        default: Option<&IdentityBucket>,
-    ) -> Option<(SharedTags, Source)> {
+    pub fn current_shared(&self, mode: Mode, default: Option<&IdentityBucket>) -> Option<(UserTags, Source)> {
         self.public(mode, default, !self.logged_out)
             .map(|(view, source)| (view.shared(), source))
     }
@@ -512,7 +509,7 @@ impl TraceIdentity {
     }
 
     /// [`TraceIdentity::final_identity`], shared (as log records carry it).
-    pub fn final_shared(&self, mode: Mode, default: Option<&IdentityBucket>) -> Option<(SharedTags, Source)> {
+    pub fn final_shared(&self, mode: Mode, default: Option<&IdentityBucket>) -> Option<(UserTags, Source)> {
         self.public(mode, default, true)
             .map(|(view, source)| (view.shared(), source))
     }

@@ -3,10 +3,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+pub use tracing_usr_core::identity::{Key, UserTags};
 pub use tracing_usr_core::value::Text;
-
-/// A tag or field key: static for field names, owned for dynamic keys.
-pub type Key = Cow<'static, str>;
 
 /// One finished span, in the shape every exporter encodes.
 #[derive(Clone, Debug, PartialEq)]
@@ -145,9 +143,6 @@ impl fmt::Display for FieldValue {
         }
     }
 }
-
-/// The user tags of a log record, shared (cheap to clone).
-pub type UserTags = std::sync::Arc<[(Key, Text)]>;
 
 /// One `tracing` event, with the user of its trace.
 #[derive(Clone, Debug, PartialEq)]
