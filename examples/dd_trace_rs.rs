@@ -14,7 +14,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SimpleSpanProcessor};
 use tracing::info_span;
 use tracing_subscriber::prelude::*;
-use tracing_usr::{LoginUser, Metadata, SetUserOptions, User};
+use tracing_usr::{EventMetadata, LoginUser, SetUserOptions, User};
 
 fn main() {
     match std::env::var("DD_TRACE_AGENT_URL") {
@@ -42,7 +42,7 @@ fn main() {
         tracing_usr::track_login_success(
             "alice",
             LoginUser::from(User::new("u-1001").with_email("alice@example.com")),
-            Metadata::default(),
+            EventMetadata::default(),
             SetUserOptions::default(),
         )
         .expect("alice is not blocked");

@@ -14,7 +14,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use tracing::info_span;
 use tracing_subscriber::prelude::*;
-use tracing_usr::{LoginUser, Metadata, SetUserOptions, User};
+use tracing_usr::{EventMetadata, LoginUser, SetUserOptions, User};
 
 fn main() {
     // The application's pipeline, as it was before tracing-usr: swap the in-memory exporter for
@@ -39,7 +39,7 @@ fn main() {
         tracing_usr::track_login_success(
             "alice",
             LoginUser::from(User::new("u-1001").with_email("alice@example.com")),
-            Metadata::default(),
+            EventMetadata::default(),
             SetUserOptions::default(),
         )
         .expect("alice is not blocked");

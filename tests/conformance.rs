@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use tracing::info_span;
 use tracing_usr::export::SpanRecord;
-use tracing_usr::{LoginUser, Metadata, SetUserOptions, User};
+use tracing_usr::{EventMetadata, LoginUser, SetUserOptions, User};
 
 use support::{builder_with_env, Harness};
 
@@ -111,7 +111,7 @@ fn req<'a>(args: &'a Value, key: &str) -> &'a str {
     s(args, key).unwrap_or("")
 }
 
-fn metadata(args: &Value) -> Metadata {
+fn metadata(args: &Value) -> EventMetadata {
     args.get("metadata").cloned().into()
 }
 

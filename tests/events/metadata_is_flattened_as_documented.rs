@@ -1,4 +1,4 @@
-//! Metadata edge cases (docs/tags.md "metadata flattening"): empty, deep, lists, unicode keys, very long values, masking.
+//! EventMetadata edge cases (docs/tags.md "metadata flattening"): empty, deep, lists, unicode keys, very long values, masking.
 use serde_json::json;
 use tracing::info_span;
 
@@ -101,7 +101,7 @@ fn serialize_values_are_accepted_as_metadata() {
         sku: &'static str,
         qty: u8,
     }
-    let metadata = tracing_usr::Metadata::serialize(&Order {
+    let metadata = tracing_usr::EventMetadata::serialize(&Order {
         id: 9,
         lines: vec![Line { sku: "A-1", qty: 2 }],
     })

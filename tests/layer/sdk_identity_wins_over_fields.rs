@@ -1,6 +1,6 @@
-//! The SDK path: identify, SpanExt::identify, precedence over fields, errors.
+//! The SDK path: identify, UserSpanExt::identify, precedence over fields, errors.
 use tracing::info_span;
-use tracing_usr::{SdkError, SpanExt, User};
+use tracing_usr::{SdkError, User, UserSpanExt};
 
 use crate::support::{tags, user_tags, Harness};
 

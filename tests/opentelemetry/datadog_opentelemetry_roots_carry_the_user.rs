@@ -7,7 +7,7 @@ use opentelemetry::trace::TracerProvider as _;
 use serde_json::Value;
 use tracing::info_span;
 use tracing_subscriber::prelude::*;
-use tracing_usr::{LoginUser, Metadata, SetUserOptions, User};
+use tracing_usr::{EventMetadata, LoginUser, SetUserOptions, User};
 
 use crate::agent::TestAgent;
 use crate::support::builder_with_env;
@@ -40,7 +40,7 @@ fn the_agent_receives_user_tags_on_the_dd_trace_rs_root() {
         tracing_usr::track_login_success(
             "ada",
             LoginUser::from(User::new("user-9").with_email("ada@example.com")),
-            Metadata::default(),
+            EventMetadata::default(),
             SetUserOptions::default(),
         )
         .unwrap();

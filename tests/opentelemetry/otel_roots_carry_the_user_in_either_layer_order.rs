@@ -3,7 +3,7 @@
 use tracing::info_span;
 use tracing::instrument::WithSubscriber;
 use tracing::Instrument;
-use tracing_usr::{LoginUser, Metadata, SetUserOptions, User};
+use tracing_usr::{EventMetadata, LoginUser, SetUserOptions, User};
 
 use crate::agent::TestAgent;
 use crate::otel::{pipeline, raw_bodies, Span, ORDERS};
@@ -94,7 +94,7 @@ fn sdk_identity_and_a_login_failure_event_land_on_the_root() {
         p.run(|| {
             let _root = info_span!("login").entered();
             let _child = info_span!("check").entered();
-            tracing_usr::track_login_failure("ada", false, None, Metadata::default()).unwrap();
+            tracing_usr::track_login_failure("ada", false, None, EventMetadata::default()).unwrap();
             tracing_usr::track_login_success(
                 "ada",
                 LoginUser::from(
@@ -102,7 +102,7 @@ fn sdk_identity_and_a_login_failure_event_land_on_the_root() {
                         .with_email("ada@example.com")
                         .with_login("ada"),
                 ),
-                Metadata::default(),
+                EventMetadata::default(),
                 SetUserOptions::propagate(),
             )
             .unwrap();

@@ -52,7 +52,7 @@
 //!
 //! # The SDK path
 //!
-//! [`identify`] (or [`SpanExt::identify`]) attaches a [`User`] to the current trace's root.
+//! [`identify`] (or [`UserSpanExt::identify`]) attaches a [`User`] to the current trace's root.
 //! SDK identity is never hashed or dropped by the mode, is tagged
 //! `_dd.appsec.user.collection_mode=sdk`, and wins over identity collected from fields (the
 //! field-path values still go to the private `_dd.appsec.usr.id` / `_dd.appsec.usr.login`
@@ -64,7 +64,7 @@
 //! [`track_login_success`], [`track_login_failure`], [`track_signup`], [`track_custom_event`]
 //! and the helpers [`track_user_delete`], [`track_password_reset`], [`track_payment_failure`],
 //! [`track_sensitive_activity`] write the `appsec.events.<name>.*` tags Datadog's tracers write,
-//! with flattened [`Metadata`], and keep the trace (`_sampling_priority_v1` = 2). [`set_user`],
+//! with flattened [`EventMetadata`], and keep the trace (`_sampling_priority_v1` = 2). [`set_user`],
 //! [`track_user`] and [`track_user_id`] set identity; [`record_user`] takes a whole user record
 //! on the field path. The same events can be recorded without the SDK, from a `tracing` event
 //! with a `usr.event` field (the mode applies there):
@@ -195,13 +195,13 @@ pub use config::{
 };
 pub use layer::{shutdown, Handle, ShutdownGuard, UserLayer};
 pub use sdk::{
-    block_response, current_user, identify, is_user_blocked, logout, BlockResponse, SdkError, SpanExt,
+    block_response, current_user, identify, is_user_blocked, logout, BlockResponse, SdkError, UserSpanExt,
 };
 pub use tracing_usr_core::{blocking, keys, Mode, Secret, User, REDACTED};
 pub use track::{
     record_user, set_user, track_custom_event, track_login_failure, track_login_success,
     track_password_reset, track_payment_failure, track_sensitive_activity, track_signup, track_user,
-    track_user_delete, track_user_id, LoginUser, Metadata, SetUserOptions,
+    track_user_delete, track_user_id, EventMetadata, LoginUser, SetUserOptions,
 };
 
 /// The export side: record model, [`Exporter`](export::Exporter) trait, pipeline, JSON lines

@@ -216,7 +216,7 @@ pub fn current_user() -> Option<User> {
 }
 
 /// SDK calls on a given span instead of the current one.
-pub trait SpanExt {
+pub trait UserSpanExt {
     /// [`identify`] for the trace this span belongs to.
     ///
     /// # Errors
@@ -224,7 +224,7 @@ pub trait SpanExt {
     fn identify(&self, user: &User) -> Result<(), SdkError>;
 }
 
-impl SpanExt for tracing::Span {
+impl UserSpanExt for tracing::Span {
     fn identify(&self, user: &User) -> Result<(), SdkError> {
         if user.id().is_empty() {
             return Err(SdkError::MissingArgument("id"));

@@ -21,18 +21,18 @@ use crate::state::RootState;
 /// `null` writes nothing.
 ///
 /// ```
-/// use tracing_usr::Metadata;
-/// let from_json: Metadata = serde_json::json!({"plan": "free", "seats": 3}).into();
+/// use tracing_usr::EventMetadata;
+/// let from_json: EventMetadata = serde_json::json!({"plan": "free", "seats": 3}).into();
 /// #[derive(serde::Serialize)]
 /// struct Order { id: u64, items: Vec<&'static str> }
-/// let from_struct = Metadata::serialize(&Order { id: 7, items: vec!["book"] }).unwrap();
+/// let from_struct = EventMetadata::serialize(&Order { id: 7, items: vec!["book"] }).unwrap();
 /// assert!(from_json.as_value().is_some() && from_struct.as_value().is_some());
-/// assert!(Metadata::none().as_value().is_none());
+/// assert!(EventMetadata::none().as_value().is_none());
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Metadata(Option<Value>);
+pub struct EventMetadata(Option<Value>);
 
-impl Metadata {
+impl EventMetadata {
     /// No metadata.
     pub fn none() -> Self {
         Self(None)
@@ -52,25 +52,25 @@ impl Metadata {
     }
 }
 
-impl From<Value> for Metadata {
+impl From<Value> for EventMetadata {
     fn from(value: Value) -> Self {
         Self(Some(value))
     }
 }
 
-impl From<&Value> for Metadata {
+impl From<&Value> for EventMetadata {
     fn from(value: &Value) -> Self {
         Self(Some(value.clone()))
     }
 }
 
-impl From<Option<Value>> for Metadata {
+impl From<Option<Value>> for EventMetadata {
     fn from(value: Option<Value>) -> Self {
         Self(value)
     }
 }
 
-impl From<()> for Metadata {
+impl From<()> for EventMetadata {
     fn from((): ()) -> Self {
         Self(None)
     }
@@ -210,9 +210,9 @@ pub fn set_user(user: &User, options: SetUserOptions) -> Result<(), SdkError> {
     crate::sdk::identify_with(user, options.propagate)
 }
 
-/// Metadata of `track_user*` as `usr.*` tags (docs/tags.md "identity from the SDK"): `k` or `usr.k` becomes `usr.k`,
+/// The metadata of `track_user*` as `usr.*` tags (docs/tags.md "identity from the SDK"): `k` or `usr.k` becomes `usr.k`,
 /// nested values are flattened; `skip` keys are left to the explicit arguments.
-fn user_metadata_tags(shared: &Shared, metadata: &Metadata, skip: &[&str]) -> Tags {
+fn user_metadata_tags(shared: &Shared, metadata: &EventMetadata, skip: &[&str]) -> Tags {
     let mut tags = Tags::new();
     if let Some(value) = metadata.as_value() {
         events::flatten(value, &mut |path, text| {
@@ -236,7 +236,7 @@ fn track_identity(
     user_id: &str,
     login: Option<&str>,
     session_id: Option<&str>,
-    metadata: Metadata,
+    metadata: EventMetadata,
 ) -> Result<(), SdkError> {
     let user_id = required("user_id", user_id)?.to_owned();
     let login = optional(login).map(str::to_owned);
@@ -296,7 +296,7 @@ pub fn track_user(
     login: &str,
     user_id: &str,
     session_id: Option<&str>,
-    metadata: impl Into<Metadata>,
+    metadata: impl Into<EventMetadata>,
 ) -> Result<(), SdkError> {
     required("login", login)?;
     track_identity(user_id, Some(login), session_id, metadata.into())
@@ -309,7 +309,7 @@ pub fn track_user(
 pub fn track_user_id(
     user_id: &str,
     session_id: Option<&str>,
-    metadata: impl Into<Metadata>,
+    metadata: impl Into<EventMetadata>,
 ) -> Result<(), SdkError> {
     track_identity(user_id, None, session_id, metadata.into())
 }
@@ -319,7 +319,7 @@ pub fn track_user_id(
 fn record_event(
     name: &'static str,
     explicit: Vec<(&'static str, String)>,
-    metadata: Metadata,
+    metadata: EventMetadata,
     root_id: Option<String>,
     propagate: bool,
 ) -> Result<(), SdkError> {
@@ -360,7 +360,7 @@ fn record_event(
 pub fn track_login_success(
     login: &str,
     user: impl Into<LoginUser>,
-    metadata: impl Into<Metadata>,
+    metadata: impl Into<EventMetadata>,
     options: SetUserOptions,
 ) -> Result<(), SdkError> {
     let login = required("login", login)?;
@@ -397,7 +397,7 @@ pub fn track_login_failure(
     login: &str,
     exists: bool,
     user_id: Option<&str>,
-    metadata: impl Into<Metadata>,
+    metadata: impl Into<EventMetadata>,
 ) -> Result<(), SdkError> {
     let login = required("login", login)?;
     let mut explicit = vec![
@@ -416,7 +416,7 @@ pub fn track_login_failure(
 pub fn track_signup(
     login: &str,
     user_id: Option<&str>,
-    metadata: impl Into<Metadata>,
+    metadata: impl Into<EventMetadata>,
 ) -> Result<(), SdkError> {
     let login = required("login", login)?;
     let user_id = optional(user_id).map(str::to_owned);
@@ -435,7 +435,7 @@ pub fn track_signup(
 /// [`SdkError::MissingArgument`] for an empty name or a built-in event's missing input,
 /// [`SdkError::ReservedEventName`] for the login and signup names; [`SdkError::NoRoot`] outside
 /// any span; [`SdkError::NoLayer`] without the layer.
-pub fn track_custom_event(name: &str, metadata: impl Into<Metadata>) -> Result<(), SdkError> {
+pub fn track_custom_event(name: &str, metadata: impl Into<EventMetadata>) -> Result<(), SdkError> {
     let name = required("name", name)?;
     if events::is_login_event(name) {
         return Err(SdkError::ReservedEventName(name.to_owned()));
@@ -478,7 +478,7 @@ pub fn track_custom_event(name: &str, metadata: impl Into<Metadata>) -> Result<(
 
 /// Merges `extra` (the helper's own arguments) over the caller's metadata, whose entries for
 /// the row's tags are dropped.
-fn helper_metadata(name: &str, metadata: Metadata, extra: Vec<(&'static str, Value)>) -> Value {
+fn helper_metadata(name: &str, metadata: EventMetadata, extra: Vec<(&'static str, Value)>) -> Value {
     let row = events::row_tags(name);
     let mut map = match metadata.0 {
         Some(Value::Object(map)) => map,
@@ -500,7 +500,7 @@ fn helper_metadata(name: &str, metadata: Metadata, extra: Vec<(&'static str, Val
 ///
 /// # Errors
 /// As [`track_custom_event`].
-pub fn track_user_delete(user_id: &str, metadata: impl Into<Metadata>) -> Result<(), SdkError> {
+pub fn track_user_delete(user_id: &str, metadata: impl Into<EventMetadata>) -> Result<(), SdkError> {
     let user_id = required("user_id", user_id)?;
     track_custom_event(
         USER_DELETE,
@@ -517,7 +517,7 @@ pub fn track_password_reset(
     user_id: Option<&str>,
     login: Option<&str>,
     exists: bool,
-    metadata: impl Into<Metadata>,
+    metadata: impl Into<EventMetadata>,
 ) -> Result<(), SdkError> {
     let (user_id, login) = (optional(user_id), optional(login));
     if user_id.is_none() && login.is_none() {
@@ -536,7 +536,7 @@ pub fn track_password_reset(
 ///
 /// # Errors
 /// As [`track_custom_event`].
-pub fn track_payment_failure(metadata: impl Into<Metadata>) -> Result<(), SdkError> {
+pub fn track_payment_failure(metadata: impl Into<EventMetadata>) -> Result<(), SdkError> {
     track_custom_event(
         PAYMENT_FAILURE,
         helper_metadata(PAYMENT_FAILURE, metadata.into(), Vec::new()),
@@ -550,7 +550,7 @@ pub fn track_payment_failure(metadata: impl Into<Metadata>) -> Result<(), SdkErr
 pub fn track_sensitive_activity(
     name: &str,
     required_role: Option<&str>,
-    metadata: impl Into<Metadata>,
+    metadata: impl Into<EventMetadata>,
 ) -> Result<(), SdkError> {
     let name = required("name", name)?;
     let mut extra = vec![("name", Value::from(name))];
