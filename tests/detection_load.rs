@@ -149,11 +149,11 @@ async fn attackers_are_blocked_legitimate_users_are_not_and_memory_stays_bounded
         .await
         .expect("the load test finishes within 2 minutes");
 
-    let deny = handle.deny_list();
+    let blocks = handle.block_list();
     for (user, ip, statuses) in &results {
         if user.is_empty() {
             // Every attacking IP was refused after its 31st failure: 31 × 401, then 403s.
-            assert!(deny.is_ip_blocked(ip.parse().unwrap()), "{ip} not blocked");
+            assert!(blocks.is_ip_blocked(ip.parse().unwrap()), "{ip} not blocked");
             assert_eq!(
                 statuses.iter().filter(|s| **s == 401).count(),
                 31,
@@ -162,10 +162,10 @@ async fn attackers_are_blocked_legitimate_users_are_not_and_memory_stays_bounded
             assert!(statuses[31..].iter().all(|s| *s == 403), "{ip}: {statuses:?}");
         } else {
             assert!(
-                !deny.is_ip_blocked(ip.parse().unwrap()),
+                !blocks.is_ip_blocked(ip.parse().unwrap()),
                 "legitimate {ip} blocked"
             );
-            assert!(!deny.is_user_blocked(&format!("id-{user}")), "{user} blocked");
+            assert!(!blocks.is_user_blocked(&format!("id-{user}")), "{user} blocked");
             assert!(
                 statuses.iter().all(|s| *s == 200 || *s == 401),
                 "{user}: {statuses:?}"

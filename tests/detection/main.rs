@@ -114,7 +114,7 @@ fn credential_stuffing_fires_on_the_31st_failure_with_6_accounts_then_escalates_
     assert!(s
         .h
         .handle
-        .deny_list()
+        .block_list()
         .is_ip_blocked("198.51.100.7".parse().unwrap()));
 
     // A login success from the attacking IP while the signal is open: critical, once.
@@ -126,21 +126,21 @@ fn credential_stuffing_fires_on_the_31st_failure_with_6_accounts_then_escalates_
     assert_eq!(escalation.severity, Severity::Critical);
     assert!(escalation.escalation);
     assert_eq!(escalation.account.as_deref(), Some("user-3"));
-    assert!(tracing_usr::is_user_blocked("id-3") || s.h.handle.deny_list().is_user_blocked("id-3"));
+    assert!(tracing_usr::is_user_blocked("id-3") || s.h.handle.block_list().is_user_blocked("id-3"));
     s.request("198.51.100.7", || {
         let _ = tracing_usr::track_login_success("user-4", "id-4", (), SetUserOptions::default());
     });
     assert!(s.signals.take().is_empty(), "one escalation per open signal");
-    assert!(!s.h.handle.deny_list().is_user_blocked("id-4"));
+    assert!(!s.h.handle.block_list().is_user_blocked("id-4"));
 
     // Blocks expire after 15 minutes.
     s.advance(15 * 60);
     assert!(!s
         .h
         .handle
-        .deny_list()
+        .block_list()
         .is_ip_blocked("198.51.100.7".parse().unwrap()));
-    assert!(!s.h.handle.deny_list().is_user_blocked("id-3"));
+    assert!(!s.h.handle.block_list().is_user_blocked("id-3"));
 }
 
 #[test]
@@ -196,7 +196,7 @@ fn brute_force_fires_on_the_41st_failure_and_escalates_only_from_a_contributing_
     );
     assert!(
         !s.h.handle
-            .deny_list()
+            .block_list()
             .is_ip_blocked("203.0.113.1".parse().unwrap()),
         "brute force blocks only the IP of an escalating success"
     );
@@ -214,10 +214,10 @@ fn brute_force_fires_on_the_41st_failure_and_escalates_only_from_a_contributing_
         (escalation.severity, escalation.escalation),
         (Severity::Critical, true)
     );
-    let deny = s.h.handle.deny_list();
-    assert!(deny.is_ip_blocked("203.0.113.2".parse().unwrap()));
-    assert!(!deny.is_ip_blocked("203.0.113.3".parse().unwrap()));
-    assert!(deny.is_user_blocked("id-victim"));
+    let blocks = s.h.handle.block_list();
+    assert!(blocks.is_ip_blocked("203.0.113.2".parse().unwrap()));
+    assert!(!blocks.is_ip_blocked("203.0.113.3".parse().unwrap()));
+    assert!(blocks.is_user_blocked("id-victim"));
     // The blocked account's next identification is refused, until the block expires.
     let verdict = s.request("192.0.2.200", || tracing_usr::identify(&User::new("id-victim")));
     assert!(
@@ -247,11 +247,11 @@ fn failures_alone_never_block_an_account() {
         2,
         "one brute-force and one credential-stuffing signal"
     );
-    assert!(!s.h.handle.deny_list().is_user_blocked("id-owner"));
+    assert!(!s.h.handle.block_list().is_user_blocked("id-owner"));
     assert!(!s
         .h
         .handle
-        .deny_list()
+        .block_list()
         .is_ip_blocked("203.0.113.9".parse().unwrap()));
 }
 
@@ -282,7 +282,7 @@ fn sensitive_activity_rate_is_per_ip_and_name() {
     assert!(s
         .h
         .handle
-        .deny_list()
+        .block_list()
         .is_ip_blocked("192.0.2.10".parse().unwrap()));
 }
 

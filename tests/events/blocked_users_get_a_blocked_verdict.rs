@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::info_span;
-use tracing_usr::blocking::{DenyEntry, ManualClock};
+use tracing_usr::blocking::{BlockEntry, ManualClock};
 use tracing_usr::{SdkError, SetUserOptions, User};
 
 use crate::support::{builder_with_env, Harness};
@@ -14,7 +14,7 @@ fn harness(clock: &ManualClock) -> Harness {
     Harness::new(
         builder_with_env(&[])
             .with_clock(Arc::new(clock.clone()))
-            .with_blocked_users([DenyEntry {
+            .with_blocked_users([BlockEntry {
                 value: "bad-user".into(),
                 expiration: None,
             }]),
@@ -123,13 +123,13 @@ fn failures_and_deletions_never_block_and_the_default_identity_is_checked_too() 
 fn blocks_expire_on_the_layer_clock_and_the_list_changes_at_run_time() {
     let clock = ManualClock::new();
     let h = harness(&clock);
-    let deny = h.handle.deny_list();
-    deny.block_user("temp-user", Some(Duration::from_secs(900)));
+    let blocks = h.handle.block_list();
+    blocks.block_user("temp-user", Some(Duration::from_secs(900)));
     h.run(|| {
         info_span!("first").in_scope(|| assert!(tracing_usr::identify(&User::new("temp-user")).is_err()));
         clock.advance(Duration::from_secs(900));
         info_span!("second").in_scope(|| assert_eq!(tracing_usr::identify(&User::new("temp-user")), Ok(())));
-        deny.replace_users([], 0);
+        blocks.replace_users([], 0);
         info_span!("third").in_scope(|| assert_eq!(tracing_usr::identify(&User::new("bad-user")), Ok(())));
     });
     assert_eq!(h.span("first").meta("appsec.blocked"), Some("true"));
@@ -147,7 +147,7 @@ fn field_path_ids_are_checked_raw_or_hashed_but_not_in_disabled_mode() {
     ] {
         let h = Harness::new(
             builder_with_env(&[("DD_APPSEC_AUTO_USER_INSTRUMENTATION_MODE", mode)]).with_blocked_users([
-                DenyEntry {
+                BlockEntry {
                     value: entry.into(),
                     expiration: None,
                 },
@@ -175,7 +175,7 @@ fn field_path_ids_are_checked_raw_or_hashed_but_not_in_disabled_mode() {
 
 #[test]
 fn a_login_success_event_of_a_blocked_user_blocks_the_trace() {
-    let h = Harness::new(builder_with_env(&[]).with_blocked_users([DenyEntry {
+    let h = Harness::new(builder_with_env(&[]).with_blocked_users([BlockEntry {
         value: "u-9".into(),
         expiration: None,
     }]));
@@ -194,11 +194,11 @@ fn a_login_success_event_of_a_blocked_user_blocks_the_trace() {
 fn a_blocked_client_ip_on_the_root_blocks_the_trace_and_actor_ip_is_tagged() {
     let h = Harness::new(
         builder_with_env(&[])
-            .with_blocked_ips([DenyEntry {
+            .with_blocked_ips([BlockEntry {
                 value: "203.0.113.7".into(),
                 expiration: None,
             }])
-            .with_blocked_users([DenyEntry {
+            .with_blocked_users([BlockEntry {
                 value: "bad-user".into(),
                 expiration: None,
             }]),
@@ -252,7 +252,7 @@ fn the_blocked_user_file_is_reloaded_when_it_changes() {
 
 #[test]
 fn user_records_and_events_with_an_empty_usr_event_are_checked_like_fields() {
-    let h = Harness::new(builder_with_env(&[]).with_blocked_users([DenyEntry {
+    let h = Harness::new(builder_with_env(&[]).with_blocked_users([BlockEntry {
         value: "u-5".into(),
         expiration: None,
     }]));

@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use tracing::info_span;
-use tracing_usr::blocking::DenyEntry;
+use tracing_usr::blocking::BlockEntry;
 use tracing_usr::{SdkError, User};
 
 use crate::otel::{pipeline_with, ORDERS};
@@ -17,7 +17,7 @@ fn stdout_stays_empty_and_blocked_users_are_still_blocked() {
     if let Some(order) = std::env::var_os(CHILD) {
         let order = ORDERS[order.to_string_lossy().parse::<usize>().unwrap()];
         // The real default: no `with_export`, no exporter, so JSON lines would go to stdout.
-        let builder = builder_with_env(&[]).with_blocked_users([DenyEntry {
+        let builder = builder_with_env(&[]).with_blocked_users([BlockEntry {
             value: "user-bad".into(),
             expiration: None,
         }]);

@@ -1,4 +1,4 @@
-//! Blocking building blocks (docs/tags.md "blocking"): deny lists with expiry on an injectable clock, the block
+//! Blocking building blocks (docs/tags.md "blocking"): block lists with expiry on an injectable clock, the block
 //! response (body choice from `Accept`, templates, security response id) and the `_dd.appsec.json`
 //! trigger. Pure: the layer and the HTTP middleware wire them in.
 
@@ -62,10 +62,10 @@ impl Clock for ManualClock {
     }
 }
 
-/// One deny-list entry as configured: a value and an expiration in Unix seconds (`None` or `0`:
+/// One block-list entry as configured: a value and an expiration in Unix seconds (`None` or `0`:
 /// never).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DenyEntry {
+pub struct BlockEntry {
     /// The user id (exact, case-sensitive) or the IP address text.
     pub value: String,
     /// When the entry stops applying, in seconds since the Unix epoch.
@@ -85,7 +85,7 @@ type Expiry = Option<Duration>;
 
 /// Blocked users and IPs, with expiry on a [`Clock`]. Cheap to share behind an `Arc`.
 #[derive(Debug)]
-pub struct DenyList {
+pub struct BlockList {
     clock: Arc<dyn Clock>,
     /// Whether any entry was ever added (a cheap check on the hot path).
     used: std::sync::atomic::AtomicBool,
@@ -93,7 +93,7 @@ pub struct DenyList {
     ips: RwLock<HashMap<IpAddr, Expiry>>,
 }
 
-impl DenyList {
+impl BlockList {
     /// An empty list timed by `clock`.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
@@ -114,7 +114,7 @@ impl DenyList {
     }
 
     /// Replaces the blocked users; entries already expired at `unix_now` are left out.
-    pub fn replace_users(&self, entries: impl IntoIterator<Item = DenyEntry>, unix_now: u64) {
+    pub fn replace_users(&self, entries: impl IntoIterator<Item = BlockEntry>, unix_now: u64) {
         let users: HashMap<String, Expiry> = entries
             .into_iter()
             .filter_map(|e| self.expiry(e.expiration, unix_now).map(|x| (e.value, x)))
@@ -128,7 +128,7 @@ impl DenyList {
     }
 
     /// Replaces the blocked IPs; entries that are not IP addresses are skipped and returned.
-    pub fn replace_ips(&self, entries: impl IntoIterator<Item = DenyEntry>, unix_now: u64) -> Vec<String> {
+    pub fn replace_ips(&self, entries: impl IntoIterator<Item = BlockEntry>, unix_now: u64) -> Vec<String> {
         let mut rejected = Vec::new();
         let mut ips = HashMap::new();
         for entry in entries {
@@ -354,9 +354,9 @@ pub fn trigger_json(reason: &BlockReason, response_id: &str) -> String {
 mod tests {
     use super::*;
 
-    fn list() -> (DenyList, ManualClock) {
+    fn list() -> (BlockList, ManualClock) {
         let clock = ManualClock::new();
-        (DenyList::new(Arc::new(clock.clone())), clock)
+        (BlockList::new(Arc::new(clock.clone())), clock)
     }
 
     #[test]
@@ -364,15 +364,15 @@ mod tests {
         let (list, clock) = list();
         list.replace_users(
             [
-                DenyEntry {
+                BlockEntry {
                     value: "u-1".into(),
                     expiration: None,
                 },
-                DenyEntry {
+                BlockEntry {
                     value: "u-2".into(),
                     expiration: Some(1_000 + 60),
                 },
-                DenyEntry {
+                BlockEntry {
                     value: "gone".into(),
                     expiration: Some(999),
                 },
@@ -407,15 +407,15 @@ mod tests {
         let (list, _) = list();
         let rejected = list.replace_ips(
             [
-                DenyEntry {
+                BlockEntry {
                     value: "1.2.3.4".into(),
                     expiration: None,
                 },
-                DenyEntry {
+                BlockEntry {
                     value: "not-an-ip".into(),
                     expiration: None,
                 },
-                DenyEntry {
+                BlockEntry {
                     value: "2001:db8::1".into(),
                     expiration: Some(0),
                 },

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use tower::{Layer, Service, ServiceExt};
 use tracing_subscriber::prelude::*;
-use tracing_usr::blocking::DenyEntry;
+use tracing_usr::blocking::BlockEntry;
 use tracing_usr::export::{InMemoryExporter, SpanRecord};
 use tracing_usr::{Export, User};
 use tracing_usr_tower::UserTrackingLayer;
@@ -26,11 +26,11 @@ fn app() -> App {
         .with_env_lookup(|_| None)
         .with_export(Export::None)
         .with_exporter(exporter.clone())
-        .with_blocked_users([DenyEntry {
+        .with_blocked_users([BlockEntry {
             value: "bad-user".into(),
             expiration: None,
         }])
-        .with_blocked_ips([DenyEntry {
+        .with_blocked_ips([BlockEntry {
             value: "203.0.113.66".into(),
             expiration: None,
         }])

@@ -111,8 +111,8 @@ pub struct Builder {
     pub(crate) max_spans_per_trace: usize,
     pub(crate) anonymizer_capacity: usize,
     clock: Option<Arc<dyn tracing_usr_core::blocking::Clock>>,
-    blocked_users: Vec<tracing_usr_core::blocking::DenyEntry>,
-    blocked_ips: Vec<tracing_usr_core::blocking::DenyEntry>,
+    blocked_users: Vec<tracing_usr_core::blocking::BlockEntry>,
+    blocked_ips: Vec<tracing_usr_core::blocking::BlockEntry>,
     blocked_users_file: Option<(PathBuf, Duration)>,
     detection: Option<crate::detection::DetectionConfig>,
     detection_enabled: Option<bool>,
@@ -281,11 +281,11 @@ impl Builder {
 
     /// Sets the blocked users (exact `usr.id` match; expiration in Unix seconds, `None` for
     /// never). SDK identity calls then report [`SdkError::Blocked`](crate::SdkError::Blocked)
-    /// for them. Defaults to none; [`Handle::deny_list`](crate::Handle::deny_list) changes the
+    /// for them. Defaults to none; [`Handle::block_list`](crate::Handle::block_list) changes the
     /// list at run time.
     pub fn with_blocked_users(
         mut self,
-        entries: impl IntoIterator<Item = tracing_usr_core::blocking::DenyEntry>,
+        entries: impl IntoIterator<Item = tracing_usr_core::blocking::BlockEntry>,
     ) -> Self {
         self.blocked_users = entries.into_iter().collect();
         self
@@ -304,7 +304,7 @@ impl Builder {
     /// Sets the blocked client IPs (same shape as the users). Defaults to none.
     pub fn with_blocked_ips(
         mut self,
-        entries: impl IntoIterator<Item = tracing_usr_core::blocking::DenyEntry>,
+        entries: impl IntoIterator<Item = tracing_usr_core::blocking::BlockEntry>,
     ) -> Self {
         self.blocked_ips = entries.into_iter().collect();
         self
@@ -461,25 +461,25 @@ impl Builder {
             .clock
             .clone()
             .unwrap_or_else(|| Arc::new(tracing_usr_core::blocking::SystemClock::new()));
-        let deny = Arc::new(tracing_usr_core::blocking::DenyList::new(Arc::clone(&clock)));
+        let blocks = Arc::new(tracing_usr_core::blocking::BlockList::new(Arc::clone(&clock)));
         let detection = self.detection_settings(&mut warnings);
         let unix_now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        deny.replace_users(self.blocked_users.iter().cloned(), unix_now);
+        blocks.replace_users(self.blocked_users.iter().cloned(), unix_now);
         let file = self.blocked_users_file.clone().or_else(|| {
             self.var(ENV_BLOCKED_USERS_FILE)
                 .map(|p| (PathBuf::from(p), Duration::from_secs(2)))
         });
         if let Some((path, interval)) = file {
-            if let Err(e) = crate::deny_file::watch(path, &deny, interval) {
+            if let Err(e) = crate::block_file::watch(path, &blocks, interval) {
                 warnings.push(ConfigWarning {
                     variable: ENV_BLOCKED_USERS_FILE,
                     message: e,
                 });
             }
         }
-        for rejected in deny.replace_ips(self.blocked_ips.iter().cloned(), unix_now) {
+        for rejected in blocks.replace_ips(self.blocked_ips.iter().cloned(), unix_now) {
             warnings.push(ConfigWarning {
                 variable: "tracing_usr::blocked_ips",
                 message: format!("{rejected:?} is not an IP address; entry ignored"),
@@ -523,7 +523,7 @@ impl Builder {
             anonymizer_capacity,
             warnings,
             tags_max_length,
-            deny,
+            blocks,
             templates: Arc::new(templates),
             detection,
             sink: sink.unwrap_or_else(|| Box::new(crate::detection::TracingSink)),

@@ -329,8 +329,8 @@ fn finish(shared: &Shared, detector: &Detector, state: &mut RootState, signals: 
         }
         for action in &signal.actions {
             match action {
-                Action::BlockIp { ip, duration } => shared.deny.block_ip(*ip, Some(*duration)),
-                Action::BlockUser { user_id, duration } => shared.deny.block_user(user_id, Some(*duration)),
+                Action::BlockIp { ip, duration } => shared.blocks.block_ip(*ip, Some(*duration)),
+                Action::BlockUser { user_id, duration } => shared.blocks.block_user(user_id, Some(*duration)),
             }
         }
     }

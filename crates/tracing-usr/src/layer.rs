@@ -12,7 +12,7 @@ use tracing_core::subscriber::{Interest, Subscriber};
 use tracing_core::{Event, Metadata};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
-use tracing_usr_core::blocking::{BlockReason, DenyList};
+use tracing_usr_core::blocking::{BlockList, BlockReason};
 use tracing_usr_core::events;
 use tracing_usr_core::identity::Key;
 use tracing_usr_core::mode::ConfigWarning;
@@ -31,7 +31,7 @@ use crate::visit::{split_span_fields, Collector, Fields, IdentityRules};
 pub(crate) struct Parts {
     pub(crate) mode: Mode,
     pub(crate) masker: Arc<Masker>,
-    pub(crate) deny: Arc<DenyList>,
+    pub(crate) blocks: Arc<BlockList>,
     pub(crate) templates: Arc<tracing_usr_core::blocking::BlockTemplates>,
     pub(crate) exporters: Vec<Box<dyn Exporter>>,
     /// Whether the exporters are the embedded default alone (JSON lines on stdout).
@@ -60,7 +60,7 @@ pub(crate) struct DefaultUser {
 pub(crate) struct Shared {
     pub(crate) mode: Mode,
     pub(crate) masker: Arc<Masker>,
-    pub(crate) deny: Arc<DenyList>,
+    pub(crate) blocks: Arc<BlockList>,
     pub(crate) templates: Arc<tracing_usr_core::blocking::BlockTemplates>,
     pub(crate) anonymizer: Anonymizer,
     pub(crate) callsites: CallsiteCache,
@@ -276,7 +276,7 @@ impl UserLayer {
             mode: parts.mode,
             callsites: CallsiteCache::new(Arc::clone(&parts.masker), parts.detection.is_some()),
             masker: parts.masker,
-            deny: parts.deny,
+            blocks: parts.blocks,
             templates: parts.templates,
             anonymizer: Anonymizer::new(parts.anonymizer_capacity),
             retroactive: parts.retroactive,
@@ -449,8 +449,8 @@ impl Handle {
     }
 
     /// The blocked users and IPs, to replace or extend at run time.
-    pub fn deny_list(&self) -> Arc<DenyList> {
-        Arc::clone(&self.shared.deny)
+    pub fn block_list(&self) -> Arc<BlockList> {
+        Arc::clone(&self.shared.blocks)
     }
 
     /// The names of the exporters in use (`json-lines`, …); empty when nothing is exported.
@@ -602,7 +602,7 @@ impl Fields {
                 if state.trace.has_detection_work() {
                     signals = crate::detection::run(shared, state, false);
                 }
-                if shared.deny.is_ip_blocked(ip) {
+                if shared.blocks.is_ip_blocked(ip) {
                     state
                         .trace
                         .block(BlockReason::Ip(ip), crate::ids::security_response_id());
@@ -1048,8 +1048,8 @@ impl UserLayer {
                             .iter()
                             .find(|(k, _)| *k == keys::USR_ID)
                             .map(|(_, v)| v.as_str());
-                        if shared.deny.is_user_blocked(id)
-                            || raw.is_some_and(|r| shared.deny.is_user_blocked(r))
+                        if shared.blocks.is_user_blocked(id)
+                            || raw.is_some_and(|r| shared.blocks.is_user_blocked(r))
                         {
                             fields.blocked_user = Some(id.clone());
                         }

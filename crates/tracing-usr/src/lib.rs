@@ -77,7 +77,7 @@
 //! # Blocking
 //!
 //! Users on the blocked list ([`Builder::with_blocked_users`], a reloaded file, or
-//! [`Handle::deny_list`] at run time) make the identity calls return [`SdkError::Blocked`]; the
+//! [`Handle::block_list`] at run time) make the identity calls return [`SdkError::Blocked`]; the
 //! trace is kept and tagged (`appsec.blocked`, the `_dd.appsec.json` trigger), also when the id
 //! came from fields. [`block_response`] gives the 403 answer; the `tracing-usr-tower` crate sends
 //! it for tower/axum/hyper services and blocks listed client IPs.
@@ -172,10 +172,10 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![deny(unsafe_code)]
 
+mod block_file;
 mod callsite;
 pub mod collectors;
 mod config;
-mod deny_file;
 pub mod detection;
 mod ids;
 mod layer;

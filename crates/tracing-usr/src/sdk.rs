@@ -107,7 +107,7 @@ fn identify_in(
 ) -> Result<(), SdkError> {
     let blocked = layer
         .shared
-        .deny
+        .blocks
         .is_user_blocked(user.id())
         .then(crate::ids::security_response_id);
     // Free-form attributes are masked before the root is locked. Without them there is nothing
@@ -158,7 +158,7 @@ fn identify_in(
 /// Whether `user_id` is on the blocked-user list of the current subscriber's layer (exact match,
 /// unexpired). `false` without a tracing-usr layer.
 pub fn is_user_blocked(user_id: &str) -> bool {
-    with_layer(|_, layer, _| layer.shared.deny.is_user_blocked(user_id)).unwrap_or(false)
+    with_layer(|_, layer, _| layer.shared.blocks.is_user_blocked(user_id)).unwrap_or(false)
 }
 
 /// Attaches `user` to the local root of the current trace (the SDK path): its tags are written

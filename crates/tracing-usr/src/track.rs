@@ -267,7 +267,7 @@ fn track_identity(
 /// A fresh security response id when `user_id` is blocked.
 fn blocked(shared: &Shared, user_id: &str) -> Option<String> {
     shared
-        .deny
+        .blocks
         .is_user_blocked(user_id)
         .then(crate::ids::security_response_id)
 }

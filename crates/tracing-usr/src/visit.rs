@@ -3,7 +3,7 @@
 use std::fmt;
 
 use tracing_core::field::{Field, Visit};
-use tracing_usr_core::blocking::DenyList;
+use tracing_usr_core::blocking::BlockList;
 use tracing_usr_core::identity::{apply_mode, Key};
 use tracing_usr_core::value::{format_bool, Text};
 use tracing_usr_core::{keys, Anonymizer, Masker, Mode, REDACTED};
@@ -47,7 +47,7 @@ pub(crate) struct Fields {
 pub(crate) struct IdentityRules<'a> {
     mode: Mode,
     anonymizer: &'a Anonymizer,
-    deny: Option<&'a DenyList>,
+    blocks: Option<&'a BlockList>,
     /// Whether detection runs (for classifying uncached callsites).
     detection: bool,
 }
@@ -57,7 +57,7 @@ impl<'a> IdentityRules<'a> {
         Self {
             mode: shared.mode,
             anonymizer: &shared.anonymizer,
-            deny: (!shared.deny.is_unused()).then_some(&*shared.deny),
+            blocks: (!shared.blocks.is_unused()).then_some(&*shared.blocks),
             detection: shared.detector.is_some(),
         }
     }
@@ -76,9 +76,10 @@ impl<'a> IdentityRules<'a> {
             return;
         }
         // The raw id is used for the block check only, then dropped (docs/tags.md "anonymization").
-        let raw_blocked = key == keys::USR_ID && self.deny.is_some_and(|d| d.is_user_blocked(&value));
+        let raw_blocked = key == keys::USR_ID && self.blocks.is_some_and(|d| d.is_user_blocked(&value));
         if let Some(value) = apply_mode(self.mode, key, value, self.anonymizer) {
-            if key == keys::USR_ID && (raw_blocked || self.deny.is_some_and(|d| d.is_user_blocked(&value))) {
+            if key == keys::USR_ID && (raw_blocked || self.blocks.is_some_and(|d| d.is_user_blocked(&value)))
+            {
                 fields.blocked_user = Some(value.as_str().to_owned());
             }
             fields.identity.push((Key::Borrowed(key), value));
@@ -144,7 +145,7 @@ impl<'a> Collector<'a> {
         Self {
             info,
             masker: &shared.masker,
-            as_is: rules.mode == Mode::Identification && rules.deny.is_none(),
+            as_is: rules.mode == Mode::Identification && rules.blocks.is_none(),
             rules,
             collect_plain,
             keep_raw: false,

@@ -11,10 +11,10 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use tracing_usr_core::blocking::{DenyEntry, DenyList};
+use tracing_usr_core::blocking::{BlockEntry, BlockList};
 
 /// Parses the file's JSON.
-pub(crate) fn parse(text: &str) -> Result<Vec<DenyEntry>, String> {
+pub(crate) fn parse(text: &str) -> Result<Vec<BlockEntry>, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let items = value
         .as_array()
@@ -34,7 +34,7 @@ pub(crate) fn parse(text: &str) -> Result<Vec<DenyEntry>, String> {
                         .ok_or_else(|| format!("\"expiration\" is not Unix seconds: {item}"))?,
                 ),
             };
-            Ok(DenyEntry {
+            Ok(BlockEntry {
                 value: value.to_owned(),
                 expiration,
             })
@@ -48,7 +48,7 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn load(path: &Path, list: &DenyList) -> Result<(), String> {
+fn load(path: &Path, list: &BlockList) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let entries = parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     list.replace_users(entries, unix_now());
@@ -57,13 +57,13 @@ fn load(path: &Path, list: &DenyList) -> Result<(), String> {
 
 /// Loads the file now (the error, if any, is returned for a build-time warning) and starts the
 /// watcher thread, which ends when the list is dropped.
-pub(crate) fn watch(path: PathBuf, list: &Arc<DenyList>, interval: Duration) -> Result<(), String> {
+pub(crate) fn watch(path: PathBuf, list: &Arc<BlockList>, interval: Duration) -> Result<(), String> {
     let first = load(&path, list);
-    let weak: Weak<DenyList> = Arc::downgrade(list);
+    let weak: Weak<BlockList> = Arc::downgrade(list);
     // Modification time and size: a coarse clock alone could miss a quick rewrite.
     let modified = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
     let mut seen = modified(&path);
-    let spawned = std::thread::Builder::new().name("tracing-usr-deny-file".into()).spawn(move || loop {
+    let spawned = std::thread::Builder::new().name("tracing-usr-block-file".into()).spawn(move || loop {
         std::thread::sleep(interval);
         let Some(list) = weak.upgrade() else { return };
         let now = modified(&path);
@@ -102,15 +102,15 @@ mod tests {
             )
             .unwrap(),
             vec![
-                DenyEntry {
+                BlockEntry {
                     value: "u-1".into(),
                     expiration: None
                 },
-                DenyEntry {
+                BlockEntry {
                     value: "u-2".into(),
                     expiration: Some(0)
                 },
-                DenyEntry {
+                BlockEntry {
                     value: "u-3".into(),
                     expiration: Some(1_767_225_600)
                 },
