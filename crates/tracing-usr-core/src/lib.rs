@@ -10,7 +10,7 @@
 
 pub mod anonymize;
 pub mod blocking;
-pub mod detect;
+pub mod detection;
 pub mod events;
 pub mod identity;
 pub mod keys;

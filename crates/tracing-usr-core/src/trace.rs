@@ -1,7 +1,7 @@
 //! Everything the local root of one trace accumulates and exports: identity, business events,
 //! the keep decision and the propagated user id.
 
-use crate::detect::{Observation, RuleId, Severity};
+use crate::detection::{Observation, RuleId, Severity};
 use crate::events;
 use crate::identity::{IdentityBucket, Key, TagValue, Tags, TraceIdentity};
 use crate::keys;

@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tracing_core::dispatcher::{Dispatch, WeakDispatch};
-pub use tracing_usr_core::detect::{
+pub use tracing_usr_core::detection::{
     Action, DetectionConfig, DetectionConfigError, Detector, EventKind, KeyKind, Observation, RuleConfig,
     RuleId, Severity, Signal, MAX_KEY_TEXT, MAX_THRESHOLD, MAX_WINDOW,
 };

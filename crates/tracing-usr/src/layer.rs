@@ -44,7 +44,7 @@ pub(crate) struct Parts {
     pub(crate) anonymizer_capacity: usize,
     pub(crate) warnings: Vec<ConfigWarning>,
     pub(crate) tags_max_length: usize,
-    pub(crate) detection: Option<tracing_usr_core::detect::DetectionConfig>,
+    pub(crate) detection: Option<tracing_usr_core::detection::DetectionConfig>,
     pub(crate) sink: Box<dyn crate::detection::SignalSink>,
     pub(crate) clock: Arc<dyn tracing_usr_core::blocking::Clock>,
 }
@@ -74,7 +74,7 @@ pub(crate) struct Shared {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) tags_max_length: usize,
     /// The detector, unless detection is off.
-    pub(crate) detector: Option<Arc<tracing_usr_core::detect::Detector>>,
+    pub(crate) detector: Option<Arc<tracing_usr_core::detection::Detector>>,
     /// Signal delivery.
     pub(crate) signals: Arc<crate::detection::SignalHub>,
     /// Roots holding detection work for their close (checked before a lookup in `on_close`).
@@ -288,7 +288,7 @@ impl UserLayer {
             tags_max_length: parts.tags_max_length,
             detector: parts
                 .detection
-                .map(|config| Arc::new(tracing_usr_core::detect::Detector::new(config, parts.clock))),
+                .map(|config| Arc::new(tracing_usr_core::detection::Detector::new(config, parts.clock))),
             signals: crate::detection::SignalHub::new(parts.sink),
             armed_roots: std::sync::atomic::AtomicUsize::new(0),
             default_user: RwLock::new(None),
@@ -410,7 +410,7 @@ impl Handle {
     }
 
     /// The detector, unless detection is off: its settings, tracked keys and memory.
-    pub fn detector(&self) -> Option<Arc<tracing_usr_core::detect::Detector>> {
+    pub fn detector(&self) -> Option<Arc<tracing_usr_core::detection::Detector>> {
         self.shared.detector.clone()
     }
 

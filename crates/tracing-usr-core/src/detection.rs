@@ -9,7 +9,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use tracing_usr_core::blocking::ManualClock;
-//! use tracing_usr_core::detect::{DetectionConfig, Detector, EventKind, Observation, RuleId};
+//! use tracing_usr_core::detection::{DetectionConfig, Detector, EventKind, Observation, RuleId};
 //!
 //! let detector = Detector::new(DetectionConfig::default(), Arc::new(ManualClock::new()));
 //! let mut signals = Vec::new();
