@@ -36,7 +36,7 @@ use common::{allocations, Counting};
 use criterion::Criterion;
 use tracing::Dispatch;
 use tracing_subscriber::prelude::*;
-use tracing_usr::{Export, SetUserOptions};
+use tracing_usr::{JsonLines, SetUserOptions};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -44,7 +44,7 @@ static GLOBAL: Counting = Counting;
 fn dispatch(detection: bool) -> Dispatch {
     let layer = tracing_usr::builder()
         .with_env_lookup(|_| None)
-        .with_export(Export::None)
+        .with_json_lines(JsonLines::None)
         .with_detection_enabled(detection)
         .with_signal_sink(())
         .build();

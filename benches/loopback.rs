@@ -10,7 +10,7 @@ use std::net::{TcpListener, TcpStream};
 
 use tracing_usr::export::datadog::{AgentAddress, DatadogConfig};
 use tracing_usr::export::otlp::OtlpConfig;
-use tracing_usr::{Export, UserLayer};
+use tracing_usr::{JsonLines, UserLayer};
 
 /// Answers every HTTP/1.1 request with 200 and an empty JSON object, keep-alive.
 pub fn start_sink() -> u16 {
@@ -54,7 +54,7 @@ fn serve(stream: TcpStream) {
 pub fn usr_layer(datadog: bool, port: u16) -> UserLayer {
     let builder = tracing_usr::builder()
         .with_env_lookup(|_| None)
-        .with_export(Export::None);
+        .with_json_lines(JsonLines::None);
     let builder = if datadog {
         builder.with_datadog(DatadogConfig {
             agent: AgentAddress::Http(format!("http://127.0.0.1:{port}")),

@@ -74,7 +74,7 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::{LookupSpan, SpanData};
 use tracing_usr::export::{ExportError, Exporter, Record};
-use tracing_usr::{Export, Mode, User};
+use tracing_usr::{JsonLines, Mode, User};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -169,7 +169,7 @@ fn layer(mode: Mode, export: bool) -> tracing_usr::UserLayer {
     let builder = tracing_usr::builder()
         .with_env_lookup(|_| None)
         .with_mode(mode)
-        .with_export(Export::None);
+        .with_json_lines(JsonLines::None);
     if export {
         // A queue that holds a whole instructions run: under callgrind the threads run one at a
         // time, and records dropped for a full queue would cost less than exported ones.

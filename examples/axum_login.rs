@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tracing_subscriber::prelude::*;
 use tracing_usr::detection::{DetectionConfig, RuleId, Signal, SignalSink, TracingSink};
-use tracing_usr::{Export, SetUserOptions};
+use tracing_usr::{JsonLines, SetUserOptions};
 use tracing_usr_tower::{PeerAddr, UserTrackingLayer};
 
 #[derive(Default)]
@@ -181,7 +181,7 @@ async fn main() {
     let export_file = std::env::temp_dir().join("tracing-usr-axum-login.jsonl");
     if std::env::var_os("TRACING_USR_EXPORT").is_none() {
         let _ = std::fs::remove_file(&export_file);
-        builder = builder.with_export(Export::File(export_file.clone()));
+        builder = builder.with_json_lines(JsonLines::File(export_file.clone()));
     }
     let layer = builder.build();
     let handle = layer.handle();

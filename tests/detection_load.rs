@@ -16,7 +16,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use tracing_subscriber::prelude::*;
 use tracing_usr::detection::{DetectionConfig, Detector, RuleId};
-use tracing_usr::{Export, SetUserOptions};
+use tracing_usr::{JsonLines, SetUserOptions};
 use tracing_usr_tower::{PeerAddr, UserTrackingLayer};
 
 const USERS: usize = 60;
@@ -70,7 +70,7 @@ async fn attackers_are_blocked_legitimate_users_are_not_and_memory_stays_bounded
     config.rule_mut(RuleId::BruteForce).block_user = true;
     let layer = tracing_usr::builder()
         .with_env_lookup(|_| None)
-        .with_export(Export::None)
+        .with_json_lines(JsonLines::None)
         .with_detection(config.clone())
         .unwrap()
         .with_signal_sink(())

@@ -21,7 +21,7 @@ fn layer_reads_the_process_environment_and_shutdown_flushes_it() {
     assert_eq!(layer.mode(), Mode::Anonymization);
     let second = tracing_usr::builder()
         .with_exporter(memory.clone())
-        .with_export(tracing_usr::Export::None)
+        .with_json_lines(tracing_usr::JsonLines::None)
         .with_batch_delay(Duration::from_secs(60))
         .build();
     // Two applications' subscribers, both kept alive (dropping one would flush it by itself).

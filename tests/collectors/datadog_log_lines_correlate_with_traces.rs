@@ -10,7 +10,7 @@ use serde_json::Value;
 use tracing_subscriber::prelude::*;
 use tracing_usr::export::datadog::{DatadogConfig, DatadogLogsExporter};
 use tracing_usr::export::{FieldValue, InMemoryExporter, Level, LogRecord};
-use tracing_usr::{Export, User};
+use tracing_usr::{JsonLines, User};
 
 use crate::support::builder_with_env;
 
@@ -42,7 +42,7 @@ fn log_lines_carry_the_trace_the_user_and_every_field() {
     let out = Shared::default();
     let memory = InMemoryExporter::default();
     let layer = builder_with_env(&[])
-        .with_export(Export::None)
+        .with_json_lines(JsonLines::None)
         .with_exporter(memory.clone())
         .with_exporter(DatadogLogsExporter::new(Box::new(out.clone()), &config()))
         .build();

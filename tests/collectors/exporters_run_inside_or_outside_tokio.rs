@@ -78,7 +78,7 @@ fn an_exporters_own_telemetry_never_loops_back() {
     let memory = InMemoryExporter::default();
     let slot = Arc::new(OnceLock::new());
     let layer = builder_with_env(&[])
-        .with_export(tracing_usr::Export::None)
+        .with_json_lines(tracing_usr::JsonLines::None)
         .with_exporter(Chatty {
             dispatch: slot.clone(),
         })

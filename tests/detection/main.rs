@@ -12,7 +12,7 @@ use serde_json::json;
 use tracing_subscriber::prelude::*;
 use tracing_usr::blocking::ManualClock;
 use tracing_usr::detection::{DetectionConfig, Detector, KeyKind, RuleId, Severity, Signal, SignalCounts};
-use tracing_usr::{Builder, Export, Mode, SetUserOptions, User};
+use tracing_usr::{Builder, JsonLines, Mode, SetUserOptions, User};
 
 use support::{builder_with_env, Harness};
 
@@ -524,7 +524,7 @@ fn deferred_events_are_judged_when_nothing_is_exported() {
         move |s: &Signal| signals.0.lock().unwrap().push(s.clone())
     };
     let layer = builder_with_env(&[])
-        .with_export(Export::None)
+        .with_json_lines(JsonLines::None)
         .with_clock(Arc::new(clock))
         .with_signal_sink(sink)
         .build();
@@ -700,7 +700,7 @@ fn settings_come_from_the_builder_a_file_or_the_environment() {
     )
     .unwrap();
     let from_file = |builder: Builder| {
-        let layer = builder.with_export(Export::None).build();
+        let layer = builder.with_json_lines(JsonLines::None).build();
         layer.handle().detector()
     };
     let detector = from_file(builder_with_env(&[]).with_detection_file(&file).unwrap()).unwrap();

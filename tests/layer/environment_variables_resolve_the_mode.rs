@@ -19,7 +19,7 @@ fn mode_of(vars: &[(&str, &str)]) -> Mode {
             let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
             move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
         })
-        .with_export(tracing_usr::Export::None)
+        .with_json_lines(tracing_usr::JsonLines::None)
         .build()
         .mode()
 }

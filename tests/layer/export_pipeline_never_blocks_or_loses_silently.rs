@@ -50,7 +50,7 @@ fn a_stalled_exporter_never_blocks_the_application_and_drops_are_counted() {
     let closed = gate.lock().unwrap();
     let layer = tracing_usr::builder()
         .with_env_lookup(|_| None)
-        .with_export(tracing_usr::Export::None)
+        .with_json_lines(tracing_usr::JsonLines::None)
         .with_exporter(Gated(gate.clone(), sink.clone()))
         .with_max_queued_records(100)
         .with_batch_delay(Duration::from_millis(1))
@@ -101,7 +101,7 @@ fn dropping_the_subscriber_exports_the_queue_in_the_background() {
     let sink = InMemoryExporter::default();
     let layer = tracing_usr::builder()
         .with_env_lookup(|_| None)
-        .with_export(tracing_usr::Export::None)
+        .with_json_lines(tracing_usr::JsonLines::None)
         .with_exporter(sink.clone())
         .with_batch_delay(Duration::from_secs(60))
         .build();

@@ -81,9 +81,9 @@ fn tracing_usr_export_file_writes_one_record_per_line() {
 fn the_builder_overrides_the_variable_and_none_writes_nothing() {
     let path = temp_file("none");
     let var = format!("file:{}", path.display());
-    run_with(builder_with_env(&[("TRACING_USR_EXPORT", &var)]).with_export(tracing_usr::Export::None));
+    run_with(builder_with_env(&[("TRACING_USR_EXPORT", &var)]).with_json_lines(tracing_usr::JsonLines::None));
     assert!(!path.exists());
-    run_with(builder_with_env(&[]).with_export(tracing_usr::Export::File(path.clone())));
+    run_with(builder_with_env(&[]).with_json_lines(tracing_usr::JsonLines::File(path.clone())));
     assert_eq!(lines(&path).len(), 3);
     std::fs::remove_file(&path).unwrap();
 }

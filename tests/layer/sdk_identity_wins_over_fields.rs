@@ -136,7 +136,7 @@ fn a_second_layer_in_the_same_subscriber_is_inert_and_says_so() {
     );
     let build = |e: &tracing_usr::export::InMemoryExporter| {
         crate::support::builder_with_env(&[])
-            .with_export(tracing_usr::Export::None)
+            .with_json_lines(tracing_usr::JsonLines::None)
             .with_exporter(e.clone())
             .build()
     };

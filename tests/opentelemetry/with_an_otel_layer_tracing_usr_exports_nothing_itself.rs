@@ -16,7 +16,7 @@ const CHILD: &str = "TRACING_USR_OTEL_STDOUT_CHILD";
 fn stdout_stays_empty_and_blocked_users_are_still_blocked() {
     if let Some(order) = std::env::var_os(CHILD) {
         let order = ORDERS[order.to_string_lossy().parse::<usize>().unwrap()];
-        // The real default: no `with_export`, no exporter, so JSON lines would go to stdout.
+        // The real default: no `with_json_lines`, no exporter, so JSON lines would go to stdout.
         let builder = builder_with_env(&[]).with_blocked_users([BlockEntry {
             value: "user-bad".into(),
             expiration: None,

@@ -11,7 +11,7 @@ use tracing::Dispatch;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 use tracing_usr::export::{InMemoryExporter, LogRecord, SpanRecord};
-use tracing_usr::{Builder, Export, Handle};
+use tracing_usr::{Builder, Handle, JsonLines};
 
 /// A builder that reads its "environment" from `vars` only (the process environment is never
 /// consulted, so tests can run in parallel).
@@ -75,7 +75,7 @@ impl Harness {
     pub fn new(builder: Builder) -> Self {
         let exporter = InMemoryExporter::default();
         let layer = builder
-            .with_export(Export::None)
+            .with_json_lines(JsonLines::None)
             .with_exporter(exporter.clone())
             .build();
         let handle = layer.handle();

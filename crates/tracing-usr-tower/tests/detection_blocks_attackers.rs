@@ -12,7 +12,7 @@ use tower::{Layer, Service, ServiceExt};
 use tracing_subscriber::prelude::*;
 use tracing_usr::blocking::ManualClock;
 use tracing_usr::detection::{DetectionConfig, RuleId};
-use tracing_usr::{Export, SetUserOptions};
+use tracing_usr::{JsonLines, SetUserOptions};
 use tracing_usr_tower::UserTrackingLayer;
 
 struct App {
@@ -27,7 +27,7 @@ fn app(block_ip: bool, block_user: bool) -> App {
     config.rule_mut(RuleId::CredentialStuffing).block_user = block_user;
     let layer = tracing_usr::builder()
         .with_env_lookup(|_| None)
-        .with_export(Export::None)
+        .with_json_lines(JsonLines::None)
         .with_clock(Arc::new(clock.clone()))
         .with_detection(config)
         .unwrap()

@@ -10,7 +10,7 @@ use tower::{Layer, Service, ServiceExt};
 use tracing_subscriber::prelude::*;
 use tracing_usr::blocking::BlockEntry;
 use tracing_usr::export::{InMemoryExporter, SpanRecord};
-use tracing_usr::{Export, User};
+use tracing_usr::{JsonLines, User};
 use tracing_usr_tower::UserTrackingLayer;
 
 struct App {
@@ -24,7 +24,7 @@ fn app() -> App {
     let exporter = InMemoryExporter::default();
     let layer = tracing_usr::builder()
         .with_env_lookup(|_| None)
-        .with_export(Export::None)
+        .with_json_lines(JsonLines::None)
         .with_exporter(exporter.clone())
         .with_blocked_users([BlockEntry {
             value: "bad-user".into(),

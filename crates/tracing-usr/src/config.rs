@@ -31,7 +31,7 @@ pub use tracing_usr_core::mode::{ENV_MODE, ENV_MODE_DEPRECATED, ENV_MODE_ENABLED
 
 /// Where the embedded JSON-lines exporter writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Export {
+pub enum JsonLines {
     /// One JSON object per line on standard output.
     Stdout,
     /// Appended to this file.
@@ -40,17 +40,17 @@ pub enum Export {
     None,
 }
 
-impl Export {
+impl JsonLines {
     fn parse(value: &str) -> Option<Self> {
         let v = value.trim();
         if v.eq_ignore_ascii_case("stdout") {
-            Some(Export::Stdout)
+            Some(JsonLines::Stdout)
         } else if v.eq_ignore_ascii_case("none") {
-            Some(Export::None)
+            Some(JsonLines::None)
         } else {
             v.strip_prefix("file:")
                 .filter(|p| !p.is_empty())
-                .map(|p| Export::File(PathBuf::from(p)))
+                .map(|p| JsonLines::File(PathBuf::from(p)))
         }
     }
 }
@@ -89,10 +89,10 @@ type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 /// environment.
 ///
 /// ```
-/// use tracing_usr::{Export, Mode};
+/// use tracing_usr::{JsonLines, Mode};
 /// let layer = tracing_usr::builder()
 ///     .with_mode(Mode::Anonymization)
-///     .with_export(Export::None)
+///     .with_json_lines(JsonLines::None)
 ///     .with_key_pattern(Some(r"(?i)pass|token|secret"))
 ///     .expect("valid pattern")
 ///     .build();
@@ -101,7 +101,7 @@ type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 #[must_use]
 pub struct Builder {
     pub(crate) mode: Option<Mode>,
-    pub(crate) export: Option<Export>,
+    pub(crate) export: Option<JsonLines>,
     pub(crate) exporters: Vec<Box<dyn Exporter>>,
     key_pattern: Option<Option<Regex>>,
     value_pattern: Option<Option<Regex>>,
@@ -187,9 +187,9 @@ impl Builder {
     }
 
     /// Sets the embedded JSON-lines export, overriding `TRACING_USR_EXPORT`. Defaults to the
-    /// variable, else [`Export::Stdout`] when no other exporter is configured and
-    /// [`Export::None`] otherwise.
-    pub fn with_export(mut self, export: Export) -> Self {
+    /// variable, else [`JsonLines::Stdout`] when no other exporter is configured and
+    /// [`JsonLines::None`] otherwise.
+    pub fn with_json_lines(mut self, export: JsonLines) -> Self {
         self.export = Some(export);
         self
     }
@@ -411,12 +411,12 @@ impl Builder {
         let export = match &self.export {
             Some(export) => Some(export.clone()),
             None => self.var(ENV_EXPORT).map(|v| {
-                Export::parse(&v).unwrap_or_else(|| {
+                JsonLines::parse(&v).unwrap_or_else(|| {
                     warnings.push(ConfigWarning {
                         variable: ENV_EXPORT,
                         message: format!("invalid value {v:?} (expected stdout, file:PATH or none); falling back to stdout"),
                     });
-                    Export::Stdout
+                    JsonLines::Stdout
                 })
             }),
         };
@@ -426,14 +426,14 @@ impl Builder {
         // the subscriber turns it off (see `crate::otel`).
         let default_export = export.is_none() && self.exporters.is_empty() && exporters.is_empty();
         let export = export.unwrap_or(if default_export {
-            Export::Stdout
+            JsonLines::Stdout
         } else {
-            Export::None
+            JsonLines::None
         });
         match export {
-            Export::None => {}
-            Export::Stdout => exporters.push(Box::new(JsonLinesExporter::stdout()) as Box<dyn Exporter>),
-            Export::File(path) => match JsonLinesExporter::file(&path) {
+            JsonLines::None => {}
+            JsonLines::Stdout => exporters.push(Box::new(JsonLinesExporter::stdout()) as Box<dyn Exporter>),
+            JsonLines::File(path) => match JsonLinesExporter::file(&path) {
                 Ok(exporter) => exporters.push(Box::new(exporter)),
                 Err(e) => {
                     warnings.push(ConfigWarning {
@@ -601,20 +601,20 @@ impl Builder {
                 }
                 let logs = self
                     .var(crate::collectors::ENV_DD_LOGS)
-                    .map_or(Some(Export::Stdout), |v| {
-                        Some(Export::parse(&v).unwrap_or_else(|| {
+                    .map_or(Some(JsonLines::Stdout), |v| {
+                        Some(JsonLines::parse(&v).unwrap_or_else(|| {
                             warnings.push(ConfigWarning {
                                 variable: crate::collectors::ENV_DD_LOGS,
                                 message: format!(
                                     "invalid value {v:?} (expected stdout, file:PATH or none); using stdout"
                                 ),
                             });
-                            Export::Stdout
+                            JsonLines::Stdout
                         }))
                     });
                 let out: Option<Box<dyn std::io::Write + Send>> = match logs {
-                    Some(Export::Stdout) => Some(Box::new(std::io::stdout())),
-                    Some(Export::File(path)) => {
+                    Some(JsonLines::Stdout) => Some(Box::new(std::io::stdout())),
+                    Some(JsonLines::File(path)) => {
                         match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
                             Ok(file) => Some(Box::new(file)),
                             Err(e) => {
@@ -626,7 +626,7 @@ impl Builder {
                             }
                         }
                     }
-                    Some(Export::None) | None => None,
+                    Some(JsonLines::None) | None => None,
                 };
                 if let Some(out) = out {
                     exporters.push(Box::new(tracing_usr_export::datadog::DatadogLogsExporter::new(

@@ -9,7 +9,7 @@
 //! use tracing_subscriber::prelude::*;
 //!
 //! let layer = tracing_usr::builder()
-//!     .with_export(tracing_usr::Export::None) // the default writes JSON lines to stdout
+//!     .with_json_lines(tracing_usr::JsonLines::None) // the default writes JSON lines to stdout
 //!     .build();
 //! let subscriber = tracing_subscriber::registry().with(layer);
 //! tracing::subscriber::with_default(subscriber, || {
@@ -189,7 +189,7 @@ mod visit;
 mod warn;
 
 pub use config::{
-    BuildError, Builder, Export, ENV_BLOCKED_TEMPLATE_HTML, ENV_BLOCKED_TEMPLATE_JSON,
+    BuildError, Builder, JsonLines, ENV_BLOCKED_TEMPLATE_HTML, ENV_BLOCKED_TEMPLATE_JSON,
     ENV_BLOCKED_USERS_FILE, ENV_EXPORT, ENV_KEY_REGEXP, ENV_MODE, ENV_MODE_DEPRECATED, ENV_MODE_ENABLED,
     ENV_VALUE_REGEXP,
 };

@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use tracing_subscriber::prelude::*;
-//! let layer = tracing_usr::builder().with_export(tracing_usr::Export::None).build();
+//! let layer = tracing_usr::builder().with_json_lines(tracing_usr::JsonLines::None).build();
 //! tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
 //!     let span = tracing::info_span!("checkout");
 //!     let _enter = span.enter();
