@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use tracing_subscriber::prelude::*;
 use tracing_usr::blocking::ManualClock;
-use tracing_usr::detection::{DetectionConfig, Detector, KeyKind, RuleId, Severity, Signal, SignalCounts};
+use tracing_usr::detection::{DetectionConfig, Detector, KeyKind, RuleId, Severity, Signal, SignalStats};
 use tracing_usr::{Builder, JsonLines, Mode, SetUserOptions, User};
 
 use support::{builder_with_env, Harness};
@@ -804,8 +804,8 @@ fn signals_raised_inside_layer_callbacks_are_delivered_by_the_helper_thread() {
     assert_eq!(got.len(), 1, "delivered without a flush");
     assert_eq!(got[0].rule, RuleId::PaymentFailures);
     assert_eq!(
-        s.h.handle.signal_counts(),
-        SignalCounts {
+        s.h.handle.signal_stats(),
+        SignalStats {
             delivered: 1,
             dropped: 0
         }
@@ -828,8 +828,8 @@ fn a_panicking_sink_loses_the_signal_not_the_request() {
         assert!(verdict.is_ok());
     }
     assert_eq!(
-        h.handle.signal_counts(),
-        SignalCounts {
+        h.handle.signal_stats(),
+        SignalStats {
             delivered: 0,
             dropped: 1
         }

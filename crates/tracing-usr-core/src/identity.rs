@@ -1,6 +1,5 @@
 //! Identity buckets, the field-path mode rules and the merge of docs/tags.md "which identity reaches the root".
 
-use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use crate::anonymize::Anonymizer;
@@ -10,20 +9,12 @@ use crate::user::{Secret, User};
 use crate::value::Text;
 use smallvec::SmallVec;
 
-/// A user's tags, shared between records (cheap to clone); values up to 24 bytes are held
-/// inline. The export records carry them as they are (`tracing_usr_export::UserTags`).
-pub type UserTags = Arc<[(Key, Text)]>;
-
 /// A type tag values are written as: `String` or [`Text`].
 pub trait TagValue: From<String> + for<'a> From<&'a str> + From<Text> {}
 
 impl<T: From<String> + for<'a> From<&'a str> + From<Text>> TagValue for T {}
 
-/// A tag key: static for field names, owned for dynamic keys.
-pub type Key = Cow<'static, str>;
-
-/// A list of tags, in insertion order.
-pub type Tags = Vec<(Key, String)>;
+pub use crate::value::{Key, Tags, UserTags};
 
 /// Whether `key` is `name`. The keys of one callsite's fields are the same static strings, so
 /// a pointer check settles most comparisons before any byte is compared.

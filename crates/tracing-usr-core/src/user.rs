@@ -203,7 +203,7 @@ impl User {
 
     /// The user as `usr.*` tags, id first. Empty values are left out; the token becomes
     /// `usr.token` = `<Redacted>`. Free-form keys that collide with a standard key are skipped.
-    pub fn to_tags(&self) -> crate::identity::Tags {
+    pub fn to_tags(&self) -> crate::value::Tags {
         self.sdk_tags(|_, _| None)
     }
 }
@@ -212,7 +212,7 @@ impl User {
     /// The user an identity bucket describes (the inverse of [`User::to_tags`]), with `token`;
     /// `None` when the bucket has no `usr.id`. The `usr.token` tag, always `<Redacted>`, is not
     /// read back.
-    pub fn from_tags(tags: &[(crate::identity::Key, String)], token: Option<Secret>) -> Option<Self> {
+    pub fn from_tags(tags: &[(crate::value::Key, String)], token: Option<Secret>) -> Option<Self> {
         let id = tags.iter().find(|(k, _)| k == keys::USR_ID)?.1.clone();
         let mut user = User::new(id);
         let data = Arc::make_mut(&mut user.inner);
@@ -239,7 +239,7 @@ impl User {
 
     /// The user as `usr.*` tags for the SDK bucket: standard keys are static, free-form values go
     /// through `mask` (key, value) → masked value.
-    pub fn sdk_tags(&self, mask: impl FnMut(&str, &str) -> Option<String>) -> crate::identity::Tags {
+    pub fn sdk_tags(&self, mask: impl FnMut(&str, &str) -> Option<String>) -> crate::value::Tags {
         let mut tags = Vec::with_capacity(8 + self.inner.extra.len());
         self.visit_tags(mask, |key, value| tags.push((key, value.into_owned())));
         tags
@@ -249,9 +249,9 @@ impl User {
     pub fn visit_tags(
         &self,
         mut mask: impl FnMut(&str, &str) -> Option<String>,
-        mut f: impl FnMut(crate::identity::Key, std::borrow::Cow<'_, str>),
+        mut f: impl FnMut(crate::value::Key, std::borrow::Cow<'_, str>),
     ) {
-        use crate::identity::Key;
+        use crate::value::Key;
         use std::borrow::Cow;
         let standard = [
             (keys::USR_ID, Some(self.inner.id.as_str())),

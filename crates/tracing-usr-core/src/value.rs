@@ -1,4 +1,15 @@
-//! Conversion of field values to the strings the contract exports (docs/tags.md "identity from span fields").
+//! Tag keys and values: their types (`Key`, `Text`, `Tags`, `UserTags`) and the conversion of
+//! field values to the strings the contract exports (docs/tags.md "identity from span fields").
+
+/// A tag key: static for field names, owned for dynamic keys.
+pub type Key = std::borrow::Cow<'static, str>;
+
+/// A list of tags, in insertion order.
+pub type Tags = Vec<(Key, String)>;
+
+/// A user's tags, shared between records (cheap to clone); values up to 24 bytes are held
+/// inline. The export records carry them as they are (`tracing_usr_export::UserTags`).
+pub type UserTags = std::sync::Arc<[(Key, Text)]>;
 
 /// Formats an `f64` as the contract says: the shortest round-trip decimal that always contains a
 /// `.` or an exponent (`1.0`, `1.5`, `1e+300`, as `serde_json` writes it), and `NaN`, `inf`, `-inf` for non-finite values.

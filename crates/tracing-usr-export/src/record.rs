@@ -3,8 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-pub use tracing_usr_core::identity::{Key, UserTags};
-pub use tracing_usr_core::value::Text;
+pub use tracing_usr_core::value::{Key, Text, UserTags};
 
 /// One finished span, in the shape every exporter encodes.
 #[derive(Clone, Debug, PartialEq)]

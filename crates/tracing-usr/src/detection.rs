@@ -390,9 +390,9 @@ pub(crate) fn observation<K: AsRef<str>>(
     Observation::from_event_tags(name, tags, detector.now())
 }
 
-/// What became of the signals raised so far ([`crate::Handle::signal_counts`]).
+/// What became of the signals raised so far ([`crate::Handle::signal_stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SignalCounts {
+pub struct SignalStats {
     /// Signals handed to the sink.
     pub delivered: u64,
     /// Signals lost: the delivery queue (4,096) was full, or the sink panicked.

@@ -416,8 +416,8 @@ impl Handle {
 
     /// Signals delivered to the sink so far, and signals lost because the delivery queue
     /// (4,096) was full or the sink panicked.
-    pub fn signal_counts(&self) -> crate::detection::SignalCounts {
-        crate::detection::SignalCounts {
+    pub fn signal_stats(&self) -> crate::detection::SignalStats {
+        crate::detection::SignalStats {
             delivered: self.shared.signals.delivered(),
             dropped: self.shared.signals.dropped(),
         }
