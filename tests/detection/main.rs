@@ -840,3 +840,27 @@ fn a_panicking_sink_loses_the_signal_not_the_request() {
         .iter()
         .any(|(k, _)| k == "tracing_usr.signal.bl-payment-failures")));
 }
+
+#[test]
+fn a_bad_detection_setting_says_what_kind_of_problem_it_is() {
+    use tracing_usr::detection::{load_config, parse_config, DetectionConfigErrorKind as Kind};
+    let kind = |text: &str| parse_config(text).map(|_| ()).unwrap_err().kind();
+    assert_eq!(kind("{not json"), Kind::Syntax);
+    assert_eq!(kind("[1]"), Kind::Syntax);
+    assert_eq!(kind(r#"{"max_keyz": 3}"#), Kind::Unknown);
+    assert_eq!(kind(r#"{"rules": {"no-such-rule": {}}}"#), Kind::Unknown);
+    assert_eq!(kind(r#"{"max_keys": -1}"#), Kind::InvalidValue);
+    assert_eq!(
+        kind(r#"{"max_keys": 0}"#),
+        Kind::InvalidValue,
+        "validated after parsing"
+    );
+    let missing = load_config(std::path::Path::new("/nonexistent/tracing-usr-detection.json")).unwrap_err();
+    assert_eq!(missing.kind(), Kind::Read);
+    assert!(
+        missing
+            .message()
+            .contains("/nonexistent/tracing-usr-detection.json"),
+        "{missing}"
+    );
+}

@@ -288,25 +288,59 @@ impl Default for DetectionConfig {
     }
 }
 
-/// A detection setting that cannot be used; its message names the setting and why.
+/// What kind of problem a [`DetectionConfigError`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DetectionConfigErrorKind {
+    /// The settings file could not be read.
+    Read,
+    /// The settings are not valid JSON, or not shaped as documented.
+    Syntax,
+    /// A setting or rule id that does not exist.
+    Unknown,
+    /// A setting has a value it cannot take (wrong type, out of range).
+    InvalidValue,
+}
+
+/// A detection setting that cannot be used: its [kind](DetectionConfigError::kind), and a
+/// message that names the setting and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DetectionConfigError(String);
+pub struct DetectionConfigError {
+    kind: DetectionConfigErrorKind,
+    message: String,
+}
 
 impl DetectionConfigError {
-    /// An error with this message.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
+    /// An error of `kind` with this message.
+    pub fn new(kind: DetectionConfigErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// What kind of problem it is.
+    pub fn kind(&self) -> DetectionConfigErrorKind {
+        self.kind
     }
 
     /// What is wrong, and with which setting.
     pub fn message(&self) -> &str {
-        &self.0
+        &self.message
+    }
+
+    /// The same error, its message prefixed with `context` (a file path).
+    pub fn context(self, context: impl fmt::Display) -> Self {
+        Self {
+            kind: self.kind,
+            message: format!("{context}: {}", self.message),
+        }
     }
 }
 
 impl fmt::Display for DetectionConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -329,7 +363,12 @@ impl DetectionConfig {
     /// # Errors
     /// The first problem found, naming the rule and the setting.
     pub fn validate(&self) -> Result<(), DetectionConfigError> {
-        let err = |m: String| Err(DetectionConfigError::new(m));
+        let err = |m: String| {
+            Err(DetectionConfigError::new(
+                DetectionConfigErrorKind::InvalidValue,
+                m,
+            ))
+        };
         if self.max_keys == 0 {
             return err("max_keys must be at least 1".into());
         }
@@ -1734,7 +1773,9 @@ mod tests {
     fn invalid_settings_are_named() {
         let mut config = DetectionConfig::default();
         config.rule_mut(RuleId::SignupRate).window = Duration::ZERO;
-        assert!(config.validate().unwrap_err().0.contains("bl-signup-ratelimit"));
+        let error = config.validate().unwrap_err();
+        assert!(error.message().contains("bl-signup-ratelimit"));
+        assert_eq!(error.kind(), DetectionConfigErrorKind::InvalidValue);
         let mut config = DetectionConfig::default();
         config.rule_mut(RuleId::BruteForce).threshold = MAX_THRESHOLD + 1;
         assert!(config.validate().is_err());

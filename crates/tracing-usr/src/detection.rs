@@ -48,8 +48,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tracing_core::dispatcher::{Dispatch, WeakDispatch};
 pub use tracing_usr_core::detection::{
-    Action, DetectionConfig, DetectionConfigError, Detector, EventKind, KeyKind, Observation, RuleConfig,
-    RuleId, Severity, Signal, MAX_KEY_TEXT, MAX_THRESHOLD, MAX_WINDOW,
+    Action, DetectionConfig, DetectionConfigError, DetectionConfigErrorKind, Detector, EventKind, KeyKind,
+    Observation, RuleConfig, RuleId, Severity, Signal, MAX_KEY_TEXT, MAX_THRESHOLD, MAX_WINDOW,
 };
 
 use crate::layer::Shared;
@@ -430,44 +430,51 @@ pub struct SignalStats {
 /// assert!(parse_config(r#"{"rules": {"bl-password-reset-bf": {"block_ip": true}}}"#).is_err());
 /// ```
 pub fn parse_config(text: &str) -> Result<(DetectionConfig, bool), DetectionConfigError> {
-    let err = |m: String| DetectionConfigError::new(m);
-    let root: Value = serde_json::from_str(text).map_err(|e| err(format!("not valid JSON: {e}")))?;
+    use DetectionConfigErrorKind::{InvalidValue, Syntax, Unknown};
+    let err = |kind, m: String| DetectionConfigError::new(kind, m);
+    let root: Value = serde_json::from_str(text).map_err(|e| err(Syntax, format!("not valid JSON: {e}")))?;
     let Value::Object(root) = root else {
-        return Err(err("expected a JSON object".into()));
+        return Err(err(Syntax, "expected a JSON object".into()));
     };
     let mut config = DetectionConfig::default();
     let mut enabled = true;
     let uint = |key: &str, v: &Value| -> Result<u64, DetectionConfigError> {
-        v.as_u64()
-            .ok_or_else(|| err(format!("{key}: expected a non-negative integer, found {v}")))
+        v.as_u64().ok_or_else(|| {
+            err(
+                InvalidValue,
+                format!("{key}: expected a non-negative integer, found {v}"),
+            )
+        })
     };
     let boolean = |key: &str, v: &Value| -> Result<bool, DetectionConfigError> {
         v.as_bool()
-            .ok_or_else(|| err(format!("{key}: expected true or false, found {v}")))
+            .ok_or_else(|| err(InvalidValue, format!("{key}: expected true or false, found {v}")))
     };
     for (key, value) in &root {
         match key.as_str() {
             "enabled" => enabled = boolean(key, value)?,
             "max_keys" => {
-                config.max_keys =
-                    usize::try_from(uint(key, value)?).map_err(|_| err("max_keys: too large".into()))?
+                config.max_keys = usize::try_from(uint(key, value)?)
+                    .map_err(|_| err(InvalidValue, "max_keys: too large".into()))?
             }
             "block_duration_secs" => config.block_duration = Duration::from_secs(uint(key, value)?),
             "max_signal_duration_secs" => config.max_signal_duration = Duration::from_secs(uint(key, value)?),
             "rules" => {
                 let Value::Object(rules) = value else {
-                    return Err(err("rules: expected an object keyed by rule id".into()));
+                    return Err(err(Syntax, "rules: expected an object keyed by rule id".into()));
                 };
                 for (id, settings) in rules {
-                    let rule =
-                        RuleId::from_id(id).ok_or_else(|| err(format!("rules: unknown rule id {id:?}")))?;
+                    let rule = RuleId::from_id(id)
+                        .ok_or_else(|| err(Unknown, format!("rules: unknown rule id {id:?}")))?;
                     let Value::Object(settings) = settings else {
-                        return Err(err(format!("rules.{id}: expected an object")));
+                        return Err(err(Syntax, format!("rules.{id}: expected an object")));
                     };
                     let c = config.rule_mut(rule);
                     for (k, v) in settings {
                         let path = format!("rules.{id}.{k}");
-                        let small = |n: u64| u32::try_from(n).map_err(|_| err(format!("{path}: too large")));
+                        let small = |n: u64| {
+                            u32::try_from(n).map_err(|_| err(InvalidValue, format!("{path}: too large")))
+                        };
                         match k.as_str() {
                             "enabled" => c.enabled = boolean(&path, v)?,
                             "threshold" => c.threshold = small(uint(&path, v)?)?,
@@ -477,12 +484,12 @@ pub fn parse_config(text: &str) -> Result<(DetectionConfig, bool), DetectionConf
                             "window_secs" => c.window = Duration::from_secs(uint(&path, v)?),
                             "block_ip" => c.block_ip = boolean(&path, v)?,
                             "block_user" => c.block_user = boolean(&path, v)?,
-                            _ => return Err(err(format!("{path}: unknown setting"))),
+                            _ => return Err(err(Unknown, format!("{path}: unknown setting"))),
                         }
                     }
                 }
             }
-            other => return Err(err(format!("{other}: unknown setting"))),
+            other => return Err(err(Unknown, format!("{other}: unknown setting"))),
         }
     }
     config.validate()?;
@@ -494,7 +501,11 @@ pub fn parse_config(text: &str) -> Result<(DetectionConfig, bool), DetectionConf
 /// # Errors
 /// The file cannot be read, or [`parse_config`] rejects it.
 pub fn load_config(path: &Path) -> Result<(DetectionConfig, bool), DetectionConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| DetectionConfigError::new(format!("cannot read {}: {e}", path.display())))?;
-    parse_config(&text).map_err(|e| DetectionConfigError::new(format!("{}: {e}", path.display())))
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        DetectionConfigError::new(
+            DetectionConfigErrorKind::Read,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    parse_config(&text).map_err(|e| e.context(path.display()))
 }
