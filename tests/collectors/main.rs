@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+#[path = "../support/agent.rs"]
 mod agent;
 
 mod collectors_are_chosen_from_the_environment;

@@ -4,7 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-#[path = "../collectors/agent.rs"]
+#[path = "../support/agent.rs"]
 mod agent;
 
 mod otel;
