@@ -1449,7 +1449,7 @@ where
                 .cloned()
                 .or_else(|| ctx.current_span().id().cloned())
             {
-                self.shared.otel.probe_present(&span);
+                self.shared.otel.probe_unseen(&span, None);
             }
         }
         if self.shared.pipeline().is_some() || self.shared.callsites.has_usr(event.metadata()) {
@@ -1473,7 +1473,7 @@ where
         // (tracing-usr first), the default export stops before this trace is sent.
         #[cfg(feature = "opentelemetry")]
         if self.shared.otel.undecided() && self.shared.pipeline().is_some() {
-            self.shared.otel.probe_present(&id);
+            self.shared.otel.probe_unseen(&id, None);
         }
         match self.shared.pipeline() {
             Some(pipeline) => self.close_exported(id, ctx, pipeline),

@@ -73,8 +73,6 @@ pub(crate) struct OtelBridge {
     present: AtomicBool,
     /// Whether the layer's exporters are the embedded default alone.
     default_export: bool,
-    /// Set once a tracing-opentelemetry layer is found and only the default was configured.
-    export_off: AtomicBool,
     /// Roots closed while no OpenTelemetry span was seen.
     misses: AtomicUsize,
     /// Roots whose tags were recorded at their creation and wait for their first enter.
@@ -91,7 +89,6 @@ impl OtelBridge {
             order: AtomicU8::new(UNKNOWN),
             present: AtomicBool::new(false),
             default_export,
-            export_off: AtomicBool::new(false),
             misses: AtomicUsize::new(0),
             deferred: Arc::new(AtomicUsize::new(0)),
             exposed: Mutex::new(Some(Vec::new())),
@@ -106,7 +103,7 @@ impl OtelBridge {
     /// Whether the embedded default export is off because tracing-opentelemetry exports.
     #[inline]
     pub(crate) fn export_off(&self) -> bool {
-        self.export_off.load(Ordering::Relaxed)
+        self.default_export && self.present.load(Ordering::Relaxed)
     }
 
     /// Whether a tracing-opentelemetry layer may be there (not ruled out).
@@ -145,8 +142,8 @@ impl OtelBridge {
         matches!(self.order.load(Ordering::Relaxed), UNKNOWN | USR_FIRST)
     }
 
-    /// While the order is not known and no OpenTelemetry span was seen: looks for root `id`'s
-    /// (entered, so already started), no extension held.
+    /// While the order is not known and no OpenTelemetry span was seen: looks for span `id`'s
+    /// (one already started: entered, holding an event, or closing), no extension held.
     #[inline]
     pub(crate) fn probe_unseen(&self, id: &Id, fallback: Option<&Dispatch>) {
         if self.undecided() && !self.present.load(Ordering::Relaxed) {
@@ -191,7 +188,6 @@ impl OtelBridge {
             return;
         }
         if self.default_export {
-            self.export_off.store(true, Ordering::Release);
             crate::warn::note_later(
                 self.dispatch.get().cloned(),
                 "a tracing-opentelemetry layer exports this subscriber's traces and no tracing-usr exporter is configured: tracing-usr exports nothing itself (set TRACING_USR_EXPORT or an exporter to export both)",
@@ -221,14 +217,6 @@ impl OtelBridge {
             self.decide(OTEL_FIRST);
         } else if self.context(parent, None).is_some() {
             self.decide(USR_FIRST);
-        }
-    }
-
-    /// From an event in span `id` (entered, so already started), no extension held: finds
-    /// whether a tracing-opentelemetry layer is there.
-    pub(crate) fn probe_present(&self, id: &Id) {
-        if !self.present.load(Ordering::Relaxed) {
-            let _ = self.context(id, None);
         }
     }
 
