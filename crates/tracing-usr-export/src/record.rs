@@ -54,6 +54,27 @@ impl SpanRecord {
     pub fn metric(&self, key: &str) -> Option<f64> {
         self.metrics.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
+
+    /// Makes this span its trace's local root for export: adds the trace's `tags` (user tags,
+    /// collection mode, events, signals, sampling and propagation tags: final, past every
+    /// mask), which replace the span's own fields of the same keys. A manual keep (`kept`)
+    /// drops the sampler's decision tags the span's fields may carry; an `_dd.origin` set by the
+    /// application wins over one in `tags`. The span's own fields still have to pass the
+    /// value masking rule ([`SpanRecord::pending_value_mask`]).
+    pub fn add_root_tags(&mut self, mut tags: Vec<(Key, Text)>, kept: bool) {
+        use tracing_usr_core::trace::{DECISION_MAKER, SAMPLER_RATES, TRACE_SOURCE};
+        if kept {
+            self.meta.retain(|(k, _)| {
+                !SAMPLER_RATES.contains(&k.as_ref()) && k != DECISION_MAKER && k != TRACE_SOURCE
+            });
+        }
+        if self.meta.iter().any(|(k, _)| k == "_dd.origin") {
+            tags.retain(|(k, _)| k != "_dd.origin");
+        }
+        self.meta.retain(|(k, _)| !tags.iter().any(|(t, _)| t == k));
+        self.pending_value_mask = self.meta.len();
+        self.meta.extend(tags);
+    }
 }
 
 /// A `tracing` event inside a span, as a span event.
@@ -201,5 +222,70 @@ impl Record {
             Record::Log(l) => Some(l),
             Record::Span(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root(meta: &[(&'static str, &str)]) -> SpanRecord {
+        SpanRecord {
+            trace_id: 1,
+            span_id: 2,
+            parent_id: None,
+            local_root: true,
+            name: "request".into(),
+            target: "app".into(),
+            start_unix_nanos: 0,
+            duration_nanos: 0,
+            error: false,
+            meta: meta
+                .iter()
+                .map(|(k, v)| (Key::Borrowed(k), Text::from(*v)))
+                .collect(),
+            metrics: Vec::new(),
+            events: Vec::new(),
+            pending_value_mask: 0,
+        }
+    }
+
+    fn tags(list: &[(&'static str, &str)]) -> Vec<(Key, Text)> {
+        list.iter()
+            .map(|(k, v)| (Key::Borrowed(k), Text::from(*v)))
+            .collect()
+    }
+
+    #[test]
+    fn root_tags_replace_fields_of_the_same_key_and_skip_the_value_mask() {
+        let mut span = root(&[("usr.id", "raw"), ("http.route", "/orders")]);
+        span.add_root_tags(
+            tags(&[
+                ("usr.id", "u-1"),
+                ("_dd.appsec.user.collection_mode", "identification"),
+            ]),
+            false,
+        );
+        assert_eq!(span.meta("usr.id"), Some("u-1"));
+        assert_eq!(span.meta.iter().filter(|(k, _)| k == "usr.id").count(), 1);
+        // Only the span's own fields still pass the value rule.
+        assert_eq!(span.pending_value_mask, 1);
+        assert_eq!(span.meta[0].0, "http.route");
+    }
+
+    #[test]
+    fn a_keep_drops_the_sampler_tags_and_the_application_origin_wins() {
+        let mut span = root(&[
+            ("_dd.p.dm", "-0"),
+            ("_dd.rule_psr", "0.5"),
+            ("_dd.origin", "synthetics"),
+        ]);
+        span.add_root_tags(tags(&[("_dd.origin", "appsec"), ("_dd.p.dm", "-5")]), true);
+        assert_eq!(span.meta("_dd.rule_psr"), None);
+        assert_eq!(span.meta("_dd.p.dm"), Some("-5"));
+        assert_eq!(span.meta("_dd.origin"), Some("synthetics"));
+        let mut unkept = root(&[("_dd.rule_psr", "0.5")]);
+        unkept.add_root_tags(Vec::new(), false);
+        assert_eq!(unkept.meta("_dd.rule_psr"), Some("0.5"));
     }
 }

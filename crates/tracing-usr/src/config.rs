@@ -511,7 +511,7 @@ impl Builder {
             ..
         } = self;
         exporters.extend(extra);
-        UserLayer::from_parts(crate::layer::Parts {
+        UserLayer::from_parts(crate::shared::Parts {
             mode,
             masker,
             exporters,

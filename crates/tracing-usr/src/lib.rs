@@ -174,17 +174,23 @@
 
 mod block_file;
 mod callsite;
+mod clock;
 pub mod collectors;
 mod config;
+mod default_user;
 pub mod detection;
+mod handle;
 mod ids;
 mod layer;
 #[cfg(feature = "opentelemetry")]
 mod otel;
+#[cfg(feature = "opentelemetry")]
+mod otel_sync;
 pub mod propagation;
+mod root;
 mod sdk;
+mod shared;
 mod state;
-mod track;
 mod visit;
 mod warn;
 
@@ -193,16 +199,15 @@ pub use config::{
     ENV_BLOCKED_USERS_FILE, ENV_EXPORT, ENV_KEY_REGEXP, ENV_MODE, ENV_MODE_DEPRECATED, ENV_MODE_ENABLED,
     ENV_VALUE_REGEXP,
 };
-pub use layer::{shutdown, Handle, ShutdownGuard, UserLayer};
+pub use handle::{shutdown, Handle, ShutdownGuard};
+pub use layer::UserLayer;
 pub use sdk::{
-    block_response, current_user, identify, is_user_blocked, logout, BlockResponse, SdkError, UserSpanExt,
+    block_response, current_user, identify, is_user_blocked, logout, record_user, set_user,
+    track_custom_event, track_login_failure, track_login_success, track_password_reset,
+    track_payment_failure, track_sensitive_activity, track_signup, track_user, track_user_delete,
+    track_user_id, BlockResponse, EventMetadata, LoginUser, SdkError, SetUserOptions, UserSpanExt,
 };
 pub use tracing_usr_core::{blocking, keys, Mode, Secret, User, REDACTED};
-pub use track::{
-    record_user, set_user, track_custom_event, track_login_failure, track_login_success,
-    track_password_reset, track_payment_failure, track_sensitive_activity, track_signup, track_user,
-    track_user_delete, track_user_id, EventMetadata, LoginUser, SetUserOptions,
-};
 
 /// The export side: record model, [`Exporter`](export::Exporter) trait, pipeline, JSON lines
 /// and the in-memory exporter for tests.

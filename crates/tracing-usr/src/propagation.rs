@@ -28,7 +28,8 @@ use http::{HeaderMap, HeaderValue};
 use tracing_usr_core::identity::{Key, Tags};
 use tracing_usr_core::propagation as wire;
 
-use crate::layer::{SpanAccess, UserLayer};
+use crate::layer::UserLayer;
+use crate::root::SpanAccess;
 use crate::sdk::{with_layer, SdkError};
 
 /// `x-datadog-trace-id`.

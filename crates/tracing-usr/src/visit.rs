@@ -10,7 +10,6 @@ use tracing_usr_core::{keys, Anonymizer, Masker, Mode, REDACTED};
 use tracing_usr_export::FieldValue;
 
 use crate::callsite::{CallsiteInfo, FieldKind};
-use crate::layer::Shared;
 
 /// The `usr.*` values of one record call, after the mode: inline up to four, and values up to 24
 /// bytes inline too (no allocation).
@@ -53,12 +52,17 @@ pub(crate) struct IdentityRules<'a> {
 }
 
 impl<'a> IdentityRules<'a> {
-    pub(crate) fn of(shared: &'a Shared) -> Self {
+    pub(crate) fn new(
+        mode: Mode,
+        anonymizer: &'a Anonymizer,
+        blocks: Option<&'a BlockList>,
+        detection: bool,
+    ) -> Self {
         Self {
-            mode: shared.mode,
-            anonymizer: &shared.anonymizer,
-            blocks: (!shared.blocks.is_unused()).then_some(&*shared.blocks),
-            detection: shared.detector.is_some(),
+            mode,
+            anonymizer,
+            blocks,
+            detection,
         }
     }
 
@@ -140,11 +144,15 @@ impl Fields {
 
 impl<'a> Collector<'a> {
     #[inline]
-    pub(crate) fn new(info: &'a CallsiteInfo, shared: &'a Shared, collect_plain: bool) -> Self {
-        let rules = IdentityRules::of(shared);
+    pub(crate) fn new(
+        info: &'a CallsiteInfo,
+        rules: IdentityRules<'a>,
+        masker: &'a Masker,
+        collect_plain: bool,
+    ) -> Self {
         Self {
             info,
-            masker: &shared.masker,
+            masker,
             as_is: rules.mode == Mode::Identification && rules.blocks.is_none(),
             rules,
             collect_plain,
