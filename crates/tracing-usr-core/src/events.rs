@@ -197,37 +197,11 @@ pub fn field_event(
     anonymizer: &Anonymizer,
     masker: &Masker,
 ) -> Option<FieldEvent> {
-    if mode == Mode::Disabled || name.is_empty() {
+    if mode == Mode::Disabled || name.is_empty() || !has_required_inputs(name, usr, others) {
         return None;
     }
-    let raw = |key: &str| {
-        usr.iter()
-            .rev()
-            .find(|(k, v)| *k == key && !v.is_empty())
-            .map(|(_, v)| v.as_str())
-    };
-    let other = |key: &str| {
-        others
-            .iter()
-            .rev()
-            .find(|(k, v)| k == key && !v.is_empty())
-            .map(|(_, v)| v.as_str())
-    };
-    let required_ok = match name {
-        LOGIN_SUCCESS | SIGNUP => raw(keys::USR_LOGIN).is_some(),
-        LOGIN_FAILURE => {
-            raw(keys::USR_LOGIN).is_some()
-                && raw(keys::USR_EXISTS).is_some_and(|v| v == "true" || v == "false")
-        }
-        USER_DELETE => raw(keys::USR_ID).is_some(),
-        PASSWORD_RESET => other("exists").is_some(),
-        SENSITIVE_ACTIVITY => other("name").is_some(),
-        _ => true,
-    };
-    if !required_ok {
-        return None;
-    }
-    let processed = |key: &str| raw(key).and_then(|v| apply_mode(mode, key, v.to_owned(), anonymizer));
+    let processed =
+        |key: &str| last_set(usr, key).and_then(|v| apply_mode(mode, key, v.to_owned(), anonymizer));
     let prefix = prefix(name);
     let mut event = FieldEvent::default();
     event
@@ -239,18 +213,12 @@ pub fn field_event(
             continue;
         }
         seen.push(key);
-        let allowed = match name {
-            LOGIN_SUCCESS => *key != keys::USR_ID,
-            LOGIN_FAILURE => matches!(*key, keys::USR_LOGIN | keys::USR_EXISTS | keys::USR_ID),
-            _ => true,
-        };
-        if !allowed {
+        if !event_takes_usr_key(name, key) {
             continue;
         }
         if let Some(value) = processed(key) {
-            let path = &key[..];
-            let value = mask_event_value(masker, path, value);
-            event.tags.push((Key::Owned(format!("{prefix}{path}")), value));
+            let value = mask_event_value(masker, key, value);
+            event.tags.push((Key::Owned(format!("{prefix}{key}")), value));
         }
     }
     let mut seen_others: Vec<&str> = Vec::new();
@@ -272,6 +240,42 @@ pub fn field_event(
         }
     }
     Some(event)
+}
+
+/// The last non-empty value of `key` among `fields`.
+fn last_set<'a, K: AsRef<str>>(fields: &'a [(K, String)], key: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .rev()
+        .find(|(k, v)| k.as_ref() == key && !v.is_empty())
+        .map(|(_, v)| v.as_str())
+}
+
+/// Whether a field-path event `name` has the inputs its row requires (docs/tags.md "events
+/// from tracing events").
+fn has_required_inputs(name: &str, usr: &[(&str, String)], others: &[(Key, String)]) -> bool {
+    let raw = |key: &str| last_set(usr, key);
+    match name {
+        LOGIN_SUCCESS | SIGNUP => raw(keys::USR_LOGIN).is_some(),
+        LOGIN_FAILURE => {
+            raw(keys::USR_LOGIN).is_some()
+                && raw(keys::USR_EXISTS).is_some_and(|v| v == "true" || v == "false")
+        }
+        USER_DELETE => raw(keys::USR_ID).is_some(),
+        PASSWORD_RESET => last_set(others, "exists").is_some(),
+        SENSITIVE_ACTIVITY => last_set(others, "name").is_some(),
+        _ => true,
+    }
+}
+
+/// Whether event `name` writes its `usr.*` field `key` among its tags: a login success's user
+/// id goes to the root instead, a login failure keeps only the login, `exists` and the id.
+fn event_takes_usr_key(name: &str, key: &str) -> bool {
+    match name {
+        LOGIN_SUCCESS => key != keys::USR_ID,
+        LOGIN_FAILURE => matches!(key, keys::USR_LOGIN | keys::USR_EXISTS | keys::USR_ID),
+        _ => true,
+    }
 }
 
 #[cfg(test)]

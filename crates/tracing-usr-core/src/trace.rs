@@ -314,6 +314,22 @@ impl TraceState {
     ) {
         let login_events = (self.login_event_sdk || self.login_event_field).then_some(self.login_event_sdk);
         self.identity.root_tags_with(mode, default, login_events, meta);
+        self.event_tags(meta);
+        self.sampling_tags(meta, metrics);
+        self.block_tags(meta);
+        for (rule, severity) in &self.cold().signals {
+            meta.push((Key::Borrowed(rule.tag_key()), V::from(severity.as_str())));
+        }
+        meta.extend(
+            self.cold()
+                .extra
+                .iter()
+                .map(|(k, v)| (k.clone(), V::from(v.as_str()))),
+        );
+    }
+
+    /// The business events' tags, with their SDK and automatic-mode markers.
+    fn event_tags<V: TagValue>(&self, meta: &mut Vec<(Key, V)>) {
         for event in &self.cold().events {
             match (&event.sdk, &event.field) {
                 (Some(sdk), _) => meta.extend(sdk.iter().map(|(k, v)| (k.clone(), V::from(v.as_str())))),
@@ -335,6 +351,11 @@ impl TraceState {
                 ));
             }
         }
+    }
+
+    /// A keep (priority 2, the sampler's tags dropped) or the upstream priority, then the
+    /// propagated `_dd.p.*` tags.
+    fn sampling_tags<V: TagValue>(&self, meta: &mut Vec<(Key, V)>, metrics: &mut Vec<(Key, f64)>) {
         if self.keep {
             meta.retain(|(k, _)| {
                 !SAMPLER_RATES.contains(&k.as_ref()) && k != DECISION_MAKER && k != TRACE_SOURCE
@@ -349,6 +370,10 @@ impl TraceState {
             meta.retain(|(k, _)| *k != key);
             meta.push((key, V::from(value)));
         }
+    }
+
+    /// A blocked trace's tags: the verdict, the origin, the client IP and the trigger.
+    fn block_tags<V: TagValue>(&self, meta: &mut Vec<(Key, V)>) {
         if let Some((reason, id)) = &self.cold().block {
             meta.push((Key::Borrowed("appsec.blocked"), V::from("true")));
             meta.push((Key::Borrowed("appsec.event"), V::from("true")));
@@ -365,14 +390,5 @@ impl TraceState {
                 V::from(crate::blocking::trigger_json(reason, id)),
             ));
         }
-        for (rule, severity) in &self.cold().signals {
-            meta.push((Key::Borrowed(rule.tag_key()), V::from(severity.as_str())));
-        }
-        meta.extend(
-            self.cold()
-                .extra
-                .iter()
-                .map(|(k, v)| (k.clone(), V::from(v.as_str()))),
-        );
     }
 }
