@@ -240,11 +240,18 @@ pub fn encode_v04(spans: &[&SpanRecord], config: &DatadogConfig, rate: f64) -> (
     (buf, sizes.len())
 }
 
-fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rate: f64) {
+/// The meta and metrics entries a span gets from the exporter beside its own.
+type Extra<'a> = (SmallVec<[(&'a str, &'a str); 8]>, SmallVec<[(&'a str, f64); 4]>);
+
+/// Extra meta entries: env, version, DD_TAGS (unless the span has them), and on the local root
+/// the language, the upper trace-id bits (written in `tid`) and a sampling decision.
+fn extra_entries<'a>(
+    span: &'a SpanRecord,
+    config: &'a DatadogConfig,
+    rate: f64,
+    tid: &'a mut [u8; 16],
+) -> Extra<'a> {
     let has = |key: &str| span.meta.iter().any(|(k, _)| k == key);
-    let mut tid = [0u8; 16];
-    // Extra meta entries: env, version, DD_TAGS (unless the span has them), and on the local
-    // root the language, the upper trace-id bits and a sampling decision.
     let mut extra: SmallVec<[(&str, &str); 8]> = SmallVec::new();
     if let Some(env) = config.env.as_ref().filter(|_| !has("env")) {
         extra.push(("env", env.as_str()));
@@ -261,7 +268,7 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rat
     if span.local_root {
         extra.push(("language", "rust"));
         if span.trace_id >> 64 != 0 {
-            extra.push(("_dd.p.tid", hex16((span.trace_id >> 64) as u64, &mut tid)));
+            extra.push(("_dd.p.tid", hex16((span.trace_id >> 64) as u64, tid)));
         }
         extra_metrics.push(("_dd.top_level", 1.0));
         if !span.metrics.iter().any(|(k, _)| k == "_sampling_priority_v1") {
@@ -277,6 +284,12 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rat
             }
         }
     }
+    (extra, extra_metrics)
+}
+
+fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rate: f64) {
+    let mut tid = [0u8; 16];
+    let (extra, extra_metrics) = extra_entries(span, config, rate, &mut tid);
     let metrics_len = span.metrics.len() + extra_metrics.len();
     let resource = span.meta("resource.name").unwrap_or(&span.name);
     // trace_id, span_id, name, resource, service, type, start, duration, meta.

@@ -3,6 +3,7 @@
 //! The format is documented in `docs/json-lines.md` of the repository; the field names
 //! `trace_id`, `span_id`, `parent_id`, `name`, `meta` and `metrics` are fixed.
 
+use serde::ser::{SerializeMap, Serializer};
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
@@ -86,42 +87,47 @@ pub fn span_id_hex(id: u64) -> String {
     format!("{id:016x}")
 }
 
+/// Fields or tags, as a JSON map.
+struct Pairs<'a, V>(&'a [(crate::record::Key, V)]);
+impl<V: serde::Serialize> serde::Serialize for Pairs<'_, V> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k.as_ref(), v)?;
+        }
+        map.end()
+    }
+}
+
+/// Numeric tags, as a JSON map (non-finite values as strings).
+struct Numbers<'a>(&'a [(crate::record::Key, f64)]);
+impl serde::Serialize for Numbers<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k.as_ref(), &FieldValue::F64(*v))?;
+        }
+        map.end()
+    }
+}
+
+/// A log record's user, as a JSON map keyed without the `usr.` prefix.
+struct User<'a>(&'a [(crate::record::Key, crate::record::Text)]);
+impl serde::Serialize for User<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k.strip_prefix("usr.").unwrap_or(k), v)?;
+        }
+        map.end()
+    }
+}
+
 /// Writes one record as a JSON object (no newline).
 ///
 /// # Errors
 /// When writing fails.
 pub fn write_json(out: &mut impl Write, record: &Record) -> serde_json::Result<()> {
-    use serde::ser::{SerializeMap, Serializer};
-    struct Pairs<'a, V>(&'a [(crate::record::Key, V)]);
-    impl<V: serde::Serialize> serde::Serialize for Pairs<'_, V> {
-        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let mut map = serializer.serialize_map(Some(self.0.len()))?;
-            for (k, v) in self.0 {
-                map.serialize_entry(k.as_ref(), v)?;
-            }
-            map.end()
-        }
-    }
-    struct Numbers<'a>(&'a [(crate::record::Key, f64)]);
-    impl serde::Serialize for Numbers<'_> {
-        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let mut map = serializer.serialize_map(Some(self.0.len()))?;
-            for (k, v) in self.0 {
-                map.serialize_entry(k.as_ref(), &FieldValue::F64(*v))?;
-            }
-            map.end()
-        }
-    }
-    struct User<'a>(&'a [(crate::record::Key, crate::record::Text)]);
-    impl serde::Serialize for User<'_> {
-        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let mut map = serializer.serialize_map(Some(self.0.len()))?;
-            for (k, v) in self.0 {
-                map.serialize_entry(k.strip_prefix("usr.").unwrap_or(k), v)?;
-            }
-            map.end()
-        }
-    }
     let mut ser = serde_json::Serializer::new(out);
     let mut map = ser.serialize_map(None)?;
     match record {

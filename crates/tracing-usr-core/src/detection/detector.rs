@@ -338,33 +338,43 @@ impl Detector {
                     self.deletion(obs, ip, ip_key, user_id, &mut out, &mut evicted);
                 }
             }
-            EventKind::PasswordReset => {
-                if let (Some((ip, ip_key)), Some(account_key)) = (ip, account_key) {
-                    self.reset_enumeration(obs, ip, ip_key, account_key, &mut out, &mut evicted);
-                }
-                if let (Some(account), Some(key)) = (obs.account.as_deref(), account_key) {
-                    let text = || account.to_owned();
-                    let key = RateKey {
-                        key,
-                        kind: KeyKind::Account,
-                        text: &text,
-                        ip: None,
-                    };
-                    self.rate(
-                        RuleId::PasswordResetBruteForce,
-                        &self.tables.reset_bf,
-                        key,
-                        obs,
-                        &mut out,
-                        &mut evicted,
-                    );
-                }
-            }
+            EventKind::PasswordReset => self.observe_reset(obs, ip, account_key, &mut out, &mut evicted),
         }
         if evicted.open_signal {
             self.evicted_open_signal.store(true, Ordering::Relaxed);
         }
         out
+    }
+
+    /// The password-reset rules: enumeration per IP, brute force per account.
+    fn observe_reset(
+        &self,
+        obs: &Observation,
+        ip: Option<(IpAddr, u64)>,
+        account_key: Option<u64>,
+        out: &mut Vec<Signal>,
+        evicted: &mut Evicted,
+    ) {
+        if let (Some((ip, ip_key)), Some(account_key)) = (ip, account_key) {
+            self.reset_enumeration(obs, ip, ip_key, account_key, out, evicted);
+        }
+        if let (Some(account), Some(key)) = (obs.account.as_deref(), account_key) {
+            let text = || account.to_owned();
+            let key = RateKey {
+                key,
+                kind: KeyKind::Account,
+                text: &text,
+                ip: None,
+            };
+            self.rate(
+                RuleId::PasswordResetBruteForce,
+                &self.tables.reset_bf,
+                key,
+                obs,
+                out,
+                evicted,
+            );
+        }
     }
 
     /// The rate rules keyed by the client IP (`ip` with its keyed hash): signups and payment

@@ -1,0 +1,403 @@
+//! The OTLP/HTTP exporter: traces to `/v1/traces` and logs to `/v1/logs`, protobuf (or JSON)
+//! encoded with `opentelemetry-proto`'s types, optionally gzip-compressed.
+//!
+//! The local root carries every tag of the user-tracking contract as a string attribute, except
+//! `_sampling_priority_v1` (the integer `sampling.priority`) and the `_dd.p.*` propagation state
+//! (in the span's W3C `trace_state`), plus the OpenTelemetry semantic-convention user attributes
+//! derived from the public identity (`user.id`, `enduser.id` or `user.hash`, `user.email`,
+//! `user.name`, `user.full_name`, `user.roles`, `session.id`).
+
+mod encode;
+mod reuse;
+mod semconv;
+
+use std::fmt;
+use std::io::Write;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+pub use encode::{logs_request, otlp_log, otlp_span, traces_request};
+
+use crate::exporter::{ExportError, ExportErrorKind, Exporter};
+use crate::http::{Request, RetryPolicy, Sender};
+use crate::record::Record;
+use encode::{build, recycle, resource, Signal};
+use reuse::Spare;
+
+/// The OTLP/HTTP body encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OtlpProtocol {
+    /// `http/protobuf` (the default).
+    #[default]
+    HttpProtobuf,
+    /// `http/json`.
+    HttpJson,
+}
+
+/// Settings of the OTLP exporter (see `tracing_usr::Builder` for the variables and their
+/// precedence).
+#[derive(Clone, PartialEq)]
+pub struct OtlpConfig {
+    /// Full URL for traces (`…/v1/traces`); `None` sends no traces.
+    pub traces_endpoint: Option<String>,
+    /// Full URL for logs (`…/v1/logs`); `None` sends no logs.
+    pub logs_endpoint: Option<String>,
+    /// Extra request headers (API keys…). Their values are never printed.
+    pub headers: Vec<(String, String)>,
+    /// Body encoding.
+    pub protocol: OtlpProtocol,
+    /// Per-request timeout. Defaults to 10 s.
+    pub timeout: Duration,
+    /// Gzip request bodies.
+    pub gzip: bool,
+    /// Resource attributes (`service.name`, …).
+    pub resource: Vec<(String, String)>,
+    /// Retries.
+    pub retry: RetryPolicy,
+}
+
+impl fmt::Debug for OtlpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtlpConfig")
+            .field("traces_endpoint", &self.traces_endpoint)
+            .field("logs_endpoint", &self.logs_endpoint)
+            .field("headers", &crate::http::redacted_headers(&self.headers))
+            .field("protocol", &self.protocol)
+            .field("timeout", &self.timeout)
+            .field("gzip", &self.gzip)
+            .field("resource", &self.resource)
+            .finish()
+    }
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            traces_endpoint: Some("http://localhost:4318/v1/traces".to_owned()),
+            logs_endpoint: Some("http://localhost:4318/v1/logs".to_owned()),
+            headers: Vec::new(),
+            protocol: OtlpProtocol::HttpProtobuf,
+            timeout: Duration::from_secs(10),
+            gzip: false,
+            resource: vec![("service.name".to_owned(), crate::default_service_name())],
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// At most this many spans, or log records, go in one request (OpenTelemetry's batch processors
+/// send at most 512 as well): a large batch goes out in several requests, each of a size every
+/// collector accepts.
+pub const MAX_RECORDS_PER_REQUEST: usize = 512;
+
+/// Sends spans and log records to an OTLP/HTTP collector.
+pub struct OtlpExporter {
+    config: OtlpConfig,
+    sender: Sender,
+    /// Built once: the same for every request.
+    resource: Resource,
+    /// The last batch's messages, overwritten by the next.
+    spare: Spare,
+}
+
+impl fmt::Debug for OtlpExporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtlpExporter")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl OtlpExporter {
+    /// An exporter for `config`.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be created.
+    pub fn new(config: OtlpConfig) -> Result<Self, ExportError> {
+        let sender = Sender::new(config.timeout, config.retry.clone(), None)?;
+        Ok(Self {
+            resource: resource(&config),
+            config,
+            sender,
+            spare: Spare::default(),
+        })
+    }
+
+    fn post(&mut self, url: &str, body: Vec<u8>) -> Result<(), ExportError> {
+        let mut headers: Vec<(String, String)> = vec![(
+            "Content-Type".into(),
+            match self.config.protocol {
+                OtlpProtocol::HttpProtobuf => "application/x-protobuf",
+                OtlpProtocol::HttpJson => "application/json",
+            }
+            .into(),
+        )];
+        let body = if self.config.gzip {
+            headers.push(("Content-Encoding".into(), "gzip".into()));
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            encoder.write_all(&body)?;
+            encoder.finish()?
+        } else {
+            body
+        };
+        headers.extend(self.config.headers.iter().cloned());
+        let request = Request {
+            url: url.to_owned(),
+            method: reqwest::Method::POST,
+            headers,
+            body: body.into(),
+        };
+        self.sender.send(&request).map(|_| ())
+    }
+
+    /// `records` in requests of at most [`MAX_RECORDS_PER_REQUEST`], each written over the parts
+    /// taken back from the previous one.
+    fn send_in_requests<'a, S: Signal>(
+        &mut self,
+        url: &str,
+        records: impl Iterator<Item = &'a S::Record>,
+    ) -> Result<(), ExportError>
+    where
+        S::Record: 'a,
+    {
+        let mut records = records.peekable();
+        while records.peek().is_some() {
+            let request: S = build(
+                records.by_ref().take(MAX_RECORDS_PER_REQUEST),
+                &self.resource,
+                &mut self.spare,
+            );
+            let body = self.encode(&request);
+            recycle(request, &mut self.spare);
+            self.post(url, body?)?;
+        }
+        Ok(())
+    }
+
+    fn encode<M: prost::Message + serde::Serialize>(&self, message: &M) -> Result<Vec<u8>, ExportError> {
+        match self.config.protocol {
+            OtlpProtocol::HttpProtobuf => Ok(message.encode_to_vec()),
+            OtlpProtocol::HttpJson => serde_json::to_vec(message)
+                .map_err(|e| ExportError::new(ExportErrorKind::Encode, e.to_string())),
+        }
+    }
+}
+
+impl Exporter for OtlpExporter {
+    fn name(&self) -> &str {
+        "otlp"
+    }
+
+    fn wants_span_events(&self) -> bool {
+        true
+    }
+
+    fn export(&mut self, batch: &[Record]) -> Result<(), ExportError> {
+        // Traces and logs may go to different collectors: each signal is sent whatever befell
+        // the other. Within a signal, a request that fails after its retries ends the batch (the
+        // error counts it): each further request would wait out the same retry budget while the
+        // queue fills.
+        let traces = match self.config.traces_endpoint.clone() {
+            Some(url) => self.send_in_requests::<ExportTraceServiceRequest>(
+                &url,
+                batch.iter().filter_map(Record::as_span),
+            ),
+            None => Ok(()),
+        };
+        let logs = match self.config.logs_endpoint.clone() {
+            Some(url) => self
+                .send_in_requests::<ExportLogsServiceRequest>(&url, batch.iter().filter_map(Record::as_log)),
+            None => Ok(()),
+        };
+        traces.and(logs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reuse::MAX_SPARE;
+    use super::*;
+    use crate::record::{FieldValue, Key, Level, LogRecord, SpanEvent, SpanRecord, Text};
+    use proptest::prelude::*;
+
+    fn text(s: &str) -> Text {
+        Text::from(s)
+    }
+
+    fn field_value() -> impl Strategy<Value = FieldValue> {
+        prop_oneof![
+            "[a-z=]{0,30}".prop_map(|s| FieldValue::Str(text(&s))),
+            any::<i64>().prop_map(FieldValue::I64),
+            any::<u64>().prop_map(FieldValue::U64),
+            any::<f64>().prop_map(FieldValue::F64),
+            any::<bool>().prop_map(FieldValue::Bool),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = Key> {
+        prop_oneof![
+            Just("usr.id"),
+            Just("usr.email"),
+            Just("usr.login"),
+            Just("usr.name"),
+            Just("usr.role"),
+            Just("usr.session_id"),
+            Just("user.id"),
+            Just("session.id"),
+            Just("_dd.appsec.user.collection_mode"),
+            Just("_dd.p.dm"),
+            Just("_dd.p.usr.id"),
+            Just("error.message"),
+            Just("http.route"),
+            Just("sampling.priority"),
+        ]
+        .prop_map(Key::Borrowed)
+    }
+
+    fn level() -> impl Strategy<Value = Level> {
+        prop_oneof![Just(Level::Debug), Just(Level::Info), Just(Level::Error)]
+    }
+
+    fn span_event() -> impl Strategy<Value = SpanEvent> {
+        (
+            any::<u64>(),
+            "[a-z ]{0,20}",
+            level(),
+            prop::collection::vec((key(), field_value()), 0..4),
+        )
+            .prop_map(|(time, name, level, fields)| SpanEvent {
+                time_unix_nanos: time,
+                name: text(&name),
+                level,
+                fields,
+            })
+    }
+
+    fn span_record() -> impl Strategy<Value = Record> {
+        (
+            (
+                any::<u128>(),
+                any::<u64>(),
+                any::<Option<u64>>(),
+                any::<bool>(),
+                any::<bool>(),
+            ),
+            prop::collection::vec((key(), "[a-z0-9=]{0,30}"), 0..10),
+            prop::collection::vec(
+                (
+                    prop_oneof![
+                        Just("_sampling_priority_v1"),
+                        Just("_dd.measured"),
+                        Just("user.id")
+                    ],
+                    any::<f64>(),
+                ),
+                0..3,
+            ),
+            prop::collection::vec(span_event(), 0..3),
+        )
+            .prop_map(
+                |((trace_id, span_id, parent_id, local_root, error), meta, metrics, events)| {
+                    Record::Span(SpanRecord {
+                        trace_id,
+                        span_id,
+                        parent_id,
+                        local_root,
+                        name: "request".into(),
+                        target: "app::handler".into(),
+                        start_unix_nanos: 1_700_000_000_000_000_000,
+                        duration_nanos: 1_000,
+                        error,
+                        meta: meta.into_iter().map(|(k, v)| (k, text(&v))).collect(),
+                        metrics: metrics.into_iter().map(|(k, v)| (Key::Borrowed(k), v)).collect(),
+                        events,
+                        pending_value_mask: 0,
+                    })
+                },
+            )
+    }
+
+    fn log_record() -> impl Strategy<Value = Record> {
+        (
+            (any::<u64>(), level(), any::<Option<u128>>(), any::<Option<u64>>()),
+            prop::option::of("[a-z ]{0,20}"),
+            prop::collection::vec((key(), field_value()), 0..4),
+            prop::collection::vec((key(), "[a-z0-9]{0,30}"), 0..4),
+        )
+            .prop_map(|((timestamp, level, trace_id, span_id), message, fields, user)| {
+                Record::Log(LogRecord {
+                    timestamp_unix_nanos: timestamp,
+                    level,
+                    target: "app".into(),
+                    message: message.map(|m| text(&m)),
+                    fields,
+                    trace_id,
+                    span_id,
+                    user: user.into_iter().map(|(k, v)| (k, text(&v))).collect(),
+                })
+            })
+    }
+
+    fn batch() -> impl Strategy<Value = Vec<Record>> {
+        prop::collection::vec(prop_oneof![span_record(), log_record()], 0..12)
+    }
+
+    proptest! {
+        /// Messages written over the previous batches' are the messages built from scratch: no
+        /// value of an earlier batch survives into a later one (a stale attribute, event, status
+        /// or id would be a wrong export).
+        #[test]
+        fn messages_written_in_place_equal_fresh_ones(batches in prop::collection::vec(batch(), 1..5)) {
+            let resource = resource(&OtlpConfig::default());
+            let mut spare = Spare::default();
+            for batch in &batches {
+                let spans = || batch.iter().filter_map(Record::as_span);
+                let fresh = build::<ExportTraceServiceRequest>(spans(), &resource, &mut Spare::default());
+                let reused = build::<ExportTraceServiceRequest>(spans(), &resource, &mut spare);
+                prop_assert_eq!(&reused, &fresh);
+                recycle(reused, &mut spare);
+                let logs = || batch.iter().filter_map(Record::as_log);
+                let fresh = build::<ExportLogsServiceRequest>(logs(), &resource, &mut Spare::default());
+                let reused = build::<ExportLogsServiceRequest>(logs(), &resource, &mut spare);
+                prop_assert_eq!(&reused, &fresh);
+                recycle(reused, &mut spare);
+            }
+        }
+    }
+
+    #[test]
+    fn spare_parts_stay_bounded() {
+        let resource = resource(&OtlpConfig::default());
+        let mut spare = Spare::default();
+        let log = |i: u64| LogRecord {
+            timestamp_unix_nanos: i,
+            level: Level::Info,
+            target: "app".into(),
+            message: None,
+            fields: vec![(Key::Borrowed("n"), FieldValue::U64(i)); 8],
+            trace_id: None,
+            span_id: None,
+            user: Default::default(),
+        };
+        let big: Vec<LogRecord> = (0..5_000).map(log).collect();
+        let request = build::<ExportLogsServiceRequest>(&big, &resource, &mut spare);
+        recycle(request, &mut spare);
+        // The next, small batch leaves the big one's surplus in the spare lists, trimmed.
+        let request = build::<ExportLogsServiceRequest>(&big[..1], &resource, &mut spare);
+        recycle(request, &mut spare);
+        assert_eq!(spare.logs.list.len(), 1);
+        assert!(
+            spare.logs.spare.len() <= MAX_SPARE / 4,
+            "{}",
+            spare.logs.spare.len()
+        );
+        assert!(
+            spare.parts.attributes.len() <= MAX_SPARE,
+            "{}",
+            spare.parts.attributes.len()
+        );
+    }
+}
