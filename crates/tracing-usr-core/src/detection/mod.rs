@@ -3,7 +3,7 @@
 //! sharded tables, the signal lifecycle and the block actions.
 //!
 //! Pure: the [`Detector`] is fed [`Observation`]s and returns [`Signal`]s; the layer delivers
-//! them and applies their [`Action`]s. Time is read from an injectable [`Clock`] and kept as
+//! them and applies their [`Action`]s. Time is read from an injectable [`Clock`](crate::blocking::Clock) and kept as
 //! `u32` seconds since the detector started.
 //!
 //! ```

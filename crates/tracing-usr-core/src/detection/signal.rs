@@ -106,7 +106,7 @@ impl EventKind {
 pub struct Observation {
     /// The event.
     pub kind: EventKind,
-    /// When it was recorded ([`Detector::now`]).
+    /// When it was recorded ([`Detector::now`](super::Detector::now)).
     pub time: u32,
     /// The request's client IP.
     pub ip: Option<IpAddr>,

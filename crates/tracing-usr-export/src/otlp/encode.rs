@@ -343,7 +343,7 @@ pub(super) fn recycle<S: Signal>(request: S, spare: &mut Spare) {
 }
 
 /// The traces request for all the spans of `batch`, in one request (the exporter itself sends
-/// at most [`MAX_RECORDS_PER_REQUEST`] per request).
+/// at most [`MAX_RECORDS_PER_REQUEST`](super::MAX_RECORDS_PER_REQUEST) per request).
 pub fn traces_request(batch: &[Record], config: &OtlpConfig) -> ExportTraceServiceRequest {
     build(
         batch.iter().filter_map(Record::as_span),
@@ -353,7 +353,7 @@ pub fn traces_request(batch: &[Record], config: &OtlpConfig) -> ExportTraceServi
 }
 
 /// The logs request for all the log records of `batch`, in one request (the exporter itself
-/// sends at most [`MAX_RECORDS_PER_REQUEST`] per request).
+/// sends at most [`MAX_RECORDS_PER_REQUEST`](super::MAX_RECORDS_PER_REQUEST) per request).
 pub fn logs_request(batch: &[Record], config: &OtlpConfig) -> ExportLogsServiceRequest {
     build(
         batch.iter().filter_map(Record::as_log),
