@@ -33,8 +33,9 @@ use crate::visit::{split_span_fields, Fields};
 /// [`builder()`](crate::builder). See the [crate docs](crate) for what it does.
 pub struct UserLayer {
     pub(crate) shared: Arc<Shared>,
-    /// The subscriber's span store, for the SDK functions (set in `on_layer`).
-    access: Box<dyn RootAccess>,
+    /// The subscriber's span store, for the SDK functions (set in `on_layer`; before it,
+    /// nothing is found).
+    access: Option<Box<dyn RootAccess>>,
 }
 
 impl fmt::Debug for UserLayer {
@@ -49,10 +50,7 @@ impl UserLayer {
         if shared.pipeline.is_some() {
             crate::handle::register(&shared);
         }
-        Self {
-            shared,
-            access: Box::new(root::Unregistered),
-        }
+        Self { shared, access: None }
     }
 
     /// A handle to flush or shut down this layer's exporters and read its counters. It works
@@ -75,7 +73,8 @@ impl UserLayer {
         on_root: &mut dyn FnMut(&mut RootState),
     ) -> bool {
         self.access
-            .with_span(dispatch, &self.shared, id, on_span, on_root)
+            .as_ref()
+            .is_some_and(|access| access.with_span(dispatch, &self.shared, id, on_span, on_root))
     }
 
     /// [`RootAccess::with_current_root`] in this layer's subscriber.
@@ -84,12 +83,16 @@ impl UserLayer {
         dispatch: &Dispatch,
         f: &mut dyn FnMut(&mut RootState),
     ) -> CurrentRoot {
-        self.access.with_current_root(dispatch, &self.shared, f)
+        self.access.as_ref().map_or(CurrentRoot::Unknown, |access| {
+            access.with_current_root(dispatch, &self.shared, f)
+        })
     }
 
     /// [`RootAccess::with_root`] in this layer's subscriber.
     pub(crate) fn with_root(&self, dispatch: &Dispatch, id: &Id, f: &mut dyn FnMut(&mut RootState)) -> bool {
-        self.access.with_root(dispatch, &self.shared, id, f)
+        self.access
+            .as_ref()
+            .is_some_and(|access| access.with_root(dispatch, &self.shared, id, f))
     }
 }
 
@@ -620,7 +623,7 @@ where
     }
 
     fn on_layer(&mut self, _subscriber: &mut S) {
-        self.access = Box::new(root::Typed::<S>::new());
+        self.access = Some(Box::new(root::Typed::<S>::new()));
     }
 
     fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {

@@ -35,8 +35,7 @@ pub(crate) struct SpanAccess<'a> {
 }
 
 /// The span store of the subscriber the layer sits in, reached from a `Dispatch` (the SDK
-/// functions have no `Context`). The layer learns the subscriber's type in `on_layer`; before
-/// that, nothing is found.
+/// functions have no `Context`). The layer learns the subscriber's type in `on_layer`.
 pub(crate) trait RootAccess: Send + Sync {
     /// Runs `f` on the state of the local root of span `id`; `false` when the span is unknown.
     fn with_root(
@@ -66,30 +65,6 @@ pub(crate) trait RootAccess: Send + Sync {
         on_span: &mut dyn FnMut(SpanAccess<'_>),
         on_root: &mut dyn FnMut(&mut RootState),
     ) -> bool;
-}
-
-/// Before `on_layer`: the subscriber's type is not known yet.
-pub(crate) struct Unregistered;
-
-impl RootAccess for Unregistered {
-    fn with_root(&self, _: &Dispatch, _: &Shared, _: &Id, _: &mut dyn FnMut(&mut RootState)) -> bool {
-        false
-    }
-
-    fn with_current_root(&self, _: &Dispatch, _: &Shared, _: &mut dyn FnMut(&mut RootState)) -> CurrentRoot {
-        CurrentRoot::Unknown
-    }
-
-    fn with_span(
-        &self,
-        _: &Dispatch,
-        _: &Shared,
-        _: &Id,
-        _: &mut dyn FnMut(SpanAccess<'_>),
-        _: &mut dyn FnMut(&mut RootState),
-    ) -> bool {
-        false
-    }
 }
 
 /// The span store of a subscriber of type `S`.
