@@ -148,6 +148,7 @@ impl Shared {
     }
 
     /// The field-path identity rules of this layer's settings.
+    #[inline]
     pub(crate) fn identity_rules(&self) -> IdentityRules<'_> {
         IdentityRules::new(
             self.mode,
