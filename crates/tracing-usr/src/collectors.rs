@@ -93,10 +93,10 @@ pub(crate) fn datadog_from_env(
     let from_parts = |warnings: &mut Vec<ConfigWarning>| {
         let port = port.as_deref().map_or(8126, |p| {
             p.trim().parse::<u16>().unwrap_or_else(|_| {
-                warnings.push(ConfigWarning {
-                    variable: ENV_DD_TRACE_AGENT_PORT,
-                    message: format!("invalid port {p:?}; using 8126"),
-                });
+                warnings.push(ConfigWarning::new(
+                    ENV_DD_TRACE_AGENT_PORT,
+                    format!("invalid port {p:?}; using 8126"),
+                ));
                 8126
             })
         });
@@ -110,12 +110,10 @@ pub(crate) fn datadog_from_env(
     };
     config.agent = match url.as_deref() {
         Some(url) => AgentAddress::parse(url).unwrap_or_else(|| {
-            warnings.push(ConfigWarning {
-                variable: ENV_DD_TRACE_AGENT_URL,
-                message: format!(
-                    "invalid URL {url:?} (expected http://, https:// or unix://); using host and port"
-                ),
-            });
+            warnings.push(ConfigWarning::new(
+                ENV_DD_TRACE_AGENT_URL,
+                format!("invalid URL {url:?} (expected http://, https:// or unix://); using host and port"),
+            ));
             from_parts(warnings)
         }),
         None => from_parts(warnings),
@@ -127,15 +125,6 @@ pub(crate) fn datadog_from_env(
     config.version = var(ENV_DD_VERSION);
     config.tags = var(ENV_DD_TAGS).map(|t| parse_dd_tags(&t)).unwrap_or_default();
     Some(config)
-}
-
-/// Reads the OTLP exporter's settings; `None` when no endpoint variable is set.
-#[cfg(feature = "otlp")]
-pub(crate) fn otlp_from_env(
-    var: &dyn Fn(&str) -> Option<String>,
-    warnings: &mut Vec<ConfigWarning>,
-) -> Option<OtlpConfig> {
-    otlp_config_from(var, warnings)
 }
 
 /// The OTLP settings that `var` (a variable lookup) describes, as the builder reads them;
@@ -157,6 +146,7 @@ pub fn otlp_config_from(
     let mut config = OtlpConfig {
         traces_endpoint: Some(traces.unwrap_or_else(|| format!("{base}/v1/traces"))),
         logs_endpoint: Some(logs.unwrap_or_else(|| format!("{base}/v1/logs"))),
+        resource: otlp_resource(var),
         ..OtlpConfig::default()
     };
     if let Some(headers) = var(ENV_OTLP_HEADERS) {
@@ -167,12 +157,12 @@ pub fn otlp_config_from(
             "http/protobuf" => OtlpProtocol::HttpProtobuf,
             "http/json" => OtlpProtocol::HttpJson,
             other => {
-                warnings.push(ConfigWarning {
-                    variable: ENV_OTLP_PROTOCOL,
-                    message: format!(
+                warnings.push(ConfigWarning::new(
+                    ENV_OTLP_PROTOCOL,
+                    format!(
                         "unsupported protocol {other:?} (http/protobuf or http/json); using http/protobuf"
                     ),
-                });
+                ));
                 OtlpProtocol::HttpProtobuf
             }
         };
@@ -180,22 +170,30 @@ pub fn otlp_config_from(
     if let Some(timeout) = var(ENV_OTLP_TIMEOUT) {
         match timeout.trim().parse::<u64>() {
             Ok(ms) => config.timeout = Duration::from_millis(ms.max(1)),
-            Err(_) => warnings.push(ConfigWarning {
-                variable: ENV_OTLP_TIMEOUT,
-                message: format!("invalid timeout {timeout:?} (milliseconds); using 10000"),
-            }),
+            Err(_) => warnings.push(ConfigWarning::new(
+                ENV_OTLP_TIMEOUT,
+                format!("invalid timeout {timeout:?} (milliseconds); using 10000"),
+            )),
         }
     }
     if let Some(compression) = var(ENV_OTLP_COMPRESSION) {
         match compression.trim() {
             "gzip" => config.gzip = true,
             "none" => config.gzip = false,
-            other => warnings.push(ConfigWarning {
-                variable: ENV_OTLP_COMPRESSION,
-                message: format!("unsupported compression {other:?} (gzip or none); sending uncompressed"),
-            }),
+            other => warnings.push(ConfigWarning::new(
+                ENV_OTLP_COMPRESSION,
+                format!("unsupported compression {other:?} (gzip or none); sending uncompressed"),
+            )),
         }
     }
+    Some(config)
+}
+
+/// The resource attributes: `service.name` first (`OTEL_SERVICE_NAME`, then the resource
+/// variable's, then `DD_SERVICE`), then the resource variable's, then `DD_ENV` and `DD_VERSION`
+/// under their OTel names where the resource variable does not set them.
+#[cfg(feature = "otlp")]
+fn otlp_resource(var: &dyn Fn(&str) -> Option<String>) -> Vec<(String, String)> {
     let mut resource = var(ENV_OTEL_RESOURCE_ATTRIBUTES)
         .map(|r| parse_pairs(&r))
         .unwrap_or_default();
@@ -220,8 +218,7 @@ pub fn otlp_config_from(
             }
         }
     }
-    config.resource = resource;
-    Some(config)
+    resource
 }
 
 #[cfg(test)]

@@ -391,115 +391,19 @@ impl Builder {
     /// registered, and the documented fallback applies.
     pub fn build(self) -> UserLayer {
         let mut warnings = Vec::new();
-        let (mode_var, dep_var, enabled_var) = (
-            self.var(mode::ENV_MODE),
-            self.var(mode::ENV_MODE_DEPRECATED),
-            self.var(mode::ENV_MODE_ENABLED),
-        );
-        let vars = ModeVars {
-            mode: mode_var.as_deref(),
-            deprecated: dep_var.as_deref(),
-            enabled: enabled_var.as_deref(),
-        };
-        let (mode, mode_warnings) = mode::resolve_mode(self.mode, &vars);
-        warnings.extend(mode_warnings);
-
+        let mode = self.resolve_mode(&mut warnings);
         let key = self.pattern(PatternKind::Key, &mut warnings);
         let value = self.pattern(PatternKind::Value, &mut warnings);
         let masker = Arc::new(Masker::new(key, value));
-
-        let export = match &self.export {
-            Some(export) => Some(export.clone()),
-            None => self.var(ENV_EXPORT).map(|v| {
-                JsonLines::parse(&v).unwrap_or_else(|| {
-                    warnings.push(ConfigWarning {
-                        variable: ENV_EXPORT,
-                        message: format!("invalid value {v:?} (expected stdout, file:PATH or none); falling back to stdout"),
-                    });
-                    JsonLines::Stdout
-                })
-            }),
-        };
-        let mut exporters: Vec<Box<dyn Exporter>> = Vec::with_capacity(self.exporters.len() + 3);
-        self.collectors(&mut exporters, &mut warnings);
-        // The embedded default: nothing else configured. A tracing-opentelemetry layer found in
-        // the subscriber turns it off (see `crate::otel`).
-        let default_export = export.is_none() && self.exporters.is_empty() && exporters.is_empty();
-        let export = export.unwrap_or(if default_export {
-            JsonLines::Stdout
-        } else {
-            JsonLines::None
-        });
-        match export {
-            JsonLines::None => {}
-            JsonLines::Stdout => exporters.push(Box::new(JsonLinesExporter::stdout()) as Box<dyn Exporter>),
-            JsonLines::File(path) => match JsonLinesExporter::file(&path) {
-                Ok(exporter) => exporters.push(Box::new(exporter)),
-                Err(e) => {
-                    warnings.push(ConfigWarning {
-                        variable: ENV_EXPORT,
-                        message: format!(
-                            "cannot open {} for appending ({e}); falling back to stdout",
-                            path.display()
-                        ),
-                    });
-                    exporters.push(Box::new(JsonLinesExporter::stdout()));
-                }
-            },
-        }
-        let tags_max_length = match self.var(crate::propagation::ENV_TAGS_MAX_LENGTH) {
-            None => tracing_usr_core::propagation::DEFAULT_TAGS_MAX_LENGTH,
-            Some(v) => v.trim().parse().unwrap_or_else(|_| {
-                warnings.push(ConfigWarning {
-                    variable: crate::propagation::ENV_TAGS_MAX_LENGTH,
-                    message: format!("invalid value {v:?} (expected a length in bytes); using 512"),
-                });
-                tracing_usr_core::propagation::DEFAULT_TAGS_MAX_LENGTH
-            }),
-        };
+        let (mut exporters, default_export) = self.exporters(&mut warnings);
+        let tags_max_length = self.tags_max_length(&mut warnings);
         let clock = self
             .clock
             .clone()
             .unwrap_or_else(|| Arc::new(tracing_usr_core::blocking::SystemClock::new()));
-        let blocks = Arc::new(tracing_usr_core::blocking::BlockList::new(Arc::clone(&clock)));
+        let blocks = self.block_list(&clock, &mut warnings);
+        let templates = self.block_templates(&mut warnings);
         let detection = self.detection_settings(&mut warnings);
-        let unix_now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        blocks.replace_users(self.blocked_users.iter().cloned(), unix_now);
-        let file = self.blocked_users_file.clone().or_else(|| {
-            self.var(ENV_BLOCKED_USERS_FILE)
-                .map(|p| (PathBuf::from(p), Duration::from_secs(2)))
-        });
-        if let Some((path, interval)) = file {
-            if let Err(e) = crate::block_file::watch(path, &blocks, interval) {
-                warnings.push(ConfigWarning {
-                    variable: ENV_BLOCKED_USERS_FILE,
-                    message: e,
-                });
-            }
-        }
-        for rejected in blocks.replace_ips(self.blocked_ips.iter().cloned(), unix_now) {
-            warnings.push(ConfigWarning {
-                variable: "tracing_usr::blocked_ips",
-                message: format!("{rejected:?} is not an IP address; entry ignored"),
-            });
-        }
-        let mut templates = tracing_usr_core::blocking::BlockTemplates::default();
-        for (variable, slot) in [
-            (ENV_BLOCKED_TEMPLATE_JSON, &mut templates.json),
-            (ENV_BLOCKED_TEMPLATE_HTML, &mut templates.html),
-        ] {
-            if let Some(path) = self.var(variable) {
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => *slot = text,
-                    Err(e) => warnings.push(ConfigWarning {
-                        variable,
-                        message: format!("cannot read {path:?} ({e}); using the built-in template"),
-                    }),
-                }
-            }
-        }
         let Builder {
             sink,
             exporters: extra,
@@ -531,6 +435,133 @@ impl Builder {
         })
     }
 
+    fn resolve_mode(&self, warnings: &mut Vec<ConfigWarning>) -> Mode {
+        let (mode_var, dep_var, enabled_var) = (
+            self.var(mode::ENV_MODE),
+            self.var(mode::ENV_MODE_DEPRECATED),
+            self.var(mode::ENV_MODE_ENABLED),
+        );
+        let vars = ModeVars {
+            mode: mode_var.as_deref(),
+            deprecated: dep_var.as_deref(),
+            enabled: enabled_var.as_deref(),
+        };
+        let (mode, mode_warnings) = mode::resolve_mode(self.mode, &vars);
+        warnings.extend(mode_warnings);
+        mode
+    }
+
+    /// The collector exporters, then the JSON lines, without the builder's own exporters
+    /// (added last); and whether the JSON lines are the embedded default (nothing else set).
+    fn exporters(&self, warnings: &mut Vec<ConfigWarning>) -> (Vec<Box<dyn Exporter>>, bool) {
+        let json_lines = match &self.export {
+            Some(json_lines) => Some(json_lines.clone()),
+            None => self.var(ENV_EXPORT).map(|v| {
+                JsonLines::parse(&v).unwrap_or_else(|| {
+                    warnings.push(ConfigWarning::new(
+                        ENV_EXPORT,
+                        format!("invalid value {v:?} (expected stdout, file:PATH or none); falling back to stdout"),
+                    ));
+                    JsonLines::Stdout
+                })
+            }),
+        };
+        let mut exporters: Vec<Box<dyn Exporter>> = Vec::with_capacity(self.exporters.len() + 3);
+        self.collectors(&mut exporters, warnings);
+        // A tracing-opentelemetry layer found in the subscriber turns the default off (`crate::otel`).
+        let default_export = json_lines.is_none() && self.exporters.is_empty() && exporters.is_empty();
+        match json_lines.unwrap_or(if default_export {
+            JsonLines::Stdout
+        } else {
+            JsonLines::None
+        }) {
+            JsonLines::None => {}
+            JsonLines::Stdout => exporters.push(Box::new(JsonLinesExporter::stdout())),
+            JsonLines::File(path) => match JsonLinesExporter::file(&path) {
+                Ok(exporter) => exporters.push(Box::new(exporter)),
+                Err(e) => {
+                    warnings.push(ConfigWarning::new(
+                        ENV_EXPORT,
+                        format!(
+                            "cannot open {} for appending ({e}); falling back to stdout",
+                            path.display()
+                        ),
+                    ));
+                    exporters.push(Box::new(JsonLinesExporter::stdout()));
+                }
+            },
+        }
+        (exporters, default_export)
+    }
+
+    fn tags_max_length(&self, warnings: &mut Vec<ConfigWarning>) -> usize {
+        use tracing_usr_core::propagation::DEFAULT_TAGS_MAX_LENGTH;
+        let variable = crate::propagation::ENV_TAGS_MAX_LENGTH;
+        self.var(variable).map_or(DEFAULT_TAGS_MAX_LENGTH, |v| {
+            v.trim().parse().unwrap_or_else(|_| {
+                warnings.push(ConfigWarning::new(
+                    variable,
+                    format!(
+                        "invalid value {v:?} (expected a length in bytes); using {DEFAULT_TAGS_MAX_LENGTH}"
+                    ),
+                ));
+                DEFAULT_TAGS_MAX_LENGTH
+            })
+        })
+    }
+
+    /// The block list from the builder's users and IPs, watching the blocked-users file if one
+    /// is set.
+    fn block_list(
+        &self,
+        clock: &Arc<dyn tracing_usr_core::blocking::Clock>,
+        warnings: &mut Vec<ConfigWarning>,
+    ) -> Arc<tracing_usr_core::blocking::BlockList> {
+        let blocks = Arc::new(tracing_usr_core::blocking::BlockList::new(Arc::clone(clock)));
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        blocks.replace_users(self.blocked_users.iter().cloned(), unix_now);
+        let file = self.blocked_users_file.clone().or_else(|| {
+            self.var(ENV_BLOCKED_USERS_FILE)
+                .map(|p| (PathBuf::from(p), Duration::from_secs(2)))
+        });
+        if let Some((path, interval)) = file {
+            if let Err(e) = crate::block_file::watch(path, &blocks, interval) {
+                warnings.push(ConfigWarning::new(ENV_BLOCKED_USERS_FILE, e));
+            }
+        }
+        for rejected in blocks.replace_ips(self.blocked_ips.iter().cloned(), unix_now) {
+            warnings.push(ConfigWarning::new(
+                "tracing_usr::blocked_ips",
+                format!("{rejected:?} is not an IP address; entry ignored"),
+            ));
+        }
+        blocks
+    }
+
+    fn block_templates(
+        &self,
+        warnings: &mut Vec<ConfigWarning>,
+    ) -> tracing_usr_core::blocking::BlockTemplates {
+        let mut templates = tracing_usr_core::blocking::BlockTemplates::default();
+        for (variable, slot) in [
+            (ENV_BLOCKED_TEMPLATE_JSON, &mut templates.json),
+            (ENV_BLOCKED_TEMPLATE_HTML, &mut templates.html),
+        ] {
+            if let Some(path) = self.var(variable) {
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => *slot = text,
+                    Err(e) => warnings.push(ConfigWarning::new(
+                        variable,
+                        format!("cannot read {path:?} ({e}); using the built-in template"),
+                    )),
+                }
+            }
+        }
+        templates
+    }
+
     /// The detection settings in force, if detection is on: the builder's, else the file of
     /// `TRACING_USR_DETECTION_FILE`, else the defaults; on unless the builder or
     /// `TRACING_USR_DETECTION` (or the file's `enabled`) says off.
@@ -550,10 +581,10 @@ impl Builder {
                         config
                     }
                     Err(e) => {
-                        warnings.push(ConfigWarning {
-                            variable: ENV_DETECTION_FILE,
-                            message: format!("{e}; using the default detection settings"),
-                        });
+                        warnings.push(ConfigWarning::new(
+                            ENV_DETECTION_FILE,
+                            format!("{e}; using the default detection settings"),
+                        ));
                         crate::detection::DetectionConfig::default()
                     }
                 },
@@ -565,10 +596,10 @@ impl Builder {
                     "on" | "true" | "1" => Some(true),
                     "off" | "false" | "0" => Some(false),
                     _ => {
-                        warnings.push(ConfigWarning {
-                            variable: ENV_DETECTION,
-                            message: format!("invalid value {v:?} (expected on or off); detection stays on"),
-                        });
+                        warnings.push(ConfigWarning::new(
+                            ENV_DETECTION,
+                            format!("invalid value {v:?} (expected on or off); detection stays on"),
+                        ));
                         None
                     }
                 });
@@ -582,76 +613,76 @@ impl Builder {
 
     /// Adds the collector exporters the builder or the environment asks for.
     fn collectors(&self, exporters: &mut Vec<Box<dyn Exporter>>, warnings: &mut Vec<ConfigWarning>) {
-        let var = |name: &str| self.var(name);
         #[cfg(feature = "datadog")]
-        {
-            let config = self
-                .datadog
-                .clone()
-                .or_else(|| crate::collectors::datadog_from_env(&var, warnings));
-            if let Some(config) = config {
-                match tracing_usr_export::datadog::DatadogExporter::new(config.clone()) {
-                    Ok(exporter) => exporters.push(Box::new(exporter)),
-                    Err(e) => warnings.push(ConfigWarning {
-                        variable: crate::collectors::ENV_DD_TRACE_AGENT_URL,
-                        message: format!(
-                            "cannot create the Datadog exporter ({e}); traces are not sent to the agent"
-                        ),
-                    }),
-                }
-                let logs = self
-                    .var(crate::collectors::ENV_DD_LOGS)
-                    .map_or(Some(JsonLines::Stdout), |v| {
-                        Some(JsonLines::parse(&v).unwrap_or_else(|| {
-                            warnings.push(ConfigWarning {
-                                variable: crate::collectors::ENV_DD_LOGS,
-                                message: format!(
-                                    "invalid value {v:?} (expected stdout, file:PATH or none); using stdout"
-                                ),
-                            });
-                            JsonLines::Stdout
-                        }))
-                    });
-                let out: Option<Box<dyn std::io::Write + Send>> = match logs {
-                    Some(JsonLines::Stdout) => Some(Box::new(std::io::stdout())),
-                    Some(JsonLines::File(path)) => {
-                        match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
-                            Ok(file) => Some(Box::new(file)),
-                            Err(e) => {
-                                warnings.push(ConfigWarning {
-                                    variable: crate::collectors::ENV_DD_LOGS,
-                                    message: format!("cannot open {} ({e}); using stdout", path.display()),
-                                });
-                                Some(Box::new(std::io::stdout()))
-                            }
-                        }
-                    }
-                    Some(JsonLines::None) | None => None,
-                };
-                if let Some(out) = out {
-                    exporters.push(Box::new(tracing_usr_export::datadog::DatadogLogsExporter::new(
-                        out, &config,
-                    )));
-                }
-            }
-        }
+        self.datadog_exporters(exporters, warnings);
         #[cfg(feature = "otlp")]
-        {
-            let config = self
-                .otlp
-                .clone()
-                .or_else(|| crate::collectors::otlp_from_env(&var, warnings));
-            if let Some(config) = config {
-                match tracing_usr_export::otlp::OtlpExporter::new(config) {
-                    Ok(exporter) => exporters.push(Box::new(exporter)),
-                    Err(e) => warnings.push(ConfigWarning {
-                        variable: crate::collectors::ENV_OTLP_ENDPOINT,
-                        message: format!("cannot create the OTLP exporter ({e}); nothing is sent over OTLP"),
-                    }),
+        self.otlp_exporter(exporters, warnings);
+        let _ = (exporters, warnings);
+    }
+
+    /// The Datadog agent's trace exporter and, unless `TRACING_USR_DD_LOGS=none`, its log lines.
+    #[cfg(feature = "datadog")]
+    fn datadog_exporters(&self, exporters: &mut Vec<Box<dyn Exporter>>, warnings: &mut Vec<ConfigWarning>) {
+        use crate::collectors::{ENV_DD_LOGS, ENV_DD_TRACE_AGENT_URL};
+        use tracing_usr_export::datadog::{DatadogExporter, DatadogLogsExporter};
+        let Some(config) = self
+            .datadog
+            .clone()
+            .or_else(|| crate::collectors::datadog_from_env(&|name| self.var(name), warnings))
+        else {
+            return;
+        };
+        match DatadogExporter::new(config.clone()) {
+            Ok(exporter) => exporters.push(Box::new(exporter)),
+            Err(e) => warnings.push(ConfigWarning::new(
+                ENV_DD_TRACE_AGENT_URL,
+                format!("cannot create the Datadog exporter ({e}); traces are not sent to the agent"),
+            )),
+        }
+        let logs = self.var(ENV_DD_LOGS).map_or(JsonLines::Stdout, |v| {
+            JsonLines::parse(&v).unwrap_or_else(|| {
+                warnings.push(ConfigWarning::new(
+                    ENV_DD_LOGS,
+                    format!("invalid value {v:?} (expected stdout, file:PATH or none); using stdout"),
+                ));
+                JsonLines::Stdout
+            })
+        });
+        let out: Box<dyn std::io::Write + Send> = match logs {
+            JsonLines::None => return,
+            JsonLines::Stdout => Box::new(std::io::stdout()),
+            JsonLines::File(path) => {
+                match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+                    Ok(file) => Box::new(file),
+                    Err(e) => {
+                        warnings.push(ConfigWarning::new(
+                            ENV_DD_LOGS,
+                            format!("cannot open {} ({e}); using stdout", path.display()),
+                        ));
+                        Box::new(std::io::stdout())
+                    }
                 }
             }
+        };
+        exporters.push(Box::new(DatadogLogsExporter::new(out, &config)));
+    }
+
+    #[cfg(feature = "otlp")]
+    fn otlp_exporter(&self, exporters: &mut Vec<Box<dyn Exporter>>, warnings: &mut Vec<ConfigWarning>) {
+        let Some(config) = self
+            .otlp
+            .clone()
+            .or_else(|| crate::collectors::otlp_config_from(&|name| self.var(name), warnings))
+        else {
+            return;
+        };
+        match tracing_usr_export::otlp::OtlpExporter::new(config) {
+            Ok(exporter) => exporters.push(Box::new(exporter)),
+            Err(e) => warnings.push(ConfigWarning::new(
+                crate::collectors::ENV_OTLP_ENDPOINT,
+                format!("cannot create the OTLP exporter ({e}); nothing is sent over OTLP"),
+            )),
         }
-        let _ = (&var, &warnings, &exporters);
     }
 
     fn pattern(&self, kind: PatternKind, warnings: &mut Vec<ConfigWarning>) -> Option<Regex> {
@@ -672,10 +703,10 @@ impl Builder {
             Some(pattern) => match mask::compile(kind, &pattern) {
                 Ok(re) => Some(re),
                 Err(e) => {
-                    warnings.push(ConfigWarning {
+                    warnings.push(ConfigWarning::new(
                         variable,
-                        message: format!("{e}; using the default pattern"),
-                    });
+                        format!("{e}; using the default pattern"),
+                    ));
                     default()
                 }
             },

@@ -185,6 +185,35 @@ fn event_input(
     event
 }
 
+/// An event's fields split into what it brings to its trace ([`event_input`]) and, when a
+/// pipeline runs, its log record (ids and user filled in later).
+#[inline]
+fn event_parts(
+    shared: &Shared,
+    meta: &'static Metadata<'static>,
+    info: &CallsiteInfo,
+    fields: &mut Fields,
+    exported: bool,
+) -> (Option<(String, FieldEvent)>, Option<LogRecord>) {
+    let (usr, plain, message) = (
+        std::mem::take(&mut fields.usr),
+        std::mem::take(&mut fields.plain).into_vec(),
+        fields.message.take(),
+    );
+    let business_event = event_input(shared, meta, info, fields, usr, &plain);
+    let log = exported.then(|| LogRecord {
+        timestamp_unix_nanos: unix_nanos(),
+        level: level(meta),
+        target: meta.target().into(),
+        message,
+        fields: plain,
+        trace_id: None,
+        span_id: None,
+        user: UserTags::default(),
+    });
+    (business_event, log)
+}
+
 /// Notes an event on the span it occurred in (a span event when the exporters want them, the
 /// error flag and message for `ERROR`), returning the span's stored root and its ids.
 fn note_event_on_span(
@@ -379,22 +408,7 @@ impl UserLayer {
         }
         event.record(&mut collector);
         let fields = &mut collector.fields;
-        let (usr, plain, message) = (
-            std::mem::take(&mut fields.usr),
-            std::mem::take(&mut fields.plain).into_vec(),
-            fields.message.take(),
-        );
-        let business_event = event_input(shared, meta, &info, fields, usr, &plain);
-        let mut log = pipeline.map(|_| LogRecord {
-            timestamp_unix_nanos: unix_nanos(),
-            level: level(meta),
-            target: meta.target().into(),
-            message,
-            fields: plain,
-            trace_id: None,
-            span_id: None,
-            user: UserTags::default(),
-        });
+        let (business_event, mut log) = event_parts(shared, meta, &info, fields, pipeline.is_some());
         let Some(span) = ctx.event_span(event) else {
             if let (Some(pipeline), Some(log)) = (pipeline, log) {
                 pipeline.send_one(Record::Log(log_outside_span(shared, fields, log)));
@@ -419,9 +433,7 @@ impl UserLayer {
         shared.signals.enqueue(signals);
         if let (Some(pipeline), Some(mut log)) = (pipeline, log) {
             if log.user.is_empty() {
-                if let Some(default) = shared.default_bucket() {
-                    log.user = default.shared();
-                }
+                log.user = shared.default_bucket().map(|b| b.shared()).unwrap_or_default();
             }
             pipeline.send_one(Record::Log(log));
         }
