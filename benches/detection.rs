@@ -27,7 +27,7 @@
 //! cheaper, the `off` path more.) The keys rotate over 1,000 IPs and 5,000 accounts, so the
 //! tables do not fit in the L1 cache, as in a real attack.
 
-#[path = "common.rs"]
+#[path = "support/common.rs"]
 mod common;
 
 use std::cell::Cell;

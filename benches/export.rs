@@ -4,7 +4,7 @@
 //! all sending to the same loopback sink (an HTTP server in this file that answers 200 to
 //! everything).
 //!
-//! The request: 5 spans, 2 events, `usr.*` fields and an identified user (benches/common.rs).
+//! The request: 5 spans, 2 events, `usr.*` fields and an identified user (benches/support/common.rs).
 //!
 //! Three ways to run it:
 //!
@@ -50,9 +50,9 @@
 //! quarter (49 k) with nothing else counted. The required use of opentelemetry-proto's types
 //! leaves no way around the encoding cost.
 
-#[path = "common.rs"]
+#[path = "support/common.rs"]
 mod common;
-#[path = "loopback.rs"]
+#[path = "support/loopback.rs"]
 mod loopback;
 
 use common::{allocations, identity_request, Counting};

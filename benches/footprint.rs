@@ -4,7 +4,7 @@
 //! its resident memory).
 //!
 //! Each exporter runs in a child process of its own (the peak is per process): the request of
-//! `common.rs` (5 spans, 2 events, a user identified), paced at a fixed rate, exported to a
+//! `support/common.rs` (5 spans, 2 events, a user identified), paced at a fixed rate, exported to a
 //! loopback HTTP sink that answers 200.
 //!
 //! Run: `cargo bench --bench footprint`; `TRACING_USR_FOOTPRINT=<requests per second>:<seconds>`
@@ -20,9 +20,9 @@
 //! the threads (application, export worker, sink). The same load in the export bench's binary
 //! peaks about 1 MiB higher.
 
-#[path = "common.rs"]
+#[path = "support/common.rs"]
 mod common;
-#[path = "loopback.rs"]
+#[path = "support/loopback.rs"]
 mod loopback;
 
 use common::identity_request;

@@ -30,7 +30,7 @@
 //! each of the request's three identity writes is written as it happens (new or changed values
 //! only).
 
-#[path = "common.rs"]
+#[path = "support/common.rs"]
 mod common;
 
 use std::hint::black_box;

@@ -61,7 +61,7 @@
 //! is `field::Empty` there), costs 270 instructions, 170 of them visiting its three values:
 //! tracing-core reports an `Empty` field as a value, so only a visit tells.
 
-#[path = "common.rs"]
+#[path = "support/common.rs"]
 mod common;
 
 use std::hint::black_box;

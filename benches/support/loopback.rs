@@ -2,7 +2,7 @@
 //! process's peak resident memory.
 #![allow(dead_code)]
 
-#[path = "../tests/support/http_head.rs"]
+#[path = "../../tests/support/http_head.rs"]
 mod http_head;
 
 use std::io::{BufReader, Read, Write};
