@@ -1,31 +1,22 @@
 //! The middleware end to end: root span, client IP, 403 answers.
-mod support;
-
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
-use tower::{Layer, Service, ServiceExt};
-use tracing_subscriber::prelude::*;
 use tracing_usr::blocking::BlockEntry;
-use tracing_usr::export::{InMemoryExporter, SpanRecord};
-use tracing_usr::{JsonLines, User};
-use tracing_usr_tower::UserTrackingLayer;
+use tracing_usr::export::SpanRecord;
+use tracing_usr::User;
+
+use crate::service::{header, only_root, send};
+use crate::support::{builder_with_env, Harness};
 
 struct App {
-    exporter: InMemoryExporter,
-    handle: tracing_usr::Handle,
-    dispatch: tracing::Dispatch,
+    h: Harness,
     calls: Arc<AtomicUsize>,
 }
 
 fn app() -> App {
-    let exporter = InMemoryExporter::default();
-    let layer = tracing_usr::builder()
-        .with_env_lookup(|_| None)
-        .with_json_lines(JsonLines::None)
-        .with_exporter(exporter.clone())
+    let builder = builder_with_env(&[])
         .with_blocked_users([BlockEntry {
             value: "bad-user".into(),
             expiration: None,
@@ -33,14 +24,9 @@ fn app() -> App {
         .with_blocked_ips([BlockEntry {
             value: "203.0.113.66".into(),
             expiration: None,
-        }])
-        .build();
-    let handle = layer.handle();
-    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+        }]);
     App {
-        exporter,
-        handle,
-        dispatch,
+        h: Harness::new(builder),
         calls: Arc::default(),
     }
 }
@@ -50,41 +36,27 @@ impl App {
     /// its `x-user` header.
     async fn send(&self, request: Request<String>, trusted: &[&str]) -> Response<String> {
         let calls = self.calls.clone();
-        let handler = tower::service_fn(move |request: Request<String>| {
+        let handler = move |request: Request<String>| {
             calls.fetch_add(1, Ordering::SeqCst);
             async move {
-                if let Some(user) = request.headers().get("x-user").and_then(|v| v.to_str().ok()) {
+                if let Some(user) = header(&request, "x-user") {
                     if let Err(e) = tracing_usr::identify(&User::new(user)) {
                         tracing::warn!(error = %e, "identify");
                     }
                 }
-                Ok::<_, Infallible>(Response::new("ok".to_owned()))
+                Ok(Response::new("ok".to_owned()))
             }
-        });
-        let mut service = UserTrackingLayer::new()
-            .with_trusted_proxies(trusted)
-            .unwrap()
-            .layer(handler);
-        let _guard = tracing::dispatcher::set_default(&self.dispatch);
-        service.ready().await.unwrap().call(request).await.unwrap()
+        };
+        send(&self.h, trusted, handler, request).await
     }
 
     fn root(&self) -> SpanRecord {
-        self.handle.flush().unwrap();
-        let roots: Vec<_> = self
-            .exporter
-            .spans()
-            .into_iter()
-            .filter(|s| s.local_root)
-            .collect();
-        assert_eq!(roots.len(), 1, "{roots:#?}");
-        self.exporter.clear();
-        roots.into_iter().next().unwrap()
+        only_root(&self.h)
     }
 }
 
 fn request(peer: &str, headers: &[(&str, &str)]) -> Request<String> {
-    support::request("/orders", peer, headers)
+    crate::service::request("/orders", peer, headers)
 }
 
 #[tokio::test]

@@ -1,22 +1,20 @@
 //! Detection through the middleware: a credential-stuffing attack gets its IP blocked (403 JSON
 //! or HTML by `Accept`), a spoofed `X-Forwarded-For` does not help it, the block expires on the
 //! clock, and a critical escalation blocks the account that logged in.
-mod support;
-
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use tower::{Layer, Service, ServiceExt};
-use tracing_subscriber::prelude::*;
 use tracing_usr::blocking::ManualClock;
 use tracing_usr::detection::{DetectionConfig, RuleId};
-use tracing_usr::{JsonLines, SetUserOptions};
-use tracing_usr_tower::UserTrackingLayer;
+use tracing_usr::SetUserOptions;
+
+use crate::service::{header, request, send};
+use crate::support::{builder_with_env, Harness};
 
 struct App {
-    dispatch: tracing::Dispatch,
+    h: Harness,
     clock: ManualClock,
 }
 
@@ -25,16 +23,13 @@ fn app(block_ip: bool, block_user: bool) -> App {
     let mut config = DetectionConfig::default();
     config.rule_mut(RuleId::CredentialStuffing).block_ip = block_ip;
     config.rule_mut(RuleId::CredentialStuffing).block_user = block_user;
-    let layer = tracing_usr::builder()
-        .with_env_lookup(|_| None)
-        .with_json_lines(JsonLines::None)
+    let builder = builder_with_env(&[])
         .with_clock(Arc::new(clock.clone()))
         .with_detection(config)
         .unwrap()
-        .with_signal_sink(())
-        .build();
+        .with_signal_sink(());
     App {
-        dispatch: tracing::Dispatch::new(tracing_subscriber::registry().with(layer)),
+        h: Harness::new(builder),
         clock,
     }
 }
@@ -42,15 +37,8 @@ fn app(block_ip: bool, block_user: bool) -> App {
 /// `POST /login` with `x-login` and `x-ok` (the password was right) headers; `GET /me` with
 /// `x-user` identifies that user.
 async fn handler(request: Request<String>) -> Result<Response<String>, Infallible> {
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    if let Some(login) = header("x-login") {
-        if header("x-ok").is_some() {
+    if let Some(login) = header(&request, "x-login") {
+        if header(&request, "x-ok").is_some() {
             let id = format!("id-{login}");
             let _ = tracing_usr::track_login_success(&login, id.as_str(), (), SetUserOptions::default());
         } else {
@@ -58,7 +46,7 @@ async fn handler(request: Request<String>) -> Result<Response<String>, Infallibl
             return Ok(Response::builder().status(401).body(String::new()).unwrap());
         }
     }
-    if let Some(user) = header("x-user") {
+    if let Some(user) = header(&request, "x-user") {
         let _ = tracing_usr::identify(&tracing_usr::User::new(user));
     }
     Ok(Response::new("ok".to_owned()))
@@ -66,13 +54,13 @@ async fn handler(request: Request<String>) -> Result<Response<String>, Infallibl
 
 impl App {
     async fn send(&self, peer: &str, headers: &[(&str, &str)]) -> Response<String> {
-        let request = support::request("/login", peer, headers);
-        let mut service = UserTrackingLayer::new()
-            .with_trusted_proxies(["10.0.0.0/8"])
-            .unwrap()
-            .layer(tower::service_fn(handler));
-        let _guard = tracing::dispatcher::set_default(&self.dispatch);
-        service.ready().await.unwrap().call(request).await.unwrap()
+        send(
+            &self.h,
+            &["10.0.0.0/8"],
+            handler,
+            request("/login", peer, headers),
+        )
+        .await
     }
 
     async fn stuff(&self, peer: &str, headers: &[(&str, &str)]) -> Vec<StatusCode> {
