@@ -7,18 +7,14 @@ use tracing::info_span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_usr::User;
 
-use crate::agent::TestAgent;
-use crate::otel::{pipeline, Order, ORDERS};
+use crate::otel::{in_each_order, Order};
 
 const REMOTE_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const REMOTE_SPAN: &str = "00f067aa0ba902b7";
 
 #[test]
 fn set_parent_after_creation_with_user_fields_works_in_both_orders() {
-    let agent = TestAgent::get();
-    for order in ORDERS {
-        let _session = agent.otlp_session();
-        let p = pipeline(order, &[]);
+    in_each_order(&[], |order, p| {
         // Two requests: the first runs before the layer order is known, the second after.
         for n in 0..2 {
             p.run(|| {
@@ -63,15 +59,12 @@ fn set_parent_after_creation_with_user_fields_works_in_both_orders() {
                 request.attrs
             );
         }
-    }
+    });
 }
 
 #[test]
 fn a_second_identity_in_one_request_is_written_once_when_tracing_usr_comes_first() {
-    let agent = TestAgent::get();
-    for order in ORDERS {
-        let _session = agent.otlp_session();
-        let p = pipeline(order, &[]);
+    in_each_order(&[], |order, p| {
         p.run(|| {
             let _root = info_span!("request").entered();
             let _child = info_span!("handler").entered();
@@ -94,7 +87,7 @@ fn a_second_identity_in_one_request_is_written_once_when_tracing_usr_comes_first
             // A started span keeps each value written to it (documented in the README).
             Order::OtelFirst => assert_eq!(ids, 2, "{:?}", root.keys),
         }
-    }
+    });
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -103,10 +96,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn user_fields_recorded_on_the_root_itself_are_not_written_twice() {
-    let agent = TestAgent::get();
-    for order in ORDERS {
-        let _session = agent.otlp_session();
-        let p = pipeline(order, &[]);
+    in_each_order(&[], |order, p| {
         for _ in 0..2 {
             p.run(|| {
                 let root = info_span!("request", usr.id = "user-3", usr.email = tracing::field::Empty);
@@ -125,5 +115,5 @@ fn user_fields_recorded_on_the_root_itself_are_not_written_twice() {
             assert_eq!(root.attr("user.id"), Some("user-3"), "{order:?}");
             assert_eq!(root.attr("user.email"), Some("three@example.com"), "{order:?}");
         }
-    }
+    });
 }

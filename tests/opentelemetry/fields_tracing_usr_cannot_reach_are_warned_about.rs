@@ -5,8 +5,7 @@ use std::time::{Duration, Instant};
 
 use tracing::info_span;
 
-use crate::agent::TestAgent;
-use crate::otel::{pipeline, Pipeline, ORDERS};
+use crate::otel::{in_each_order, Pipeline};
 
 /// The exposure warnings that name span `name` (a new subscriber hears of every callsite the
 /// process has registered, so the other tests' spans are warned about too), once `expected` of
@@ -38,62 +37,59 @@ fn config_warnings(p: &Pipeline, name: &str, expected: usize) -> Vec<String> {
 
 #[test]
 fn a_user_field_on_an_app_span_is_warned_about_once_in_anonymization_mode() {
-    let agent = TestAgent::get();
-    for order in ORDERS {
-        let _session = agent.otlp_session();
-        let p = pipeline(order, &[("DD_APPSEC_AUTO_USER_INSTRUMENTATION_MODE", "anon")]);
-        for _ in 0..3 {
-            p.run(|| {
-                let _root = info_span!("request").entered();
-                let _auth = info_span!("auth_anon", usr.id = "user-1").entered();
-            });
-        }
-        let warnings = config_warnings(&p, "auth_anon", 1);
-        assert_eq!(
-            warnings.len(),
-            1,
-            "{order:?}: one warning for the callsite: {warnings:#?}"
-        );
-        assert!(
-            warnings[0].contains("\"auth_anon\"") && warnings[0].contains("usr.id"),
-            "{order:?}: {}",
-            warnings[0]
-        );
-        assert!(
-            warnings[0].contains("anonymization"),
-            "{order:?}: the mode is named: {}",
-            warnings[0]
-        );
-        // What the warning says is true: the declaring span carries the raw value.
-        let spans = p.spans();
-        let auth = spans.iter().find(|s| s.name == "auth_anon").unwrap();
-        assert_eq!(auth.attr("usr.id"), Some("user-1"), "{order:?}");
-        let root = spans.iter().find(|s| s.name == "request").unwrap();
-        assert!(
-            root.attr("usr.id").unwrap().starts_with("anon_"),
-            "{order:?}: the root has the hash"
-        );
-    }
+    in_each_order(
+        &[("DD_APPSEC_AUTO_USER_INSTRUMENTATION_MODE", "anon")],
+        |order, p| {
+            for _ in 0..3 {
+                p.run(|| {
+                    let _root = info_span!("request").entered();
+                    let _auth = info_span!("auth_anon", usr.id = "user-1").entered();
+                });
+            }
+            let warnings = config_warnings(p, "auth_anon", 1);
+            assert_eq!(
+                warnings.len(),
+                1,
+                "{order:?}: one warning for the callsite: {warnings:#?}"
+            );
+            assert!(
+                warnings[0].contains("\"auth_anon\"") && warnings[0].contains("usr.id"),
+                "{order:?}: {}",
+                warnings[0]
+            );
+            assert!(
+                warnings[0].contains("anonymization"),
+                "{order:?}: the mode is named: {}",
+                warnings[0]
+            );
+            // What the warning says is true: the declaring span carries the raw value.
+            let spans = p.spans();
+            let auth = spans.iter().find(|s| s.name == "auth_anon").unwrap();
+            assert_eq!(auth.attr("usr.id"), Some("user-1"), "{order:?}");
+            let root = spans.iter().find(|s| s.name == "request").unwrap();
+            assert!(
+                root.attr("usr.id").unwrap().starts_with("anon_"),
+                "{order:?}: the root has the hash"
+            );
+        },
+    );
 }
 
 #[test]
 fn identification_mode_warns_only_about_fields_the_masking_would_redact() {
-    let agent = TestAgent::get();
-    for order in ORDERS {
-        let _session = agent.otlp_session();
-        let p = pipeline(order, &[]);
+    in_each_order(&[], |order, p| {
         p.run(|| {
             let _root = info_span!("request").entered();
             let _auth = info_span!("auth_ident", usr.id = "user-1").entered();
             let _login = info_span!("login_form", password = "hunter2").entered();
         });
         assert_eq!(
-            config_warnings(&p, "auth_ident", 0),
+            config_warnings(p, "auth_ident", 0),
             Vec::<String>::new(),
             "{order:?}: usr.id is fine in identification"
         );
-        let warnings = config_warnings(&p, "login_form", 1);
+        let warnings = config_warnings(p, "login_form", 1);
         assert_eq!(warnings.len(), 1, "{order:?}: {warnings:#?}");
         assert!(warnings[0].contains("password"), "{order:?}: {}", warnings[0]);
-    }
+    });
 }

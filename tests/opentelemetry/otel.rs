@@ -175,3 +175,13 @@ pub fn raw_bodies(agent: &TestAgent) -> String {
     }
     all
 }
+
+/// Runs `test` once per layer order, each on a fresh pipeline (environment `vars`) inside its own
+/// agent session.
+pub fn in_each_order(vars: &[(&str, &str)], test: impl Fn(Order, &Pipeline)) {
+    let agent = TestAgent::get();
+    for order in ORDERS {
+        let _session = agent.otlp_session();
+        test(order, &pipeline(order, vars));
+    }
+}

@@ -6,7 +6,7 @@ use tracing::Instrument;
 use tracing_usr::{EventMetadata, LoginUser, SetUserOptions, User};
 
 use crate::agent::TestAgent;
-use crate::otel::{pipeline, raw_bodies, Span, ORDERS};
+use crate::otel::{in_each_order, raw_bodies, Span};
 
 fn root(spans: &[Span], name: &str) -> Span {
     let roots: Vec<_> = spans.iter().filter(|s| s.is_root() && s.name == name).collect();
@@ -38,10 +38,7 @@ fn assert_written_once(span: &Span) {
 
 #[test]
 fn identity_recorded_in_a_grandchild_lands_on_the_root() {
-    let agent = TestAgent::get();
-    for order in ORDERS {
-        let _session = agent.otlp_session();
-        let p = pipeline(order, &[]);
+    in_each_order(&[], |order, p| {
         p.run(|| {
             let _root =
                 info_span!("request", http.route = "/orders", usr.id = tracing::field::Empty).entered();
@@ -82,15 +79,12 @@ fn identity_recorded_in_a_grandchild_lands_on_the_root() {
         let auth = named(&spans, "auth");
         assert_eq!(auth.attr("user.id"), None, "{order:?}");
         assert_eq!(auth.attr("_dd.appsec.user.collection_mode"), None, "{order:?}");
-    }
+    });
 }
 
 #[test]
 fn sdk_identity_and_a_login_failure_event_land_on_the_root() {
-    let agent = TestAgent::get();
-    for order in ORDERS {
-        let _session = agent.otlp_session();
-        let p = pipeline(order, &[]);
+    in_each_order(&[], |order, p| {
         p.run(|| {
             let _root = info_span!("login").entered();
             let _child = info_span!("check").entered();
@@ -137,63 +131,63 @@ fn sdk_identity_and_a_login_failure_event_land_on_the_root() {
             "{order:?}: the sampler's state is not an attribute"
         );
         assert_written_once(&root);
-    }
+    });
 }
 
 #[test]
 fn anonymization_hashes_and_disabled_writes_no_user_attribute() {
     let agent = TestAgent::get();
     let record = serde_json::json!({"id": "user-1", "email": "ada@example.com", "name": "Ada Lovelace", "session_id": "sess-1"});
-    for order in ORDERS {
-        let _session = agent.otlp_session();
-        let p = pipeline(order, &[("DD_APPSEC_AUTO_USER_INSTRUMENTATION_MODE", "anon")]);
-        p.run(|| {
-            let _root = info_span!("request").entered();
-            let _child = info_span!("handler").entered();
-            tracing_usr::record_user(&record).unwrap();
-        });
-        let r = root(&p.spans(), "request");
-        println!("{order:?} anon root attributes: {:?}", r.attrs);
-        let hash = "anon_c6c289e49e9c05b2145860387b73bcb1";
-        assert_eq!(r.attr("usr.id"), Some(hash), "{order:?}");
-        assert_eq!(r.attr("user.hash"), Some(hash), "{order:?}");
-        assert_eq!(r.attr("user.id"), None, "{order:?}");
-        assert_eq!(
-            r.attr("_dd.appsec.user.collection_mode"),
-            Some("anonymization"),
-            "{order:?}"
-        );
-        let raw = raw_bodies(agent);
-        for clear in ["user-1", "ada@example.com", "Ada Lovelace", "sess-1"] {
-            assert!(!raw.contains(clear), "{order:?}: {clear} in the payload");
-        }
-
-        drop(_session); // one session guard at a time
-        let _session = agent.otlp_session();
-        let p = pipeline(order, &[("DD_APPSEC_AUTO_USER_INSTRUMENTATION_MODE", "disabled")]);
-        p.run(|| {
-            let _root = info_span!("request").entered();
-            let _child = info_span!("handler").entered();
-            let _ = tracing_usr::record_user(&record);
-        });
-        let r = root(&p.spans(), "request");
-        assert!(
-            r.keys
-                .iter()
-                .all(|k| !k.starts_with("usr.") && !k.starts_with("user.") && !k.starts_with("_dd.appsec")),
-            "{order:?}: disabled writes no user attribute: {:?}",
-            r.attrs
-        );
-        assert!(!raw_bodies(agent).contains("user-1"), "{order:?}");
-    }
+    in_each_order(
+        &[("DD_APPSEC_AUTO_USER_INSTRUMENTATION_MODE", "anon")],
+        |order, p| {
+            p.run(|| {
+                let _root = info_span!("request").entered();
+                let _child = info_span!("handler").entered();
+                tracing_usr::record_user(&record).unwrap();
+            });
+            let r = root(&p.spans(), "request");
+            println!("{order:?} anon root attributes: {:?}", r.attrs);
+            let hash = "anon_c6c289e49e9c05b2145860387b73bcb1";
+            assert_eq!(r.attr("usr.id"), Some(hash), "{order:?}");
+            assert_eq!(r.attr("user.hash"), Some(hash), "{order:?}");
+            assert_eq!(r.attr("user.id"), None, "{order:?}");
+            assert_eq!(
+                r.attr("_dd.appsec.user.collection_mode"),
+                Some("anonymization"),
+                "{order:?}"
+            );
+            let raw = raw_bodies(agent);
+            for clear in ["user-1", "ada@example.com", "Ada Lovelace", "sess-1"] {
+                assert!(!raw.contains(clear), "{order:?}: {clear} in the payload");
+            }
+        },
+    );
+    in_each_order(
+        &[("DD_APPSEC_AUTO_USER_INSTRUMENTATION_MODE", "disabled")],
+        |order, p| {
+            p.run(|| {
+                let _root = info_span!("request").entered();
+                let _child = info_span!("handler").entered();
+                let _ = tracing_usr::record_user(&record);
+            });
+            let r = root(&p.spans(), "request");
+            assert!(
+                r.keys.iter().all(|k| !k.starts_with("usr.")
+                    && !k.starts_with("user.")
+                    && !k.starts_with("_dd.appsec")),
+                "{order:?}: disabled writes no user attribute: {:?}",
+                r.attrs
+            );
+            assert!(!raw_bodies(agent).contains("user-1"), "{order:?}");
+        },
+    );
 }
 
 #[test]
 fn masked_values_never_reach_the_otel_span_in_clear() {
     let agent = TestAgent::get();
-    for order in ORDERS {
-        let _session = agent.otlp_session();
-        let p = pipeline(order, &[]);
+    in_each_order(&[], |order, p| {
         p.run(|| {
             let _root = info_span!("request").entered();
             let _child = info_span!("handler").entered();
@@ -218,15 +212,12 @@ fn masked_values_never_reach_the_otel_span_in_clear() {
             !raw.contains("s3cr3t-value") && !raw.contains("hunter2-value"),
             "{order:?}"
         );
-    }
+    });
 }
 
 #[test]
 fn a_thousand_concurrent_requests_keep_their_own_user() {
-    let agent = TestAgent::get();
-    for order in ORDERS {
-        let _session = agent.otlp_session();
-        let p = pipeline(order, &[]);
+    in_each_order(&[], |order, p| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
             .enable_time()
@@ -292,5 +283,5 @@ fn a_thousand_concurrent_requests_keep_their_own_user() {
                 "{order:?}: a child carries no user tag"
             );
         }
-    }
+    });
 }

@@ -261,20 +261,26 @@ impl CallsiteCache {
             let slot = &self.slots[index];
             match slot.key.load(Ordering::Acquire) {
                 k if k == key => {
-                    return match slot.info.get() {
-                        Some(info) => InfoRef::Cached(info),
-                        // Another thread claimed the slot and is filling it in right now.
-                        None => InfoRef::Computed(Box::new(CallsiteInfo::compute(
-                            meta,
-                            &self.masker,
-                            self.detection,
-                        ))),
-                    };
+                    return self.filled(slot, meta);
                 }
                 0 => return self.insert(meta, key, index),
                 _ => index = (index + 1) % SLOTS,
             }
         }
+        self.uncached(meta)
+    }
+
+    /// The info of a slot whose key is `meta`'s: cached, or computed for this call while another
+    /// thread that claimed the slot is still filling it in.
+    fn filled<'a>(&'a self, slot: &'a Slot, meta: &'static Metadata<'static>) -> InfoRef<'a> {
+        match slot.info.get() {
+            Some(info) => InfoRef::Cached(info),
+            None => self.uncached(meta),
+        }
+    }
+
+    /// The info computed for this call only (the table is full, or the slot is being filled).
+    fn uncached(&self, meta: &'static Metadata<'static>) -> InfoRef<'_> {
         InfoRef::Computed(Box::new(CallsiteInfo::compute(
             meta,
             &self.masker,
@@ -284,11 +290,7 @@ impl CallsiteCache {
 
     fn insert(&self, meta: &'static Metadata<'static>, key: usize, mut index: usize) -> InfoRef<'_> {
         if self.used.load(Ordering::Relaxed) >= MAX_CACHED {
-            return InfoRef::Computed(Box::new(CallsiteInfo::compute(
-                meta,
-                &self.masker,
-                self.detection,
-            )));
+            return self.uncached(meta);
         }
         for _ in 0..SLOTS {
             let slot = &self.slots[index];
@@ -304,23 +306,12 @@ impl CallsiteCache {
                     );
                 }
                 Err(existing) if existing == key => {
-                    return match slot.info.get() {
-                        Some(info) => InfoRef::Cached(info),
-                        None => InfoRef::Computed(Box::new(CallsiteInfo::compute(
-                            meta,
-                            &self.masker,
-                            self.detection,
-                        ))),
-                    };
+                    return self.filled(slot, meta);
                 }
                 Err(_) => index = (index + 1) % SLOTS,
             }
         }
-        InfoRef::Computed(Box::new(CallsiteInfo::compute(
-            meta,
-            &self.masker,
-            self.detection,
-        )))
+        self.uncached(meta)
     }
 }
 
