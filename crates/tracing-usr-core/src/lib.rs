@@ -5,6 +5,7 @@
 //! Nothing here does I/O or touches `tracing`; the layer crate wires these rules into a
 //! `tracing_subscriber::Layer`. Most users want the `tracing-usr` crate, which re-exports what
 //! they need from here.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 

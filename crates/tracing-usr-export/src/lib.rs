@@ -5,13 +5,14 @@
 //! Most users never touch this crate directly: `tracing_usr::layer()` builds the pipeline from
 //! the environment. Implement [`Exporter`] to send records somewhere else, and use
 //! [`InMemoryExporter`] in tests.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "datadog")]
 pub mod datadog;
 pub mod exporter;
-#[cfg(feature = "http-client")]
+#[cfg(any(feature = "datadog", feature = "otlp"))]
 pub mod http;
 pub mod json_lines;
 pub mod memory;

@@ -1,7 +1,9 @@
 //! Which collector exporters run, from the builder and the environment (Datadog agent, OTLP).
 
+#[cfg(feature = "otlp")]
 use std::time::Duration;
 
+#[cfg(any(feature = "datadog", feature = "otlp"))]
 use tracing_usr_core::mode::ConfigWarning;
 #[cfg(feature = "datadog")]
 use tracing_usr_export::datadog::{parse_dd_tags, AgentAddress, DatadogConfig};
@@ -44,6 +46,7 @@ pub const ENV_OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
 /// OTel resource attributes, `key=value` pairs separated by commas.
 pub const ENV_OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
 
+#[cfg(feature = "otlp")]
 fn percent_decode(value: &str) -> String {
     fn hex(b: u8) -> Option<u8> {
         (b as char).to_digit(16).map(|d| d as u8)
@@ -66,6 +69,7 @@ fn percent_decode(value: &str) -> String {
 }
 
 /// Parses `key=value,key2=value2` (OTel headers and resource attributes).
+#[cfg(feature = "otlp")]
 pub(crate) fn parse_pairs(value: &str) -> Vec<(String, String)> {
     value
         .split(',')
@@ -221,7 +225,7 @@ fn otlp_resource(var: &dyn Fn(&str) -> Option<String>) -> Vec<(String, String)> 
     resource
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "otlp"))]
 mod tests {
     use super::*;
 

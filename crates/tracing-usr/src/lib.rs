@@ -24,6 +24,10 @@
 //! call to [`shutdown()`] before exit is all it takes; the exported root span `request`
 //! carries `usr.id` and `usr.email`.
 //!
+//! The contract behind it is in [`guide`]: [every tag per mode and event](guide::tags), the
+//! [detection rules](guide::detection), the [JSON-lines format](guide::json_lines), and
+//! [migrating from Datadog's SDKs](guide::sdk_migration).
+//!
 //! # Special fields
 //!
 //! | field | meaning |
@@ -144,7 +148,7 @@
 //!   0.34, opentelemetry 0.33, dd-trace-rs): in the same registry, in either order, the tags of a
 //!   local root are also written as attributes of its OpenTelemetry span, with the
 //!   semantic-convention user attributes; with no exporter of its own configured, tracing-usr
-//!   then exports nothing itself. See the README section "Already on OpenTelemetry?".
+//!   then exports nothing itself. [`guide::tags`] lists the attributes ("OTLP attributes").
 //!
 //! Without both, the crate does not compile reqwest, tokio, rmp or prost, and exports JSON lines
 //! (or to exporters of your own).
@@ -169,6 +173,7 @@
 //! OTLP over gRPC is not supported; neither is a sampler (the keep decision is written, and
 //! `x-datadog-sampling-priority` is 1 unless a keep or an upstream priority says otherwise).
 //! Detection counts per process: replicas of a service each see their own share of an attack.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![deny(unsafe_code)]
 
@@ -179,6 +184,7 @@ pub mod collectors;
 mod config;
 mod default_user;
 pub mod detection;
+pub mod guide;
 mod handle;
 mod ids;
 mod layer;
@@ -254,3 +260,8 @@ macro_rules! user_span {
         )
     };
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

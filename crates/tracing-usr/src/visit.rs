@@ -212,7 +212,7 @@ impl<'a> Collector<'a> {
             FieldKind::ClientIp { rank } => {
                 let value = raw.value();
                 if let Ok(ip) = value.to_string().trim().parse::<std::net::IpAddr>() {
-                    if self.fields.client_ip.map_or(true, |(_, r)| rank < r) {
+                    if self.fields.client_ip.is_none_or(|(_, r)| rank < r) {
                         self.fields.client_ip = Some((tracing_usr_core::blocking::canonical_ip(ip), rank));
                     }
                 }

@@ -173,7 +173,7 @@ impl<S: HeapSize> Table<S> {
         if !shard.map.contains_key(&key) {
             if shard
                 .last_sweep
-                .map_or(true, |at| now.saturating_sub(at) >= SWEEP_EVERY)
+                .is_none_or(|at| now.saturating_sub(at) >= SWEEP_EVERY)
             {
                 shard.last_sweep = Some(now);
                 let (window, max) = (self.window, self.max_signal);

@@ -45,7 +45,7 @@ impl<T: Stamp> Ring<T> {
                 self.items.pop_front();
             }
         }
-        if self.items.back().map_or(true, |last| last.time() <= t) {
+        if self.items.back().is_none_or(|last| last.time() <= t) {
             // In order: the common case.
             self.items.push_back(item);
         } else {
