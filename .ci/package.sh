@@ -13,13 +13,15 @@ cargo package --locked "${select[@]}" ${ALLOW_DIRTY:+--allow-dirty} --quiet
 cargo publish --dry-run --locked "${select[@]}" ${ALLOW_DIRTY:+--allow-dirty} --quiet 2>&1 \
   | grep -v "aborting upload due to dry run" || true
 
-version=$(cargo metadata --format-version 1 --no-deps --locked \
-  | python3 -c 'import json,sys; print({p["name"]: p["version"] for p in json.load(sys.stdin)["packages"]}["tracing-usr"])')
+read -r version target_dir < <(cargo metadata --format-version 1 --no-deps --locked | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+print({p["name"]: p["version"] for p in m["packages"]}["tracing-usr"], m["target_directory"])')
 unpacked=$(mktemp -d)
 trap 'rm -rf "$unpacked"' EXIT
 patches=()
 for c in "${crates[@]}"; do
-  crate_file="target/package/$c-$version.crate"
+  crate_file="$target_dir/package/$c-$version.crate"
   files=$(tar tzf "$crate_file" | grep -vc '/$')
   printf '%-20s %3d files, %4d KiB compressed\n' "$c" "$files" $(( $(stat -c %s "$crate_file") / 1024 ))
   tar xzf "$crate_file" -C "$unpacked"
