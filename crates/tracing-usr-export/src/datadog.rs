@@ -240,19 +240,18 @@ pub fn encode_v04(spans: &[&SpanRecord], config: &DatadogConfig, rate: f64) -> (
     (buf, sizes.len())
 }
 
-/// The meta and metrics entries a span gets from the exporter beside its own.
-type Extra<'a> = (SmallVec<[(&'a str, &'a str); 8]>, SmallVec<[(&'a str, f64); 4]>);
-
 /// Extra meta entries: env, version, DD_TAGS (unless the span has them), and on the local root
-/// the language, the upper trace-id bits (written in `tid`) and a sampling decision.
+/// the language, the upper trace-id bits (written in `tid`) and a sampling decision. Filled in
+/// place: the two inline vectors are too big to return by value on every span.
 fn extra_entries<'a>(
     span: &'a SpanRecord,
     config: &'a DatadogConfig,
     rate: f64,
     tid: &'a mut [u8; 16],
-) -> Extra<'a> {
+    extra: &mut SmallVec<[(&'a str, &'a str); 8]>,
+    extra_metrics: &mut SmallVec<[(&'a str, f64); 4]>,
+) {
     let has = |key: &str| span.meta.iter().any(|(k, _)| k == key);
-    let mut extra: SmallVec<[(&str, &str); 8]> = SmallVec::new();
     if let Some(env) = config.env.as_ref().filter(|_| !has("env")) {
         extra.push(("env", env.as_str()));
     }
@@ -264,7 +263,6 @@ fn extra_entries<'a>(
             extra.push((k, v.as_str()));
         }
     }
-    let mut extra_metrics: SmallVec<[(&str, f64); 4]> = SmallVec::new();
     if span.local_root {
         extra.push(("language", "rust"));
         if span.trace_id >> 64 != 0 {
@@ -284,12 +282,13 @@ fn extra_entries<'a>(
             }
         }
     }
-    (extra, extra_metrics)
 }
 
 fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rate: f64) {
     let mut tid = [0u8; 16];
-    let (extra, extra_metrics) = extra_entries(span, config, rate, &mut tid);
+    let mut extra = SmallVec::new();
+    let mut extra_metrics = SmallVec::new();
+    extra_entries(span, config, rate, &mut tid, &mut extra, &mut extra_metrics);
     let metrics_len = span.metrics.len() + extra_metrics.len();
     let resource = span.meta("resource.name").unwrap_or(&span.name);
     // trace_id, span_id, name, resource, service, type, start, duration, meta.

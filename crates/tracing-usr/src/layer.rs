@@ -562,6 +562,7 @@ impl UserLayer {
 
     /// A local root's close when exporting: detection's close work, the trace's tags on the
     /// root (and on its OpenTelemetry span, when tracing-usr closes first), then the trace.
+    #[inline(always)]
     fn close_root_exported(
         &self,
         id: &Id,
