@@ -1,10 +1,12 @@
 //! A large batch (the queue after an outage, say) reaches the collector in several requests of
 //! bounded size, every record exactly once: at most `MAX_RECORDS_PER_REQUEST` spans or log
-//! records per OTLP request, each written over the previous one's messages without carrying
-//! anything over; at most `MAX_SPANS_PER_PAYLOAD` spans per Datadog payload, cut between traces.
+//! records per OTLP request, cut between traces, each written over the previous one's messages
+//! without carrying anything over; at most `MAX_SPANS_PER_PAYLOAD` spans per Datadog payload,
+//! cut between traces. A refused request loses its own records only.
 use std::collections::HashSet;
 use std::io::{BufReader, Read, Write};
 use std::net::TcpListener;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -12,7 +14,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 use tracing_usr::export::datadog::{AgentAddress, DatadogConfig, DatadogExporter, MAX_SPANS_PER_PAYLOAD};
 use tracing_usr::export::otlp::{OtlpConfig, OtlpExporter, MAX_RECORDS_PER_REQUEST};
-use tracing_usr::export::{Exporter, FieldValue, Key, Level, LogRecord, Record, SpanRecord, Text};
+use tracing_usr::export::{
+    ExportContext, ExportErrorKind, Exporter, FieldValue, Key, Level, LogRecord, Record, RecordKind,
+    SpanRecord, Text,
+};
 
 use crate::support::http_head::read_head;
 
@@ -109,6 +114,7 @@ fn a_large_batch_goes_out_in_requests_of_at_most_512_records() {
     let received = received.lock().unwrap();
     let mut span_counts = Vec::new();
     let mut span_ids = HashSet::new();
+    let mut traces_seen = HashSet::new();
     let mut log_counts = Vec::new();
     let mut log_times = HashSet::new();
     for (path, body) in received.iter() {
@@ -117,6 +123,13 @@ fn a_large_batch_goes_out_in_requests_of_at_most_512_records() {
                 let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
                 let spans = &request.resource_spans[0].scope_spans[0].spans;
                 span_counts.push(spans.len());
+                // A trace is whole in one request.
+                let traces: HashSet<Vec<u8>> = spans.iter().map(|s| s.trace_id.clone()).collect();
+                if spans.len() > 3 {
+                    for trace in traces {
+                        assert!(traces_seen.insert(trace), "a trace split across requests");
+                    }
+                }
                 for s in spans {
                     let id = u64::from_be_bytes(s.span_id.as_slice().try_into().unwrap());
                     let keys: Vec<&str> = s.attributes.iter().map(|a| a.key.as_str()).collect();
@@ -142,7 +155,8 @@ fn a_large_batch_goes_out_in_requests_of_at_most_512_records() {
         }
     }
     assert_eq!(MAX_RECORDS_PER_REQUEST, 512);
-    assert_eq!(span_counts, [512, 512, 176, 3], "spans per request");
+    // Traces of ten spans: each request ends at the last trace boundary within 512 spans.
+    assert_eq!(span_counts, [510, 510, 180, 3], "spans per request");
     assert_eq!(log_counts, [512, 188], "log records per request");
     assert_eq!(span_ids.len() as u64, SPANS);
     assert_eq!(log_times.len() as u64, LOGS);
@@ -190,24 +204,44 @@ fn a_large_batch_goes_to_the_datadog_agent_in_payloads_cut_between_traces() {
 }
 
 #[test]
-fn a_refused_request_ends_the_batch_instead_of_waiting_out_every_request() {
+fn a_refused_request_loses_its_own_records_and_the_others_are_still_sent() {
     let (port, received) = sink(400);
     let batch: Vec<Record> = (0..2_500).map(span).chain((0..1_500).map(log)).collect();
+    let stopping = AtomicBool::new(false);
     let mut otlp = OtlpExporter::new(OtlpConfig {
         traces_endpoint: Some(format!("http://127.0.0.1:{port}/v1/traces")),
         logs_endpoint: Some(format!("http://127.0.0.1:{port}/v1/logs")),
         ..OtlpConfig::default()
     })
     .unwrap();
-    assert!(otlp.export(&batch).is_err(), "the refusal is reported");
+    let mut cx = ExportContext::new(&stopping);
+    otlp.export_counted(&batch, &mut cx);
+    let (spans, logs) = (cx.outcomes_of(RecordKind::Span), cx.outcomes_of(RecordKind::Log));
+    assert_eq!((spans.rejected, spans.delivered), (2_500, 0), "{spans:?}");
+    assert_eq!((logs.rejected, logs.delivered), (1_500, 0), "{logs:?}");
+    let error = cx.into_result().unwrap_err();
+    assert_eq!(error.kind(), ExportErrorKind::Rejected);
+    assert!(error.to_string().contains("answered 400"), "{error}");
     let mut datadog = DatadogExporter::new(DatadogConfig {
         agent: AgentAddress::Http(format!("http://127.0.0.1:{port}")),
         ..DatadogConfig::default()
     })
     .unwrap();
-    assert!(datadog.export(&batch).is_err(), "the refusal is reported");
-    // One request per signal and exporter (a 400 is not retried), not one per chunk of the
-    // batch (5 OTLP trace requests, 3 log requests, 3 Datadog payloads).
+    let mut cx = ExportContext::new(&stopping);
+    datadog.export_counted(&batch, &mut cx);
+    assert_eq!(cx.outcomes_of(RecordKind::Span).rejected, 2_500);
+    assert_eq!(
+        cx.outcomes_of(RecordKind::Log),
+        Default::default(),
+        "not the Datadog exporter's"
+    );
+    // A 400 is not retried: one request per chunk of the batch, each refused once (5 OTLP trace
+    // requests, 3 log requests, 3 Datadog payloads).
     let paths: Vec<String> = received.lock().unwrap().iter().map(|(p, _)| p.clone()).collect();
-    assert_eq!(paths, ["/v1/traces", "/v1/logs", "/v0.4/traces"]);
+    let count = |path: &str| paths.iter().filter(|p| *p == path).count();
+    assert_eq!(
+        (count("/v1/traces"), count("/v1/logs"), count("/v0.4/traces")),
+        (5, 3, 3),
+        "{paths:?}"
+    );
 }

@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use serde_json::Value;
 use smallvec::SmallVec;
 
-use crate::exporter::{ExportError, ExportErrorKind, Exporter};
+use crate::exporter::{ExportContext, ExportError, ExportErrorKind, Exporter, RecordKind};
 use crate::http::{Request, RetryPolicy, Sender};
 use crate::record::{FieldValue, LogRecord, Record, SpanRecord};
 
@@ -356,38 +357,12 @@ pub fn payloads<'a, 's>(
     spans: &'a [&'s SpanRecord],
     max: usize,
 ) -> impl Iterator<Item = &'a [&'s SpanRecord]> {
-    let max = max.max(1);
-    let mut rest = spans;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut end = max.min(rest.len());
-        if end < rest.len() {
-            let cut_trace = rest[end].trace_id;
-            // Back to the start of the trace the cut falls in…
-            let mut start_of_trace = end;
-            while start_of_trace > 0 && rest[start_of_trace - 1].trace_id == cut_trace {
-                start_of_trace -= 1;
-            }
-            if start_of_trace > 0 {
-                end = start_of_trace;
-            } else {
-                // …unless that trace fills the payload: then it goes alone, whole.
-                while end < rest.len() && rest[end].trace_id == cut_trace {
-                    end += 1;
-                }
-            }
-        }
-        let (payload, after) = rest.split_at(end);
-        rest = after;
-        Some(payload)
-    })
+    crate::record::cut_between_groups(spans, max, |span| Some(span.trace_id))
 }
 
 impl DatadogExporter {
     /// Sends one payload and takes the agent's sampling rates from its answer.
-    fn send(&mut self, spans: &[&SpanRecord]) -> Result<(), ExportError> {
+    fn send(&mut self, spans: &[&SpanRecord], cx: &ExportContext<'_>) -> Result<(), ExportError> {
         let (body, chunks) = encode_v04(spans, &self.config, self.rate_for());
         let request = Request {
             url: self.url.clone(),
@@ -411,7 +386,7 @@ impl DatadogExporter {
             .collect(),
             body: body.into(),
         };
-        let response = self.sender.send(&request)?;
+        let response = self.sender.send(&request, cx)?;
         if let Ok(answer) = serde_json::from_slice::<Value>(&response.body) {
             if let Some(rates) = answer.get("rate_by_service").and_then(Value::as_object) {
                 self.rates = rates
@@ -429,15 +404,27 @@ impl Exporter for DatadogExporter {
         "datadog"
     }
 
+    fn handles(&self, kind: RecordKind) -> bool {
+        kind == RecordKind::Span
+    }
+
     fn export(&mut self, batch: &[Record]) -> Result<(), ExportError> {
+        let stopping = AtomicBool::new(false);
+        let mut cx = ExportContext::new(&stopping);
+        self.export_counted(batch, &mut cx);
+        cx.into_result()
+    }
+
+    /// A payload that fails loses its own spans only (its traces are whole): the next ones are
+    /// still sent.
+    fn export_counted(&mut self, batch: &[Record], cx: &mut ExportContext<'_>) {
         let spans: Vec<&SpanRecord> = batch.iter().filter_map(Record::as_span).collect();
         for payload in payloads(&spans, MAX_SPANS_PER_PAYLOAD) {
-            // A payload that fails after its retries ends the batch (the error counts it): the
-            // agent is unreachable or refusing, and each further payload would wait out the
-            // same retry budget while the queue fills.
-            self.send(payload)?;
+            match self.send(payload, cx) {
+                Ok(()) => cx.delivered(RecordKind::Span, payload.len()),
+                Err(e) => cx.lost(RecordKind::Span, payload.len(), &e),
+            }
         }
-        Ok(())
     }
 }
 
@@ -642,6 +629,10 @@ impl DatadogLogsExporter {
 impl Exporter for DatadogLogsExporter {
     fn name(&self) -> &str {
         "datadog-logs"
+    }
+
+    fn handles(&self, kind: RecordKind) -> bool {
+        kind == RecordKind::Log
     }
 
     fn export(&mut self, batch: &[Record]) -> Result<(), ExportError> {

@@ -5,32 +5,55 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::exporter::{ExportError, ExportErrorKind};
+use crate::exporter::{ExportContext, ExportError, ExportErrorKind};
 
-/// When and how often a failed request is retried: 429, 5xx, timeouts and connection errors,
-/// with exponential backoff and full jitter, honouring `Retry-After` (in seconds).
+/// When and how long a failed request is retried.
+///
+/// Retried: connection errors (refused, reset, cut short), timeouts, 408, 429 and 5xx. The wait
+/// doubles from `initial_backoff` up to `max_backoff`, each wait drawn between half of it and
+/// all of it (jitter, so that many processes do not retry in step); a `Retry-After` in seconds
+/// replaces it. The request is given up when `max_elapsed` has passed since its first attempt
+/// (its records are then counted as `retry_exhausted`), after `max_attempts`, or when the
+/// pipeline shuts down (`unsent_at_shutdown`). While a request is retried, the records behind
+/// it wait in the queue; when the queue is full, new records are dropped and counted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Attempts in all, the first one included. Defaults to 5.
+    /// Attempts in all, the first one included. Defaults to unlimited (`u32::MAX`): the time
+    /// budget decides.
     pub max_attempts: u32,
-    /// The first backoff. Defaults to 100 ms.
+    /// The first wait. Defaults to 1 s.
     pub initial_backoff: Duration,
-    /// The longest backoff. Defaults to 5 s. (`Retry-After` is honoured as given, within
-    /// `max_elapsed`.)
+    /// The longest wait. Defaults to 30 s.
     pub max_backoff: Duration,
-    /// Time budget of one batch, retries included. Defaults to 30 s.
+    /// How long one request is retried, from its first attempt. Defaults to 5 minutes.
     pub max_elapsed: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 5,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-            max_elapsed: Duration::from_secs(30),
+            max_attempts: u32::MAX,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            max_elapsed: Duration::from_secs(300),
         }
     }
+}
+
+/// Whether an answer with this status is worth retrying.
+fn retryable(status: u16) -> bool {
+    matches!(status, 408 | 429) || status >= 500
+}
+
+/// The first bytes of a collector's answer, as text safe to log (control characters escaped).
+fn answer_excerpt(body: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
+    let mut out: String = text.chars().flat_map(char::escape_default).collect();
+    if body.len() > MAX {
+        out.push('…');
+    }
+    out
 }
 
 /// Header names with `<Redacted>` values, for `Debug` output of configurations (header values
@@ -138,57 +161,108 @@ impl Sender {
         x
     }
 
-    /// Sends `request`, retrying as the policy says. 2xx is success; other 4xx fail at once.
-    pub(crate) fn send(&mut self, request: &Request) -> Result<Response, ExportError> {
+    /// Sends `request`, retrying as the policy says. 2xx is success; other answers that are
+    /// not worth retrying fail at once ([`ExportErrorKind::Rejected`], naming the status and
+    /// the start of the answer); a request still failing when the retry time is up fails with
+    /// [`ExportErrorKind::Unavailable`]; one failing while `cx` says the pipeline is stopping,
+    /// with [`ExportErrorKind::Stopped`].
+    pub(crate) fn send(
+        &mut self,
+        request: &Request,
+        cx: &ExportContext<'_>,
+    ) -> Result<Response, ExportError> {
         let started = Instant::now();
         let mut backoff = self.retry.initial_backoff;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let runtime = match self.runtime.take() {
-                Some(runtime) => runtime,
-                None => tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| {
-                        ExportError::new(
-                            ExportErrorKind::Transport,
-                            format!("cannot start the HTTP runtime: {e}"),
-                        )
-                    })?,
+            let (error, retry_after) = match self.attempt(request)? {
+                Ok(response) => return Ok(response),
+                Err(failure) => failure,
             };
-            let outcome = runtime.block_on(attempt_once(&self.client, request));
-            self.runtime = Some(runtime);
-            let (error, retry_after) = match outcome {
-                Ok(response) if (200..300).contains(&response.status) => return Ok(response),
-                Ok(response) => {
-                    let retryable = response.status == 429 || response.status >= 500;
-                    let error = ExportError::new(
-                        ExportErrorKind::Rejected,
-                        format!("{} answered {}", request.url, response.status),
-                    );
-                    if !retryable {
-                        return Err(error);
-                    }
-                    (error, response.retry_after)
-                }
-                Err(error) => (error, None),
-            };
-            let wait = match retry_after {
-                // The server's word wins over the backoff; the time budget still applies.
-                Some(wait) => wait,
-                // Full jitter: a random wait between 0 and the current backoff.
-                None => {
-                    let cap = backoff.as_millis().max(1) as u64;
-                    Duration::from_millis(self.next_jitter() % cap + 1)
-                }
-            };
-            if attempt >= self.retry.max_attempts || started.elapsed() + wait > self.retry.max_elapsed {
-                return Err(error);
+            let wait = retry_after.unwrap_or_else(|| self.jittered(backoff));
+            let out_of_time = started.elapsed() + wait > self.retry.max_elapsed;
+            if attempt >= self.retry.max_attempts || out_of_time {
+                return Err(ExportError::new(
+                    ExportErrorKind::Unavailable,
+                    format!(
+                        "gave up after {attempt} attempts in {:.1} s: {error}",
+                        started.elapsed().as_secs_f64()
+                    ),
+                ));
             }
-            std::thread::sleep(wait);
+            if sleep_unless_stopping(wait, cx) {
+                return Err(ExportError::new(
+                    ExportErrorKind::Stopped,
+                    format!("shutting down after {attempt} attempts: {error}"),
+                ));
+            }
             backoff = (backoff * 2).min(self.retry.max_backoff);
         }
+    }
+
+    /// One attempt: `Ok(Ok(_))` delivered, `Ok(Err((error, retry_after)))` worth retrying,
+    /// `Err` for good.
+    #[allow(clippy::type_complexity)]
+    fn attempt(
+        &mut self,
+        request: &Request,
+    ) -> Result<Result<Response, (ExportError, Option<Duration>)>, ExportError> {
+        let runtime = match self.runtime.take() {
+            Some(runtime) => runtime,
+            None => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| {
+                    ExportError::new(
+                        ExportErrorKind::Transport,
+                        format!("cannot start the HTTP runtime: {e}"),
+                    )
+                })?,
+        };
+        let outcome = runtime.block_on(attempt_once(&self.client, request));
+        self.runtime = Some(runtime);
+        match outcome {
+            Ok(response) if (200..300).contains(&response.status) => Ok(Ok(response)),
+            Ok(response) if retryable(response.status) => Ok(Err((
+                ExportError::new(
+                    ExportErrorKind::Unavailable,
+                    format!("{} answered {}", request.url, response.status),
+                ),
+                response.retry_after,
+            ))),
+            Ok(response) => Err(ExportError::new(
+                ExportErrorKind::Rejected,
+                format!(
+                    "{} answered {}: {}",
+                    request.url,
+                    response.status,
+                    answer_excerpt(&response.body)
+                ),
+            )),
+            Err(error) => Ok(Err((error, None))),
+        }
+    }
+
+    /// A wait between half of `backoff` and all of it.
+    fn jittered(&mut self, backoff: Duration) -> Duration {
+        let half = (backoff.as_millis() as u64 / 2).max(1);
+        Duration::from_millis(half + self.next_jitter() % (half + 1))
+    }
+}
+
+/// Sleeps `wait`, waking early when the pipeline starts shutting down; `true` in that case.
+fn sleep_unless_stopping(wait: Duration, cx: &ExportContext<'_>) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        if cx.stopping() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(20)));
     }
 }
 

@@ -21,10 +21,10 @@ pub mod otlp;
 pub mod pipeline;
 pub mod record;
 
-pub use exporter::{ExportError, ExportErrorKind, Exporter};
+pub use exporter::{ExportContext, ExportError, ExportErrorKind, Exporter, LossReason, Outcomes, RecordKind};
 pub use json_lines::JsonLinesExporter;
 pub use memory::InMemoryExporter;
-pub use pipeline::{Pipeline, PipelineConfig, PipelineStats, TimeoutError};
+pub use pipeline::{ExporterStats, Pipeline, PipelineConfig, PipelineStats, RecordStats, TimeoutError};
 pub use record::{FieldValue, Key, Level, LogRecord, Record, SpanEvent, SpanRecord, Text, UserTags};
 
 /// The executable's file name, the default service name.

@@ -2,21 +2,24 @@
 //! hands records to the exporters.
 //!
 //! The application's threads only ever push into the queue (a short critical section, no I/O);
-//! when the queue is full, new records are dropped and counted. The worker applies the value
-//! masking rule, calls every exporter, and reports drops and export errors as `tracing` warnings
-//! with target `tracing_usr::export`, emitted on its own thread, which the layer ignores (so they
-//! never loop back into the exported telemetry).
+//! when the queue is full, new records are dropped and counted (a trace handed over whole is
+//! kept or dropped whole). The worker applies the value masking rule and calls every exporter;
+//! each exporter says what became of every record ([`Exporter::export_counted`]). Every record
+//! is accounted for, per kind and per exporter ([`PipelineStats`]). A reporter thread turns
+//! losses, and an exporter stuck on its collector, into `tracing` warnings with target
+//! `tracing_usr::export`, on an export thread, which the layer ignores (so they never loop back
+//! into the exported telemetry).
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tracing_usr_core::Masker;
 
-use crate::exporter::{ExportError, ExportErrorKind, Exporter};
+use crate::exporter::{ExportContext, ExportError, ExportErrorKind, Exporter, Outcomes, RecordKind};
 use crate::record::{FieldValue, Record};
 
 thread_local! {
@@ -59,17 +62,67 @@ impl Default for PipelineConfig {
     }
 }
 
-/// Counters of a [`Pipeline`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Counters of a [`Pipeline`], in records.
+///
+/// For each exporter and each kind of record it handles, at any moment:
+/// `offered = queued + dropped_queue_full + dropped_closed + in flight + delivered + lost`
+/// (`lost` being [`Outcomes::lost`]); after [`Pipeline::shutdown`] returned `Ok`, nothing is
+/// queued or in flight, so `offered = delivered + dropped` exactly.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PipelineStats {
     /// Records waiting in the queue.
     pub queued: u64,
     /// Records handed to the exporters.
     pub processed: u64,
-    /// Records dropped because the queue was full or the pipeline was shut down.
+    /// Records dropped before any exporter saw them: the queue was full, or the pipeline
+    /// closed (`spans.dropped_* + logs.dropped_*`).
     pub dropped: u64,
-    /// Failed `export` calls, over all exporters.
+    /// `export` calls that lost at least one record, over all exporters.
     pub export_errors: u64,
+    /// The spans' counters.
+    pub spans: RecordStats,
+    /// The log records' counters.
+    pub logs: RecordStats,
+    /// What each exporter did with the records it handles, in the order they were given.
+    pub exporters: Vec<ExporterStats>,
+}
+
+/// The queue's counters for one kind of record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordStats {
+    /// Handed to the pipeline by the application.
+    pub offered: u64,
+    /// Waiting in the queue.
+    pub queued: u64,
+    /// Dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Dropped because the pipeline was closed (shut down, or its thread could not start).
+    pub dropped_closed: u64,
+}
+
+/// What one exporter did with the records it handles.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExporterStats {
+    /// The exporter's name.
+    pub name: String,
+    /// Its spans: delivered, and lost by reason.
+    pub spans: Outcomes,
+    /// Its log records: delivered, and lost by reason.
+    pub logs: Outcomes,
+    /// Spans it is sending right now.
+    pub in_flight_spans: u64,
+    /// Log records it is sending right now.
+    pub in_flight_logs: u64,
+}
+
+impl ExporterStats {
+    /// Its counters of `kind`: outcomes, and how many are in flight.
+    pub fn of(&self, kind: RecordKind) -> (Outcomes, u64) {
+        match kind {
+            RecordKind::Span => (self.spans, self.in_flight_spans),
+            RecordKind::Log => (self.logs, self.in_flight_logs),
+        }
+    }
 }
 
 /// A flush or shutdown that did not complete within its deadline.
@@ -91,6 +144,30 @@ impl fmt::Display for TimeoutError {
 
 impl std::error::Error for TimeoutError {}
 
+/// Index of a record kind in the per-kind counters.
+fn slot(kind: RecordKind) -> usize {
+    match kind {
+        RecordKind::Span => 0,
+        RecordKind::Log => 1,
+    }
+}
+
+/// Every record's whereabouts, kept under the queue's lock.
+#[derive(Clone, Default)]
+struct Counts {
+    offered: [u64; 2],
+    queued: [u64; 2],
+    queue_full: [u64; 2],
+    closed: [u64; 2],
+    processed: u64,
+    export_errors: u64,
+    /// Per exporter: records it handles that it has not finished yet, and its outcomes.
+    in_flight: Vec<[u64; 2]>,
+    outcomes: Vec<[Outcomes; 2]>,
+    /// Per exporter: its last error not yet reported.
+    last_error: Vec<Option<String>>,
+}
+
 #[derive(Default)]
 struct State {
     queue: Vec<Record>,
@@ -98,16 +175,27 @@ struct State {
     flush_done: u64,
     shutdown: bool,
     stopped: bool,
+    counts: Counts,
+    /// The exporter the worker is in, and since when.
+    exporting: Option<(usize, Instant)>,
+    /// A shutdown gave up waiting: what was queued or in flight is counted as unsent, and the
+    /// worker's later reports are ignored.
+    abandoned: bool,
+    /// What the last report covered.
+    reported: Counts,
 }
 
 struct Shared {
     state: Mutex<State>,
     wake_worker: Condvar,
     done: Condvar,
+    wake_reporter: Condvar,
     config: PipelineConfig,
-    processed: AtomicU64,
-    dropped: AtomicU64,
-    export_errors: AtomicU64,
+    /// Set when the pipeline starts shutting down: exporters stop retrying.
+    stopping: AtomicBool,
+    names: Arc<[String]>,
+    /// Per exporter: whether it handles spans, logs.
+    handles: Vec<[bool; 2]>,
 }
 
 impl Shared {
@@ -122,35 +210,46 @@ impl Shared {
 pub struct Pipeline {
     shared: Arc<Shared>,
     worker: Arc<Mutex<Option<JoinHandle<()>>>>,
-    names: Arc<[String]>,
     span_events: bool,
 }
 
 impl fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
-            .field("exporters", &self.names)
+            .field("exporters", &self.shared.names)
             .field("stats", &self.stats())
             .finish()
     }
 }
 
 impl Pipeline {
-    /// Starts the worker thread for `exporters`, masking values with `masker`.
+    /// Starts the worker thread for `exporters`, masking values with `masker`, and the thread
+    /// that reports losses.
     ///
-    /// If the thread cannot be spawned, the pipeline is closed from the start: every record is
+    /// If the worker cannot be spawned, the pipeline is closed from the start: every record is
     /// dropped and counted, and one warning says why.
     pub fn start(exporters: Vec<Box<dyn Exporter>>, masker: Arc<Masker>, config: PipelineConfig) -> Self {
         let names: Arc<[String]> = exporters.iter().map(|e| e.name().to_owned()).collect();
         let span_events = exporters.iter().any(|e| e.wants_span_events());
+        let handles = exporters
+            .iter()
+            .map(|e| [e.handles(RecordKind::Span), e.handles(RecordKind::Log)])
+            .collect();
+        let mut state = State::default();
+        let n = exporters.len();
+        state.counts.in_flight = vec![[0; 2]; n];
+        state.counts.outcomes = vec![[Outcomes::default(); 2]; n];
+        state.counts.last_error = vec![None; n];
+        state.reported = state.counts.clone();
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             wake_worker: Condvar::new(),
             done: Condvar::new(),
+            wake_reporter: Condvar::new(),
             config,
-            processed: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            export_errors: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            names,
+            handles,
         });
         let worker_shared = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
@@ -160,7 +259,17 @@ impl Pipeline {
                 Worker::new(worker_shared, exporters, masker).run();
             });
         let worker = match spawned {
-            Ok(handle) => Some(handle),
+            Ok(handle) => {
+                let reporter_shared = Arc::clone(&shared);
+                // Without it, losses are still counted and reported at shutdown.
+                let _ = std::thread::Builder::new()
+                    .name("tracing-usr-export-report".into())
+                    .spawn(move || {
+                        mark_export_thread();
+                        run_reporter(&reporter_shared);
+                    });
+                Some(handle)
+            }
             Err(e) => {
                 let mut state = shared.lock();
                 state.shutdown = true;
@@ -173,7 +282,6 @@ impl Pipeline {
         Self {
             shared,
             worker: Arc::new(Mutex::new(worker)),
-            names,
             span_events,
         }
     }
@@ -181,60 +289,55 @@ impl Pipeline {
     /// Queues `batch` for export. Never blocks on I/O; drops (and counts) the batch when the
     /// queue is full or the pipeline is shut down.
     pub fn send(&self, batch: impl IntoIterator<Item = Record>) {
-        self.enqueue(|queue, max, shutdown| {
-            if shutdown {
-                return batch.into_iter().count() as u64;
-            }
-            let mut dropped = 0u64;
-            for record in batch {
-                if queue.len() < max {
-                    queue.push(record);
-                } else {
-                    dropped += 1;
-                }
-            }
-            dropped
-        });
+        self.send_all(batch.into_iter().collect());
     }
 
-    /// [`Pipeline::send`] for a list: moved into the queue in one copy when it fits.
+    /// [`Pipeline::send`] for a list, such as the spans of one trace: queued whole, or dropped
+    /// whole when the queue cannot take all of it.
     pub fn send_all(&self, mut batch: Vec<Record>) {
-        self.enqueue(|queue, max, shutdown| {
-            if shutdown {
-                return batch.len() as u64;
-            }
-            let room = max.saturating_sub(queue.len());
-            let dropped = batch.len().saturating_sub(room);
-            batch.truncate(room);
-            queue.append(&mut batch);
-            dropped as u64
-        });
+        let spans = batch.iter().filter(|r| matches!(r, Record::Span(_))).count() as u64;
+        let kinds = [spans, batch.len() as u64 - spans];
+        self.enqueue(kinds, |queue| queue.append(&mut batch));
     }
 
     /// Queues one record; see [`Pipeline::send`].
     pub fn send_one(&self, record: Record) {
-        self.enqueue(|queue, max, shutdown| {
-            if shutdown || queue.len() >= max {
-                return 1;
-            }
-            queue.push(record);
-            0
-        });
+        let mut kinds = [0; 2];
+        kinds[slot(RecordKind::of(&record))] = 1;
+        self.enqueue(kinds, |queue| queue.push(record));
     }
 
-    /// Runs `push` on the queue under the lock (`push` returns how many records it dropped),
-    /// then counts the drops and wakes the worker when a batch filled.
-    fn enqueue(&self, push: impl FnOnce(&mut Vec<Record>, usize, bool) -> u64) {
+    /// Counts `kinds` as offered, then runs `push` on the queue under the lock if they all fit
+    /// (else counts them as dropped), and wakes the worker when a batch filled.
+    fn enqueue(&self, kinds: [u64; 2], push: impl FnOnce(&mut Vec<Record>)) {
+        let config = &self.shared.config;
+        let n = (kinds[0] + kinds[1]) as usize;
         let mut state = self.shared.lock();
         let before = state.queue.len();
-        let shutdown = state.shutdown;
-        let dropped = push(&mut state.queue, self.shared.config.max_queued_records, shutdown);
-        let wake =
-            before < self.shared.config.batch_size && state.queue.len() >= self.shared.config.batch_size;
-        drop(state);
-        if dropped > 0 {
-            self.shared.dropped.fetch_add(dropped, Ordering::Relaxed);
+        let counts = &mut state.counts;
+        for (offered, k) in counts.offered.iter_mut().zip(kinds) {
+            *offered += k;
         }
+        let full = before + n > config.max_queued_records;
+        let dropped = if state.shutdown {
+            Some(&mut state.counts.closed)
+        } else if full {
+            Some(&mut state.counts.queue_full)
+        } else {
+            None
+        };
+        if let Some(dropped) = dropped {
+            for (d, k) in dropped.iter_mut().zip(kinds) {
+                *d += k;
+            }
+            return;
+        }
+        for (q, k) in state.counts.queued.iter_mut().zip(kinds) {
+            *q += k;
+        }
+        push(&mut state.queue);
+        let wake = before < config.batch_size && state.queue.len() >= config.batch_size;
+        drop(state);
         if wake {
             self.shared.wake_worker.notify_one();
         }
@@ -269,20 +372,26 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Exports what is queued, shuts every exporter down and stops the worker. Records sent
-    /// afterwards are dropped and counted. Calling it again does nothing.
+    /// Exports what is queued (one attempt per request: exporters stop retrying), shuts every
+    /// exporter down and stops the worker. Records sent afterwards are dropped and counted.
+    /// Calling it again does nothing.
     ///
     /// # Errors
-    /// [`TimeoutError`] when the worker did not finish within `timeout` (it is left to finish
-    /// in the background).
+    /// [`TimeoutError`] when the worker did not finish within `timeout`: what was still queued
+    /// or in flight is then counted as unsent at shutdown, and the worker is left to finish in
+    /// the background (its results no longer counted).
     pub fn shutdown(&self, timeout: Duration) -> Result<(), TimeoutError> {
         let deadline = Instant::now() + timeout;
+        self.shared.stopping.store(true, Ordering::Relaxed);
         let mut state = self.shared.lock();
         state.shutdown = true;
         self.shared.wake_worker.notify_one();
         while !state.stopped {
             let now = Instant::now();
             if now >= deadline {
+                abandon(&self.shared, &mut state);
+                drop(state);
+                report(&self.shared);
                 return Err(TimeoutError {
                     what: "shutdown",
                     timeout,
@@ -304,19 +413,15 @@ impl Pipeline {
     /// Asks the worker to export what is queued, shut the exporters down and stop, without
     /// waiting for it. Records sent afterwards are dropped and counted.
     pub fn close(&self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
         self.shared.lock().shutdown = true;
         self.shared.wake_worker.notify_one();
     }
 
     /// The pipeline's counters.
     pub fn stats(&self) -> PipelineStats {
-        let queued = self.shared.lock().queue.len() as u64;
-        PipelineStats {
-            queued,
-            processed: self.shared.processed.load(Ordering::Relaxed),
-            dropped: self.shared.dropped.load(Ordering::Relaxed),
-            export_errors: self.shared.export_errors.load(Ordering::Relaxed),
-        }
+        let state = self.shared.lock();
+        stats_of(&self.shared, &state.counts, state.queue.len() as u64)
     }
 
     /// Whether an exporter wants span events.
@@ -326,7 +431,143 @@ impl Pipeline {
 
     /// The names of the exporters this pipeline feeds.
     pub fn exporter_names(&self) -> &[String] {
-        &self.names
+        &self.shared.names
+    }
+}
+
+/// The public counters of `counts`.
+fn stats_of(shared: &Shared, counts: &Counts, queued: u64) -> PipelineStats {
+    let kind = |i: usize| RecordStats {
+        offered: counts.offered[i],
+        queued: counts.queued[i],
+        dropped_queue_full: counts.queue_full[i],
+        dropped_closed: counts.closed[i],
+    };
+    PipelineStats {
+        queued,
+        processed: counts.processed,
+        dropped: counts.queue_full.iter().chain(&counts.closed).sum(),
+        export_errors: counts.export_errors,
+        spans: kind(0),
+        logs: kind(1),
+        exporters: shared
+            .names
+            .iter()
+            .enumerate()
+            .map(|(e, name)| ExporterStats {
+                name: name.clone(),
+                spans: counts.outcomes[e][0],
+                logs: counts.outcomes[e][1],
+                in_flight_spans: counts.in_flight[e][0],
+                in_flight_logs: counts.in_flight[e][1],
+            })
+            .collect(),
+    }
+}
+
+/// A shutdown that gave up waiting: whatever is queued or in flight will not be counted as
+/// delivered any more, so it is counted now, as unsent at shutdown.
+fn abandon(shared: &Shared, state: &mut State) {
+    if state.abandoned {
+        return;
+    }
+    state.abandoned = true;
+    let queued = std::mem::take(&mut state.counts.queued);
+    state.queue.clear();
+    let counts = &mut state.counts;
+    for (e, handles) in shared.handles.iter().enumerate() {
+        for k in 0..2 {
+            let unsent = std::mem::take(&mut counts.in_flight[e][k]) + if handles[k] { queued[k] } else { 0 };
+            counts.outcomes[e][k].unsent_at_shutdown += unsent;
+        }
+    }
+}
+
+/// Reports, as warnings, what was lost since the last report, and an exporter that has been
+/// waiting on its collector for longer than the report interval.
+fn report(shared: &Shared) {
+    let mut state = shared.lock();
+    let now = state.counts.clone();
+    let before = std::mem::replace(&mut state.reported, now.clone());
+    let stuck = state
+        .exporting
+        .filter(|(_, since)| since.elapsed() >= shared.config.report_interval)
+        .map(|(e, since)| (e, since.elapsed(), now.in_flight[e]));
+    for error in &mut state.counts.last_error {
+        *error = None;
+    }
+    drop(state);
+    let delta = |a: &[u64; 2], b: &[u64; 2]| [a[0] - b[0], a[1] - b[1]];
+    let full = delta(&now.queue_full, &before.queue_full);
+    let closed = delta(&now.closed, &before.closed);
+    if full != [0, 0] || closed != [0, 0] {
+        tracing::warn!(
+            target: "tracing_usr::export",
+            spans = full[0] + closed[0],
+            logs = full[1] + closed[1],
+            queue_full = full[0] + full[1],
+            closed = closed[0] + closed[1],
+            "export queue full or closed: records dropped"
+        );
+    }
+    for (e, name) in shared.names.iter().enumerate() {
+        let lost = |k: usize| {
+            let (a, b) = (&now.outcomes[e][k], &before.outcomes[e][k]);
+            Outcomes {
+                delivered: a.delivered - b.delivered,
+                rejected: a.rejected - b.rejected,
+                retry_exhausted: a.retry_exhausted - b.retry_exhausted,
+                unsent_at_shutdown: a.unsent_at_shutdown - b.unsent_at_shutdown,
+                failed: a.failed - b.failed,
+            }
+        };
+        let (spans, logs) = (lost(0), lost(1));
+        if spans.lost() + logs.lost() > 0 {
+            tracing::warn!(
+                target: "tracing_usr::export",
+                exporter = name.as_str(),
+                spans = spans.lost(),
+                logs = logs.lost(),
+                rejected = spans.rejected + logs.rejected,
+                retry_exhausted = spans.retry_exhausted + logs.retry_exhausted,
+                unsent_at_shutdown = spans.unsent_at_shutdown + logs.unsent_at_shutdown,
+                failed = spans.failed + logs.failed,
+                last_error = now.last_error[e].as_deref().unwrap_or(""),
+                "export failed: records lost"
+            );
+        }
+    }
+    if let Some((e, waiting, in_flight)) = stuck {
+        tracing::warn!(
+            target: "tracing_usr::export",
+            exporter = shared.names[e].as_str(),
+            waiting_secs = waiting.as_secs(),
+            spans = in_flight[0],
+            logs = in_flight[1],
+            "export waiting on its collector"
+        );
+    }
+}
+
+/// The reporter thread: a report every interval until the worker stops.
+fn run_reporter(shared: &Shared) {
+    loop {
+        let state = shared.lock();
+        if state.stopped {
+            return;
+        }
+        let (state, _) = match shared
+            .wake_reporter
+            .wait_timeout(state, shared.config.report_interval)
+        {
+            Ok(woken) => woken,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if state.stopped {
+            return;
+        }
+        drop(state);
+        report(shared);
     }
 }
 
@@ -335,22 +576,15 @@ struct Worker {
     exporters: Vec<Box<dyn Exporter>>,
     masker: Arc<Masker>,
     mask_cache: MaskCache,
-    last_report: Instant,
-    reported_drops: u64,
-    unreported_errors: Vec<(u64, Option<String>)>,
 }
 
 impl Worker {
     fn new(shared: Arc<Shared>, exporters: Vec<Box<dyn Exporter>>, masker: Arc<Masker>) -> Self {
-        let unreported_errors = vec![(0, None); exporters.len()];
         Self {
             shared,
             exporters,
             masker,
             mask_cache: MaskCache::default(),
-            last_report: Instant::now(),
-            reported_drops: 0,
-            unreported_errors,
         }
     }
 
@@ -364,31 +598,36 @@ impl Worker {
                 self.export(batch)
             };
             if flush_target.is_some() || shutdown {
-                for exporter in &mut self.exporters {
-                    let result = if shutdown {
-                        exporter.shutdown()
-                    } else {
-                        exporter.flush()
-                    };
-                    if let Err(e) = result {
-                        tracing::warn!(target: "tracing_usr::export", exporter = exporter.name(), error = %e, "flush failed");
-                    }
-                }
+                self.flush_exporters(shutdown);
             }
-            self.report(shutdown);
             let mut state = self.shared.lock();
             if let Some(target) = flush_target {
                 state.flush_done = state.flush_done.max(target);
             }
             if shutdown {
-                state.stopped = true;
                 drop(state);
+                report(&self.shared);
+                self.shared.lock().stopped = true;
                 self.shared.done.notify_all();
+                self.shared.wake_reporter.notify_all();
                 return;
             }
             drop(state);
             if flush_target.is_some() {
                 self.shared.done.notify_all();
+            }
+        }
+    }
+
+    fn flush_exporters(&mut self, shutdown: bool) {
+        for exporter in &mut self.exporters {
+            let result = if shutdown {
+                exporter.shutdown()
+            } else {
+                exporter.flush()
+            };
+            if let Err(e) = result {
+                tracing::warn!(target: "tracing_usr::export", exporter = exporter.name(), error = %e, "flush failed");
             }
         }
     }
@@ -415,6 +654,16 @@ impl Worker {
         // Swap in the previous batch's (emptied) buffer, so neither side regrows from zero.
         let mut batch = spare;
         std::mem::swap(&mut batch, &mut state.queue);
+        // What was queued is now in flight at every exporter that handles it.
+        let taken = std::mem::take(&mut state.counts.queued);
+        state.counts.processed += batch.len() as u64;
+        for (e, handles) in self.shared.handles.iter().enumerate() {
+            for k in 0..2 {
+                if handles[k] {
+                    state.counts.in_flight[e][k] += taken[k];
+                }
+            }
+        }
         (batch, flush, state.shutdown)
     }
 
@@ -423,52 +672,49 @@ impl Worker {
         for record in &mut batch {
             mask_record(&self.masker, &mut self.mask_cache, record);
         }
-        self.shared
-            .processed
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for (i, exporter) in self.exporters.iter_mut().enumerate() {
+        let (spans, logs) = crate::exporter::count_by_kind(&batch);
+        let taken = [spans as u64, logs as u64];
+        for e in 0..self.exporters.len() {
+            self.shared.lock().exporting = Some((e, Instant::now()));
+            let mut cx = ExportContext::new(&self.shared.stopping);
+            let exporter = &mut self.exporters[e];
             // A panicking exporter must not take the export thread (and every other exporter)
-            // down with it: the panic counts as a failed export.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exporter.export(&batch)))
-                .unwrap_or_else(|_| Err(ExportError::new(ExportErrorKind::Encode, "the exporter panicked")));
-            if let Err(e) = result {
-                self.shared.export_errors.fetch_add(1, Ordering::Relaxed);
-                let slot = &mut self.unreported_errors[i];
-                slot.0 += 1;
-                slot.1 = Some(e.to_string());
+            // down with it: what it had not reported is lost to the panic.
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                exporter.export_counted(&batch, &mut cx)
+            }))
+            .is_err();
+            if panicked {
+                cx.last_error = Some(ExportError::new(ExportErrorKind::Encode, "the exporter panicked"));
             }
+            self.settle(e, taken, &cx);
         }
+        self.shared.lock().exporting = None;
         batch.clear();
         batch
     }
 
-    fn report(&mut self, force: bool) {
-        if !force && self.last_report.elapsed() < self.shared.config.report_interval {
+    /// Moves exporter `e`'s share of a batch from in flight to its outcomes. Records it
+    /// handles but did not report (a panic, an exporter that under-reports) count as failed.
+    fn settle(&self, e: usize, taken: [u64; 2], cx: &ExportContext<'_>) {
+        let mut state = self.shared.lock();
+        state.exporting = None;
+        if state.abandoned {
             return;
         }
-        self.last_report = Instant::now();
-        let dropped = self.shared.dropped.load(Ordering::Relaxed);
-        if dropped > self.reported_drops {
-            tracing::warn!(
-                target: "tracing_usr::export",
-                dropped = dropped - self.reported_drops,
-                dropped_total = dropped,
-                "export queue full or closed: records dropped"
-            );
-            self.reported_drops = dropped;
-        }
-        for (i, exporter) in self.exporters.iter().enumerate() {
-            let slot = &mut self.unreported_errors[i];
-            if slot.0 > 0 {
-                tracing::warn!(
-                    target: "tracing_usr::export",
-                    exporter = exporter.name(),
-                    failures = slot.0,
-                    last_error = slot.1.as_deref().unwrap_or(""),
-                    "export failed"
-                );
-                *slot = (0, None);
+        let counts = &mut state.counts;
+        for (k, kind) in [RecordKind::Span, RecordKind::Log].into_iter().enumerate() {
+            if !self.shared.handles[e][k] {
+                continue;
             }
+            let mut outcomes = cx.outcomes_of(kind);
+            outcomes.failed += taken[k].saturating_sub(outcomes.total());
+            counts.in_flight[e][k] = counts.in_flight[e][k].saturating_sub(taken[k]);
+            counts.outcomes[e][k].add(&outcomes);
+        }
+        if let Some(error) = &cx.last_error {
+            counts.export_errors += 1;
+            counts.last_error[e] = Some(error.to_string());
         }
     }
 }

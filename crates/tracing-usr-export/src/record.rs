@@ -225,6 +225,41 @@ impl Record {
     }
 }
 
+/// `items` cut into slices of at most `max`, never between two items of one group (a trace):
+/// a cut that would fall inside a group moves back to where the group starts, unless the
+/// group fills the slice alone, which then holds the whole group. Items without a group can
+/// be cut anywhere.
+pub fn cut_between_groups<T>(
+    items: &[T],
+    max: usize,
+    group: impl Fn(&T) -> Option<u128>,
+) -> impl Iterator<Item = &[T]> {
+    let max = max.max(1);
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = max.min(rest.len());
+        if let Some(cut) = rest.get(end).and_then(&group) {
+            let start = rest[..end]
+                .iter()
+                .rposition(|item| group(item) != Some(cut))
+                .map_or(0, |i| i + 1);
+            if start > 0 {
+                end = start;
+            } else {
+                while end < rest.len() && group(&rest[end]) == Some(cut) {
+                    end += 1;
+                }
+            }
+        }
+        let (slice, after) = rest.split_at(end);
+        rest = after;
+        Some(slice)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

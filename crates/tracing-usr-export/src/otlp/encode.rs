@@ -11,6 +11,7 @@ use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Spa
 use super::reuse::{kv, set_bytes, set_str, set_string_value, string, Lists, Parts, Refill, Spare};
 use super::semconv::{user_attributes, write_trace_state};
 use super::OtlpConfig;
+use crate::exporter::RecordKind;
 use crate::record::{Level, LogRecord, Record, SpanRecord};
 
 pub(super) fn resource(config: &OtlpConfig) -> Resource {
@@ -248,11 +249,20 @@ pub(super) trait Signal: prost::Message + serde::Serialize + Sized {
     fn wrap(messages: Vec<Self::Message>, resource: &Resource) -> Self;
     /// The messages of an encoded request.
     fn unwrap(self) -> Option<Vec<Self::Message>>;
+    /// What the signal's records are.
+    const KIND: RecordKind;
+    /// The group a record must not be separated from across requests (its trace, for spans).
+    fn group(record: &Self::Record) -> Option<u128>;
 }
 
 impl Signal for ExportTraceServiceRequest {
     type Record = SpanRecord;
     type Message = Span;
+    const KIND: RecordKind = RecordKind::Span;
+
+    fn group(record: &SpanRecord) -> Option<u128> {
+        Some(record.trace_id)
+    }
 
     fn lists(spare: &mut Spare) -> (&mut Lists<Span>, &mut Parts) {
         (&mut spare.spans, &mut spare.parts)
@@ -285,6 +295,11 @@ impl Signal for ExportTraceServiceRequest {
 impl Signal for ExportLogsServiceRequest {
     type Record = LogRecord;
     type Message = OtlpLog;
+    const KIND: RecordKind = RecordKind::Log;
+
+    fn group(_: &LogRecord) -> Option<u128> {
+        None
+    }
 
     fn lists(spare: &mut Spare) -> (&mut Lists<OtlpLog>, &mut Parts) {
         (&mut spare.logs, &mut spare.parts)

@@ -13,6 +13,7 @@ mod semconv;
 
 use std::fmt;
 use std::io::Write;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -21,9 +22,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 pub use encode::{logs_request, otlp_log, otlp_span, traces_request};
 
-use crate::exporter::{ExportError, ExportErrorKind, Exporter};
+use crate::exporter::{ExportContext, ExportError, ExportErrorKind, Exporter, RecordKind};
 use crate::http::{Request, RetryPolicy, Sender};
-use crate::record::Record;
+use crate::record::{cut_between_groups, Record};
 use encode::{build, recycle, resource, Signal};
 use reuse::Spare;
 
@@ -126,7 +127,7 @@ impl OtlpExporter {
         })
     }
 
-    fn post(&mut self, url: &str, body: Vec<u8>) -> Result<(), ExportError> {
+    fn post(&mut self, url: &str, body: Vec<u8>, cx: &ExportContext<'_>) -> Result<(), ExportError> {
         let mut headers: Vec<(String, String)> = vec![(
             "Content-Type".into(),
             match self.config.protocol {
@@ -150,31 +151,30 @@ impl OtlpExporter {
             headers,
             body: body.into(),
         };
-        self.sender.send(&request).map(|_| ())
+        self.sender.send(&request, cx).map(|_| ())
     }
 
-    /// `records` in requests of at most [`MAX_RECORDS_PER_REQUEST`], each written over the parts
-    /// taken back from the previous one.
+    /// `records` in requests of at most [`MAX_RECORDS_PER_REQUEST`] that do not cut a trace
+    /// (a larger trace goes alone, whole), each written over the parts taken back from the previous one.
+    /// A request that fails loses its own records only: the next ones are still sent.
     fn send_in_requests<'a, S: Signal>(
         &mut self,
         url: &str,
         records: impl Iterator<Item = &'a S::Record>,
-    ) -> Result<(), ExportError>
-    where
+        cx: &mut ExportContext<'_>,
+    ) where
         S::Record: 'a,
     {
-        let mut records = records.peekable();
-        while records.peek().is_some() {
-            let request: S = build(
-                records.by_ref().take(MAX_RECORDS_PER_REQUEST),
-                &self.resource,
-                &mut self.spare,
-            );
+        let records: Vec<&S::Record> = records.collect();
+        for chunk in cut_between_groups(&records, MAX_RECORDS_PER_REQUEST, |r| S::group(r)) {
+            let request: S = build(chunk.iter().copied(), &self.resource, &mut self.spare);
             let body = self.encode(&request);
             recycle(request, &mut self.spare);
-            self.post(url, body?)?;
+            match body.and_then(|body| self.post(url, body, cx)) {
+                Ok(()) => cx.delivered(S::KIND, chunk.len()),
+                Err(e) => cx.lost(S::KIND, chunk.len(), &e),
+            }
         }
-        Ok(())
     }
 
     fn encode<M: prost::Message + serde::Serialize>(&self, message: &M) -> Result<Vec<u8>, ExportError> {
@@ -195,24 +195,37 @@ impl Exporter for OtlpExporter {
         true
     }
 
+    fn handles(&self, kind: RecordKind) -> bool {
+        match kind {
+            RecordKind::Span => self.config.traces_endpoint.is_some(),
+            RecordKind::Log => self.config.logs_endpoint.is_some(),
+        }
+    }
+
     fn export(&mut self, batch: &[Record]) -> Result<(), ExportError> {
+        let stopping = AtomicBool::new(false);
+        let mut cx = ExportContext::new(&stopping);
+        self.export_counted(batch, &mut cx);
+        cx.into_result()
+    }
+
+    fn export_counted(&mut self, batch: &[Record], cx: &mut ExportContext<'_>) {
         // Traces and logs may go to different collectors: each signal is sent whatever befell
-        // the other. Within a signal, a request that fails after its retries ends the batch (the
-        // error counts it): each further request would wait out the same retry budget while the
-        // queue fills.
-        let traces = match self.config.traces_endpoint.clone() {
-            Some(url) => self.send_in_requests::<ExportTraceServiceRequest>(
+        // the other.
+        if let Some(url) = self.config.traces_endpoint.clone() {
+            self.send_in_requests::<ExportTraceServiceRequest>(
                 &url,
                 batch.iter().filter_map(Record::as_span),
-            ),
-            None => Ok(()),
-        };
-        let logs = match self.config.logs_endpoint.clone() {
-            Some(url) => self
-                .send_in_requests::<ExportLogsServiceRequest>(&url, batch.iter().filter_map(Record::as_log)),
-            None => Ok(()),
-        };
-        traces.and(logs)
+                cx,
+            );
+        }
+        if let Some(url) = self.config.logs_endpoint.clone() {
+            self.send_in_requests::<ExportLogsServiceRequest>(
+                &url,
+                batch.iter().filter_map(Record::as_log),
+                cx,
+            );
+        }
     }
 }
 
