@@ -4,7 +4,7 @@
 //! without carrying anything over; at most `MAX_SPANS_PER_PAYLOAD` spans per Datadog payload,
 //! cut between traces. A refused request loses its own records only.
 use std::collections::HashSet;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -19,7 +19,7 @@ use tracing_usr::export::{
     SpanRecord, Text,
 };
 
-use crate::support::http_head::read_head;
+use crate::support::http_head::read_request;
 
 /// The (path, body) of each request received.
 type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
@@ -37,18 +37,9 @@ fn sink(status: u16) -> (u16, Received) {
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 loop {
-                    let mut request_line = String::new();
-                    if std::io::BufRead::read_line(&mut reader, &mut request_line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let path = request_line.split(' ').nth(1).unwrap_or_default().to_owned();
-                    let Some(length) = read_head(&mut reader) else {
+                    let Some((path, body)) = read_request(&mut reader) else {
                         return;
                     };
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
                     kept.lock().unwrap().push((path, body));
                     let _ = write!(stream, "HTTP/1.1 {status} Status\r\nContent-Length: 0\r\n\r\n");
                 }

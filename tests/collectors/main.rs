@@ -14,3 +14,4 @@ mod exporters_run_inside_or_outside_tokio;
 mod faulty_collectors_never_stall_the_application;
 mod large_batches_go_out_in_bounded_requests;
 mod otlp_collector_receives_traces_and_logs;
+mod outages_lose_nothing_the_queue_can_hold;

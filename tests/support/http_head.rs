@@ -1,4 +1,5 @@
 //! Reading HTTP/1.1 request heads, for the small servers of the tests and benches.
+#![allow(dead_code)] // each server that includes it uses a part of it
 
 use std::io::BufRead;
 
@@ -22,4 +23,18 @@ pub fn read_head(reader: &mut impl BufRead) -> Option<usize> {
             }
         }
     }
+}
+
+/// Reads one whole request: its path and its body (by `Content-Length`), or `None` when the
+/// connection ended or failed first.
+pub fn read_request(reader: &mut impl BufRead) -> Option<(String, Vec<u8>)> {
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let path = request_line.split(' ').nth(1).unwrap_or_default().to_owned();
+    let length = read_head(reader)?;
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some((path, body))
 }

@@ -47,7 +47,8 @@ pub struct PipelineConfig {
     pub batch_size: usize,
     /// …or after this delay. Defaults to 100 ms.
     pub batch_delay: Duration,
-    /// How often, at most, drops and export errors are reported. Defaults to 10 s.
+    /// How often, at most, lost records (and an exporter stuck on its collector) are reported.
+    /// Defaults to 10 s.
     pub report_interval: Duration,
 }
 

@@ -352,6 +352,14 @@ impl Builder {
         self
     }
 
+    /// How often, at most, the export warnings (target `tracing_usr::export`) report the
+    /// records lost since the last one, and an exporter still waiting on its collector.
+    /// Defaults to 10 s.
+    pub fn with_export_report_interval(mut self, interval: Duration) -> Self {
+        self.pipeline.report_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
     /// How long [`shutdown`](crate::shutdown) and dropping the layer wait for the queue to
     /// drain. Defaults to 5 s.
     pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {

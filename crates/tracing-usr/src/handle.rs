@@ -94,7 +94,9 @@ impl Handle {
         }
     }
 
-    /// The export counters (all zero when nothing is exported).
+    /// The export counters, in records (all zero when nothing is exported): per kind, what
+    /// was offered, is queued or was dropped before export, and per exporter what is in flight,
+    /// delivered, or lost by reason. See [`PipelineStats`] for how they add up.
     pub fn stats(&self) -> PipelineStats {
         self.shared
             .pipeline
