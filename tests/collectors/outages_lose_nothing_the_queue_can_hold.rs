@@ -17,6 +17,7 @@ use prost::Message as _;
 use tracing_subscriber::prelude::*;
 use tracing_usr::export::http::RetryPolicy;
 use tracing_usr::export::otlp::OtlpConfig;
+use tracing_usr::export::spool::SpoolConfig;
 use tracing_usr::export::{ExporterStats, PipelineStats};
 
 use crate::support::http_head::read_request;
@@ -239,8 +240,12 @@ struct App {
 }
 
 fn app(config: OtlpConfig, max_queued: usize, shutdown: Duration) -> App {
+    app_with(builder_with_env(&[]), config, max_queued, shutdown)
+}
+
+fn app_with(builder: tracing_usr::Builder, config: OtlpConfig, max_queued: usize, shutdown: Duration) -> App {
     export_warnings();
-    let layer = builder_with_env(&[])
+    let layer = builder
         .with_otlp(config)
         .with_max_queued_records(max_queued)
         .with_batch_delay(Duration::from_millis(10))
@@ -297,8 +302,12 @@ fn balanced(stats: &PipelineStats) -> &ExporterStats {
         let done = if kind == "spans" { otlp.spans } else { otlp.logs };
         assert_eq!(outcomes.queued + in_flight, 0, "{kind}: {stats:#?}");
         assert_eq!(
-            outcomes.offered,
-            done.total() + outcomes.dropped_queue_full + outcomes.dropped_closed,
+            outcomes.offered + outcomes.restored,
+            done.total()
+                + outcomes.dropped_queue_full
+                + outcomes.dropped_closed
+                + outcomes.dropped_spool_full
+                + outcomes.spooled,
             "{kind}: every record is accounted for: {stats:#?}"
         );
     }
@@ -496,4 +505,131 @@ fn a_refusal_is_counted_as_rejected_and_named_in_a_warning() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn spool_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tracing-usr-test-spool-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn spooled_app(collector: &Collector, dir: &std::path::Path, max_queued: usize) -> App {
+    app_with(
+        builder_with_env(&[]).with_spool(SpoolConfig::new(dir)),
+        collector.otlp(quick_retries(Duration::from_secs(30)), Duration::from_secs(2)),
+        max_queued,
+        Duration::from_secs(5),
+    )
+}
+
+impl App {
+    /// Waits (at most 20 s) until the OTLP exporter delivered `spans` and `logs`.
+    fn delivered(&self, spans: u64, logs: u64) -> PipelineStats {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let stats = self.handle.stats();
+            let otlp = &stats.exporters[0];
+            if (otlp.spans.delivered, otlp.logs.delivered) == (spans, logs) {
+                return self.settled();
+            }
+            assert!(Instant::now() < deadline, "not delivered: {stats:#?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn a_restart_during_an_outage_with_the_spool_on_loses_nothing() {
+    let dir = spool_dir("restart");
+    let collector = Collector::start(Mode::Down);
+    let first = spooled_app(&collector, &dir, 10_000);
+    first.requests(0, 100);
+    std::thread::sleep(Duration::from_millis(200));
+    first.handle.shutdown().expect("shutdown within its deadline");
+    let stats = first.handle.stats();
+    balanced(&stats);
+    assert_eq!(
+        (stats.spans.spooled, stats.logs.spooled),
+        (200, 100),
+        "{stats:#?}"
+    );
+
+    collector.set(Mode::Healthy);
+    let second = spooled_app(&collector, &dir, 10_000);
+    second.requests(100, 50);
+    let stats = second.delivered(300, 150);
+    balanced(&stats);
+    assert_eq!(
+        (stats.spans.restored, stats.logs.restored),
+        (200, 100),
+        "{stats:#?}"
+    );
+    assert_eq!(
+        collector.received(),
+        (300, 150, 0),
+        "both runs' records, once each"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "the spool is empty again"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_spool_file_cut_mid_record_restores_the_rest_and_counts_the_torn_record() {
+    let dir = spool_dir("torn");
+    let collector = Collector::start(Mode::Down);
+    let first = spooled_app(&collector, &dir, 10_000);
+    first.requests(0, 100);
+    std::thread::sleep(Duration::from_millis(200));
+    first.handle.shutdown().expect("shutdown within its deadline");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let last = files.last().expect("a spool file");
+    let bytes = std::fs::read(last).unwrap();
+    std::fs::write(last, &bytes[..bytes.len() - 7]).unwrap();
+
+    collector.set(Mode::Healthy);
+    let second = spooled_app(&collector, &dir, 10_000);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while second.handle.stats().spans.restored + second.handle.stats().logs.restored < 299 {
+        assert!(Instant::now() < deadline, "{:#?}", second.handle.stats());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    second.handle.flush().unwrap();
+    let stats = second.settled();
+    balanced(&stats);
+    assert_eq!(stats.spool_torn, 1, "{stats:#?}");
+    assert_eq!(
+        stats.spans.restored + stats.logs.restored,
+        299,
+        "all but the torn record"
+    );
+    let (spans, logs, twice) = collector.received();
+    assert_eq!((spans + logs, twice), (299, 0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_long_outage_overflows_to_the_spool_instead_of_dropping() {
+    let dir = spool_dir("overflow");
+    let collector = Collector::start(Mode::Answer(503, ""));
+    let app = spooled_app(&collector, &dir, 60);
+    // 900 records through a queue of 60, at a pace the spill (every 20 ms) keeps up with.
+    for chunk in 0..30 {
+        app.requests(chunk * 10, 10);
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    collector.set(Mode::Healthy);
+    let stats = app.delivered(600, 300);
+    balanced(&stats);
+    assert!(stats.spans.spooled > 0, "{stats:#?}");
+    assert_eq!(stats.dropped, 0, "nothing dropped: {stats:#?}");
+    assert_eq!(collector.received(), (600, 300, 0));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -20,6 +20,7 @@ pub mod memory;
 pub mod otlp;
 pub mod pipeline;
 pub mod record;
+pub mod spool;
 
 pub use exporter::{ExportContext, ExportError, ExportErrorKind, Exporter, LossReason, Outcomes, RecordKind};
 pub use json_lines::JsonLinesExporter;

@@ -21,6 +21,7 @@ use tracing_usr_core::Masker;
 
 use crate::exporter::{ExportContext, ExportError, ExportErrorKind, Exporter, Outcomes, RecordKind};
 use crate::record::{FieldValue, Record};
+use crate::spool::{Spool, SpoolConfig};
 
 thread_local! {
     static EXPORT_THREAD: Cell<bool> = const { Cell::new(false) };
@@ -50,6 +51,9 @@ pub struct PipelineConfig {
     /// How often, at most, lost records (and an exporter stuck on its collector) are reported.
     /// Defaults to 10 s.
     pub report_interval: Duration,
+    /// Where records the collector cannot take wait on disk (off by default: with `None`
+    /// nothing touches the disk). See [`crate::spool`].
+    pub spool: Option<SpoolConfig>,
 }
 
 impl Default for PipelineConfig {
@@ -59,6 +63,7 @@ impl Default for PipelineConfig {
             batch_size: 512,
             batch_delay: Duration::from_millis(100),
             report_interval: Duration::from_secs(10),
+            spool: None,
         }
     }
 }
@@ -66,9 +71,10 @@ impl Default for PipelineConfig {
 /// Counters of a [`Pipeline`], in records.
 ///
 /// For each exporter and each kind of record it handles, at any moment:
-/// `offered = queued + dropped_queue_full + dropped_closed + in flight + delivered + lost`
-/// (`lost` being [`Outcomes::lost`]); after [`Pipeline::shutdown`] returned `Ok`, nothing is
-/// queued or in flight, so `offered = delivered + dropped` exactly.
+/// `offered + restored = queued + dropped_queue_full + dropped_closed + dropped_spool_full +
+/// spooled + in flight + delivered + lost` (`lost` being [`Outcomes::lost`]); after
+/// [`Pipeline::shutdown`] returned `Ok`, nothing is queued or in flight. Without a spool,
+/// `spooled` and `restored` are 0.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PipelineStats {
     /// Records waiting in the queue.
@@ -86,6 +92,8 @@ pub struct PipelineStats {
     pub logs: RecordStats,
     /// What each exporter did with the records it handles, in the order they were given.
     pub exporters: Vec<ExporterStats>,
+    /// Spool frames found cut short or corrupt (a crash mid-write), skipped.
+    pub spool_torn: u64,
 }
 
 /// The queue's counters for one kind of record.
@@ -99,6 +107,13 @@ pub struct RecordStats {
     pub dropped_queue_full: u64,
     /// Dropped because the pipeline was closed (shut down, or its thread could not start).
     pub dropped_closed: u64,
+    /// Written to the spool: they would have been dropped for a full queue, or lost to an
+    /// unavailable collector or a shutdown.
+    pub spooled: u64,
+    /// Read back from the spool (written by this run or an earlier one) and queued again.
+    pub restored: u64,
+    /// Dropped because the spool was full (or could not be written).
+    pub dropped_spool_full: u64,
 }
 
 /// What one exporter did with the records it handles.
@@ -160,6 +175,10 @@ struct Counts {
     queued: [u64; 2],
     queue_full: [u64; 2],
     closed: [u64; 2],
+    spooled: [u64; 2],
+    restored: [u64; 2],
+    spool_full: [u64; 2],
+    torn: u64,
     processed: u64,
     export_errors: u64,
     /// Per exporter: records it handles that it has not finished yet, and its outcomes.
@@ -184,6 +203,9 @@ struct State {
     abandoned: bool,
     /// What the last report covered.
     reported: Counts,
+    /// Whether the last export delivered without the collector being unavailable (spooled
+    /// records are sent again only then).
+    last_ok: bool,
 }
 
 struct Shared {
@@ -197,6 +219,10 @@ struct Shared {
     names: Arc<[String]>,
     /// Per exporter: whether it handles spans, logs.
     handles: Vec<[bool; 2]>,
+    /// The spool, once the worker opened it.
+    spool: Mutex<Option<Spool>>,
+    /// For records spilled to the spool by the reporter thread.
+    masker: Arc<Masker>,
 }
 
 impl Shared {
@@ -242,6 +268,7 @@ impl Pipeline {
         state.counts.outcomes = vec![[Outcomes::default(); 2]; n];
         state.counts.last_error = vec![None; n];
         state.reported = state.counts.clone();
+        state.last_ok = true;
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             wake_worker: Condvar::new(),
@@ -251,6 +278,8 @@ impl Pipeline {
             stopping: AtomicBool::new(false),
             names,
             handles,
+            spool: Mutex::new(None),
+            masker: Arc::clone(&masker),
         });
         let worker_shared = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
@@ -443,6 +472,9 @@ fn stats_of(shared: &Shared, counts: &Counts, queued: u64) -> PipelineStats {
         queued: counts.queued[i],
         dropped_queue_full: counts.queue_full[i],
         dropped_closed: counts.closed[i],
+        spooled: counts.spooled[i],
+        restored: counts.restored[i],
+        dropped_spool_full: counts.spool_full[i],
     };
     PipelineStats {
         queued,
@@ -463,6 +495,7 @@ fn stats_of(shared: &Shared, counts: &Counts, queued: u64) -> PipelineStats {
                 in_flight_logs: counts.in_flight[e][1],
             })
             .collect(),
+        spool_torn: counts.torn,
     }
 }
 
@@ -501,14 +534,23 @@ fn report(shared: &Shared) {
     let delta = |a: &[u64; 2], b: &[u64; 2]| [a[0] - b[0], a[1] - b[1]];
     let full = delta(&now.queue_full, &before.queue_full);
     let closed = delta(&now.closed, &before.closed);
-    if full != [0, 0] || closed != [0, 0] {
+    let spool_full = delta(&now.spool_full, &before.spool_full);
+    if full != [0, 0] || closed != [0, 0] || spool_full != [0, 0] {
         tracing::warn!(
             target: "tracing_usr::export",
-            spans = full[0] + closed[0],
-            logs = full[1] + closed[1],
+            spans = full[0] + closed[0] + spool_full[0],
+            logs = full[1] + closed[1] + spool_full[1],
             queue_full = full[0] + full[1],
             closed = closed[0] + closed[1],
+            spool_full = spool_full[0] + spool_full[1],
             "export queue full or closed: records dropped"
+        );
+    }
+    if now.torn > before.torn {
+        tracing::warn!(
+            target: "tracing_usr::export",
+            torn = now.torn - before.torn,
+            "spool frames cut short or corrupt were skipped"
         );
     }
     for (e, name) in shared.names.iter().enumerate() {
@@ -550,17 +592,27 @@ fn report(shared: &Shared) {
     }
 }
 
-/// The reporter thread: a report every interval until the worker stops.
+/// How long an export must have been waiting before the reporter thread spills the queue to
+/// the spool.
+const SPILL_AFTER: Duration = Duration::from_millis(100);
+
+/// The reporter thread: a report every interval until the worker stops; with a spool, it also
+/// spills the queue to disk while the worker waits on a collector and the queue fills.
 fn run_reporter(shared: &Shared) {
+    let spool = shared.config.spool.is_some();
+    let tick = if spool {
+        shared.config.report_interval.min(Duration::from_millis(20))
+    } else {
+        shared.config.report_interval
+    };
+    let mut cache = MaskCache::default();
+    let mut last_report = Instant::now();
     loop {
         let state = shared.lock();
         if state.stopped {
             return;
         }
-        let (state, _) = match shared
-            .wake_reporter
-            .wait_timeout(state, shared.config.report_interval)
-        {
+        let (state, _) = match shared.wake_reporter.wait_timeout(state, tick) {
             Ok(woken) => woken,
             Err(poisoned) => poisoned.into_inner(),
         };
@@ -568,8 +620,63 @@ fn run_reporter(shared: &Shared) {
             return;
         }
         drop(state);
-        report(shared);
+        if spool {
+            spill_queue_if_stuck(shared, &mut cache);
+        }
+        if last_report.elapsed() >= shared.config.report_interval {
+            last_report = Instant::now();
+            report(shared);
+        }
     }
+}
+
+/// Moves the queue to the spool when it is half full while the worker waits on a collector
+/// (or the collector failed last time): those records would be dropped next.
+fn spill_queue_if_stuck(shared: &Shared, cache: &mut MaskCache) {
+    let mut state = shared.lock();
+    let waiting = state
+        .exporting
+        .is_some_and(|(_, since)| since.elapsed() >= SPILL_AFTER);
+    let half_full = state.queue.len() >= shared.config.max_queued_records.div_ceil(2);
+    let collector_trouble = waiting || !state.last_ok;
+    if state.shutdown || state.abandoned || !half_full || !collector_trouble {
+        return;
+    }
+    let mut records = std::mem::take(&mut state.queue);
+    let queued = std::mem::take(&mut state.counts.queued);
+    // Counted as spooled at once (so the counts always add up), corrected if they do not fit.
+    for (spooled, n) in state.counts.spooled.iter_mut().zip(queued) {
+        *spooled += n;
+    }
+    drop(state);
+    for record in &mut records {
+        mask_record(&shared.masker, cache, record);
+    }
+    write_to_spool(shared, &records);
+}
+
+/// Writes `records` (masked, already counted as spooled) to the spool; what does not fit (or
+/// cannot be written) is counted as dropped for a full spool instead.
+fn write_to_spool(shared: &Shared, records: &[Record]) {
+    let written = match shared.spool.lock() {
+        Ok(mut spool) => spool
+            .as_mut()
+            .map_or(0, |spool| spool.write(records).unwrap_or(0)),
+        Err(_) => 0,
+    };
+    let (spans, logs) = crate::exporter::count_by_kind(&records[written..]);
+    let mut state = shared.lock();
+    for (k, n) in [spans as u64, logs as u64].into_iter().enumerate() {
+        state.counts.spooled[k] -= n;
+        state.counts.spool_full[k] += n;
+    }
+}
+
+/// What one exporter reported about one batch.
+struct ExportReport {
+    spans: Outcomes,
+    logs: Outcomes,
+    error: Option<ExportError>,
 }
 
 struct Worker {
@@ -590,13 +697,15 @@ impl Worker {
     }
 
     fn run(mut self) {
+        self.open_spool();
         let mut spare = Vec::new();
         loop {
+            self.restore();
             let (batch, flush_target, shutdown) = self.next_batch(spare);
             spare = if batch.is_empty() {
                 batch
             } else {
-                self.export(batch)
+                self.export(batch, shutdown)
             };
             if flush_target.is_some() || shutdown {
                 self.flush_exporters(shutdown);
@@ -618,6 +727,58 @@ impl Worker {
                 self.shared.done.notify_all();
             }
         }
+    }
+
+    fn open_spool(&self) {
+        let Some(config) = self.shared.config.spool.clone() else {
+            return;
+        };
+        let dir = config.dir.clone();
+        match Spool::open(config) {
+            Ok(spool) => {
+                if let Ok(mut slot) = self.shared.spool.lock() {
+                    *slot = Some(spool);
+                }
+            }
+            Err(e) => tracing::warn!(
+                target: "tracing_usr::export",
+                dir = %dir.display(),
+                error = %e,
+                "cannot open the spool directory; nothing will be spooled"
+            ),
+        }
+    }
+
+    /// Puts spooled records back at the head of the queue, as many as it has room for, while
+    /// the collectors deliver.
+    fn restore(&self) {
+        if self.shared.config.spool.is_none() || !self.shared.lock().last_ok {
+            return;
+        }
+        let room = {
+            let state = self.shared.lock();
+            self.shared
+                .config
+                .max_queued_records
+                .saturating_sub(state.queue.len())
+        };
+        let restored = match self.shared.spool.lock() {
+            Ok(mut spool) => match spool.as_mut() {
+                Some(spool) if !spool.is_empty() && room > 0 => spool.restore(room),
+                _ => return,
+            },
+            Err(_) => return,
+        };
+        let (spans, logs) = crate::exporter::count_by_kind(&restored.records);
+        let mut state = self.shared.lock();
+        let mut queue = restored.records;
+        queue.append(&mut state.queue);
+        state.queue = queue;
+        for (k, n) in [spans as u64, logs as u64].into_iter().enumerate() {
+            state.counts.restored[k] += n;
+            state.counts.queued[k] += n;
+        }
+        state.counts.torn += restored.torn;
     }
 
     fn flush_exporters(&mut self, shutdown: bool) {
@@ -668,36 +829,99 @@ impl Worker {
         (batch, flush, state.shutdown)
     }
 
-    /// Exports `batch` and hands back its emptied buffer.
-    fn export(&mut self, mut batch: Vec<Record>) -> Vec<Record> {
+    /// Exports `batch` and hands back its emptied buffer. With a spool, a batch that no
+    /// collector took because they were unavailable (or the pipeline stopped) goes to disk
+    /// instead of being lost, and so does the last batch at shutdown when the collectors were
+    /// failing.
+    fn export(&mut self, mut batch: Vec<Record>, shutdown: bool) -> Vec<Record> {
         for record in &mut batch {
             mask_record(&self.masker, &mut self.mask_cache, record);
         }
         let (spans, logs) = crate::exporter::count_by_kind(&batch);
         let taken = [spans as u64, logs as u64];
-        for e in 0..self.exporters.len() {
-            self.shared.lock().exporting = Some((e, Instant::now()));
-            let mut cx = ExportContext::new(&self.shared.stopping);
-            let exporter = &mut self.exporters[e];
-            // A panicking exporter must not take the export thread (and every other exporter)
-            // down with it: what it had not reported is lost to the panic.
-            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                exporter.export_counted(&batch, &mut cx)
-            }))
-            .is_err();
-            if panicked {
-                cx.last_error = Some(ExportError::new(ExportErrorKind::Encode, "the exporter panicked"));
+        let spool = self.shared.config.spool.is_some();
+        if spool && shutdown && !self.shared.lock().last_ok {
+            self.spool_batch(&batch, taken);
+        } else {
+            let results: Vec<ExportReport> = (0..self.exporters.len())
+                .map(|e| self.export_to(e, &batch))
+                .collect();
+            self.shared.lock().exporting = None;
+            let delivered = results
+                .iter()
+                .any(|cx| cx.spans.delivered + cx.logs.delivered > 0);
+            let unavailable = results.iter().any(|cx| {
+                [&cx.spans, &cx.logs]
+                    .iter()
+                    .any(|o| o.retry_exhausted + o.unsent_at_shutdown > 0)
+            });
+            let only_unavailable = results
+                .iter()
+                .all(|cx| [&cx.spans, &cx.logs].iter().all(|o| o.rejected + o.failed == 0));
+            self.shared.lock().last_ok = !unavailable;
+            if spool && unavailable && only_unavailable && !delivered {
+                self.spool_batch(&batch, taken);
+            } else {
+                for (e, cx) in results.iter().enumerate() {
+                    self.settle(e, taken, cx);
+                }
             }
-            self.settle(e, taken, &cx);
         }
-        self.shared.lock().exporting = None;
         batch.clear();
         batch
     }
 
+    /// Runs exporter `e` on `batch`.
+    fn export_to(&mut self, e: usize, batch: &[Record]) -> ExportReport {
+        self.shared.lock().exporting = Some((e, Instant::now()));
+        let mut cx = ExportContext::new(&self.shared.stopping);
+        let exporter = &mut self.exporters[e];
+        // A panicking exporter must not take the export thread (and every other exporter)
+        // down with it: what it had not reported is lost to the panic.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            exporter.export_counted(batch, &mut cx)
+        }))
+        .is_err();
+        if panicked {
+            cx.last_error = Some(ExportError::new(ExportErrorKind::Encode, "the exporter panicked"));
+        }
+        ExportReport {
+            spans: cx.spans,
+            logs: cx.logs,
+            error: cx.last_error,
+        }
+    }
+
+    /// Moves a batch no exporter delivered from in flight to the spool.
+    fn spool_batch(&self, batch: &[Record], taken: [u64; 2]) {
+        let mut state = self.shared.lock();
+        if state.abandoned {
+            drop(state);
+            // Counted as unsent already; written anyway, for the next start.
+            if let Ok(mut spool) = self.shared.spool.lock() {
+                if let Some(spool) = spool.as_mut() {
+                    let _ = spool.write(batch);
+                }
+            }
+            return;
+        }
+        for (e, handles) in self.shared.handles.iter().enumerate() {
+            for k in 0..2 {
+                if handles[k] {
+                    state.counts.in_flight[e][k] = state.counts.in_flight[e][k].saturating_sub(taken[k]);
+                }
+            }
+        }
+        for (spooled, n) in state.counts.spooled.iter_mut().zip(taken) {
+            *spooled += n;
+        }
+        drop(state);
+        write_to_spool(&self.shared, batch);
+    }
+
     /// Moves exporter `e`'s share of a batch from in flight to its outcomes. Records it
     /// handles but did not report (a panic, an exporter that under-reports) count as failed.
-    fn settle(&self, e: usize, taken: [u64; 2], cx: &ExportContext<'_>) {
+    fn settle(&self, e: usize, taken: [u64; 2], cx: &ExportReport) {
         let mut state = self.shared.lock();
         state.exporting = None;
         if state.abandoned {
@@ -708,12 +932,16 @@ impl Worker {
             if !self.shared.handles[e][k] {
                 continue;
             }
-            let mut outcomes = cx.outcomes_of(kind);
+            let mut outcomes = if kind == RecordKind::Span {
+                cx.spans
+            } else {
+                cx.logs
+            };
             outcomes.failed += taken[k].saturating_sub(outcomes.total());
             counts.in_flight[e][k] = counts.in_flight[e][k].saturating_sub(taken[k]);
             counts.outcomes[e][k].add(&outcomes);
         }
-        if let Some(error) = &cx.last_error {
+        if let Some(error) = &cx.error {
             counts.export_errors += 1;
             counts.last_error[e] = Some(error.to_string());
         }

@@ -6,7 +6,7 @@ use std::fmt;
 pub use tracing_usr_core::value::{Key, Text, UserTags};
 
 /// One finished span, in the shape every exporter encodes.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SpanRecord {
     /// 128-bit trace id (random, shared by every span of the trace).
     pub trace_id: u128,
@@ -78,7 +78,7 @@ impl SpanRecord {
 }
 
 /// A `tracing` event inside a span, as a span event.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SpanEvent {
     /// When it was recorded, in nanoseconds since the Unix epoch.
     pub time_unix_nanos: u64,
@@ -91,7 +91,7 @@ pub struct SpanEvent {
 }
 
 /// Severity of a log record (the `tracing` level).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Level {
     /// `TRACE`.
     Trace,
@@ -152,6 +152,36 @@ impl serde::Serialize for FieldValue {
     }
 }
 
+/// Reads the untagged form [`Serialize`](serde::Serialize) writes (the spool's records): a
+/// non-negative integer comes back as `U64`, a non-finite float as the string it was written as.
+impl<'de> serde::Deserialize<'de> for FieldValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Untagged;
+        impl serde::de::Visitor<'_> for Untagged {
+            type Value = FieldValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<FieldValue, E> {
+                Ok(FieldValue::Str(Text::from(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<FieldValue, E> {
+                Ok(FieldValue::I64(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<FieldValue, E> {
+                Ok(FieldValue::U64(v))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<FieldValue, E> {
+                Ok(FieldValue::F64(v))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<FieldValue, E> {
+                Ok(FieldValue::Bool(v))
+            }
+        }
+        deserializer.deserialize_any(Untagged)
+    }
+}
+
 impl fmt::Display for FieldValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -165,7 +195,7 @@ impl fmt::Display for FieldValue {
 }
 
 /// One `tracing` event, with the user of its trace.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LogRecord {
     /// When the event was recorded, in nanoseconds since the Unix epoch.
     pub timestamp_unix_nanos: u64,
@@ -183,6 +213,7 @@ pub struct LogRecord {
     pub span_id: Option<u64>,
     /// The user of the trace (`usr.*` tags after the mode), or empty. Shared between the records
     /// of a trace while its identity does not change.
+    #[serde(with = "user_tags")]
     pub user: UserTags,
 }
 
@@ -199,12 +230,26 @@ impl LogRecord {
 }
 
 /// What the layer hands to the export pipeline.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Record {
     /// A finished span.
     Span(SpanRecord),
     /// An event.
     Log(LogRecord),
+}
+
+/// (De)serializes a log record's shared user tags as a list (the spool's format).
+mod user_tags {
+    use super::{Key, Text, UserTags};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(tags: &UserTags, serializer: S) -> Result<S::Ok, S::Error> {
+        tags.as_ref().serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<UserTags, D::Error> {
+        Vec::<(Key, Text)>::deserialize(deserializer).map(UserTags::from)
+    }
 }
 
 impl Record {

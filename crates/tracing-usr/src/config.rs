@@ -13,6 +13,7 @@ use regex::Regex;
 use tracing_usr_core::mask::{self, PatternKind};
 use tracing_usr_core::mode::{self, ConfigWarning, ModeVars};
 use tracing_usr_core::{Masker, Mode, PatternError};
+use tracing_usr_export::spool::SpoolConfig;
 use tracing_usr_export::{Exporter, JsonLinesExporter, PipelineConfig};
 
 use crate::layer::UserLayer;
@@ -26,6 +27,11 @@ pub const ENV_BLOCKED_TEMPLATE_HTML: &str = "DD_APPSEC_HTTP_BLOCKED_TEMPLATE_HTM
 
 /// Selects the embedded JSON-lines export: `stdout`, `file:PATH` or `none`.
 pub const ENV_EXPORT: &str = "TRACING_USR_EXPORT";
+/// Directory of the export spool (off when unset): records the collectors cannot take wait
+/// there, and are sent at the next start.
+pub const ENV_SPOOL_DIR: &str = "TRACING_USR_EXPORT_SPOOL_DIR";
+/// Size cap of the spool, in megabytes (default 256).
+pub const ENV_SPOOL_MAX_MB: &str = "TRACING_USR_EXPORT_SPOOL_MAX_MB";
 pub use tracing_usr_core::mask::{ENV_KEY_REGEXP, ENV_VALUE_REGEXP};
 pub use tracing_usr_core::mode::{ENV_MODE, ENV_MODE_DEPRECATED, ENV_MODE_ENABLED};
 
@@ -360,6 +366,16 @@ impl Builder {
         self
     }
 
+    /// Keeps on disk, in `config.dir`, the records the collectors cannot take: what would be
+    /// dropped for a full queue while a collector is down, what an unavailable collector did
+    /// not take, and what is still queued at shutdown during an outage. They are sent first at
+    /// the next start, or as soon as the collectors deliver again. Off by default (nothing
+    /// touches the disk); `TRACING_USR_EXPORT_SPOOL_DIR` sets it from the environment.
+    pub fn with_spool(mut self, config: SpoolConfig) -> Self {
+        self.pipeline.spool = Some(config);
+        self
+    }
+
     /// How long [`shutdown`](crate::shutdown) and dropping the layer wait for the queue to
     /// drain. Defaults to 5 s.
     pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
@@ -412,16 +428,18 @@ impl Builder {
         let blocks = self.block_list(&clock, &mut warnings);
         let templates = self.block_templates(&mut warnings);
         let detection = self.detection_settings(&mut warnings);
+        let spool = self.spool(&mut warnings);
         let Builder {
             sink,
             exporters: extra,
             retroactive,
-            pipeline,
+            mut pipeline,
             shutdown_timeout,
             max_spans_per_trace,
             anonymizer_capacity,
             ..
         } = self;
+        pipeline.spool = spool;
         exporters.extend(extra);
         UserLayer::from_parts(crate::shared::Parts {
             mode,
@@ -461,6 +479,24 @@ impl Builder {
 
     /// The collector exporters, then the JSON lines, without the builder's own exporters
     /// (added last); and whether the JSON lines are the embedded default (nothing else set).
+    /// The spool: the builder's, else from the environment.
+    fn spool(&self, warnings: &mut Vec<ConfigWarning>) -> Option<SpoolConfig> {
+        if self.pipeline.spool.is_some() {
+            return self.pipeline.spool.clone();
+        }
+        let mut config = SpoolConfig::new(self.var(ENV_SPOOL_DIR)?);
+        if let Some(mb) = self.var(ENV_SPOOL_MAX_MB) {
+            match mb.trim().parse::<u64>() {
+                Ok(mb) if mb > 0 => config.max_bytes = mb.saturating_mul(1 << 20),
+                _ => warnings.push(ConfigWarning::new(
+                    ENV_SPOOL_MAX_MB,
+                    format!("invalid size {mb:?} (megabytes, more than 0); using 256"),
+                )),
+            }
+        }
+        Some(config)
+    }
+
     fn exporters(&self, warnings: &mut Vec<ConfigWarning>) -> (Vec<Box<dyn Exporter>>, bool) {
         let json_lines = match &self.export {
             Some(json_lines) => Some(json_lines.clone()),

@@ -120,6 +120,8 @@
 //! | `DD_APPSEC_OBFUSCATION_PARAMETER_KEY_REGEXP` | a regex | Datadog's default key pattern; invalid → default |
 //! | `DD_APPSEC_OBFUSCATION_PARAMETER_VALUE_REGEXP` | a regex | Datadog's default value pattern; invalid → default |
 //! | `TRACING_USR_EXPORT` | `stdout`, `file:PATH`, `none` | `stdout` when no collector or other exporter is configured; invalid → `stdout`; unopenable file → `stdout` |
+//! | `TRACING_USR_EXPORT_SPOOL_DIR` | a directory | no spool; set, records the collectors cannot take wait there ([`Builder::with_spool`]) |
+//! | `TRACING_USR_EXPORT_SPOOL_MAX_MB` | megabytes | `256`; invalid → `256` |
 //! | `DD_TRACE_AGENT_URL`, `DD_AGENT_HOST`, `DD_TRACE_AGENT_PORT` | agent URL (`http://`, `unix://`), host, port | any of them enables the Datadog exporter (`localhost:8126`) |
 //! | `DD_SERVICE`, `DD_ENV`, `DD_VERSION`, `DD_TAGS` | service, environment, version, `k:v` tags | executable name, none |
 //! | `TRACING_USR_DD_LOGS` | `stdout`, `file:PATH`, `none` | Datadog log lines on `stdout` when the Datadog exporter runs |
@@ -203,7 +205,7 @@ mod warn;
 pub use config::{
     BuildError, Builder, JsonLines, ENV_BLOCKED_TEMPLATE_HTML, ENV_BLOCKED_TEMPLATE_JSON,
     ENV_BLOCKED_USERS_FILE, ENV_EXPORT, ENV_KEY_REGEXP, ENV_MODE, ENV_MODE_DEPRECATED, ENV_MODE_ENABLED,
-    ENV_VALUE_REGEXP,
+    ENV_SPOOL_DIR, ENV_SPOOL_MAX_MB, ENV_VALUE_REGEXP,
 };
 pub use handle::{shutdown, Handle, ShutdownGuard};
 pub use layer::UserLayer;
