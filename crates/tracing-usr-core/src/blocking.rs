@@ -83,14 +83,105 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 /// When an entry expires, on the clock; `None`: never.
 type Expiry = Option<Duration>;
 
-/// Blocked users and IPs, with expiry on a [`Clock`]. Cheap to share behind an `Arc`.
+/// Where a block-list entry came from. Each source's entries are replaced on their own, so a
+/// reload of one source never unblocks what another still lists: the list enforced is the
+/// union.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BlockSource {
+    /// The builder (`with_blocked_users`, `with_blocked_ips`).
+    Code,
+    /// The blocked-users file.
+    File,
+    /// Datadog Remote Configuration (`ASM_DATA`).
+    Remote,
+    /// Run time: detection's actions and [`BlockList::block_user`] / [`BlockList::block_ip`].
+    Runtime,
+}
+
+impl BlockSource {
+    fn index(self) -> usize {
+        match self {
+            BlockSource::Code => 0,
+            BlockSource::File => 1,
+            BlockSource::Remote => 2,
+            BlockSource::Runtime => 3,
+        }
+    }
+}
+
+/// An IP range in CIDR notation (`198.51.100.0/24`, `2001:db8::/32`); a single address is a
+/// range of one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IpRange {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    /// Parses `a.b.c.d`, `a.b.c.d/n`, an IPv6 address or `v6/n` (IPv4-mapped IPv6 folded to
+    /// IPv4); `None` for anything else.
+    pub fn parse(text: &str) -> Option<IpRange> {
+        let text = text.trim();
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix.parse::<u8>().ok()?)),
+            None => (text, None),
+        };
+        let ip: IpAddr = address.parse().ok()?;
+        let (ip, prefix) = match (ip, prefix) {
+            (IpAddr::V6(v6), Some(p)) if v6.to_ipv4_mapped().is_some() && p >= 96 => {
+                (canonical_ip(ip), p - 96)
+            }
+            (ip, p) => (canonical_ip(ip), p.unwrap_or(if ip.is_ipv4() { 32 } else { 128 })),
+        };
+        let bits = if ip.is_ipv4() { 32 } else { 128 };
+        (prefix <= bits).then(|| IpRange {
+            network: mask(ip, prefix),
+            prefix,
+        })
+    }
+
+    /// Whether `ip` is in the range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        ip.is_ipv4() == self.network.is_ipv4() && mask(ip, self.prefix) == self.network
+    }
+
+    fn single(&self) -> Option<IpAddr> {
+        let bits = if self.network.is_ipv4() { 32 } else { 128 };
+        (self.prefix == bits).then_some(self.network)
+    }
+}
+
+fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4(bits.into())
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6(bits.into())
+        }
+    }
+}
+
+/// One source's entries.
+#[derive(Debug, Default)]
+struct Entries {
+    users: HashMap<String, Expiry>,
+    ips: HashMap<IpAddr, Expiry>,
+    ranges: Vec<(IpRange, Expiry)>,
+}
+
+/// Blocked users and IPs (addresses and CIDR ranges), with expiry on a [`Clock`], kept per
+/// [`BlockSource`] and enforced as their union. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct BlockList {
     clock: Arc<dyn Clock>,
     /// Whether any entry was ever added (a cheap check on the hot path).
     used: std::sync::atomic::AtomicBool,
-    users: RwLock<HashMap<String, Expiry>>,
-    ips: RwLock<HashMap<IpAddr, Expiry>>,
+    sources: RwLock<[Entries; 4]>,
 }
 
 impl BlockList {
@@ -99,8 +190,7 @@ impl BlockList {
         Self {
             clock,
             used: std::sync::atomic::AtomicBool::new(false),
-            users: RwLock::default(),
-            ips: RwLock::default(),
+            sources: RwLock::default(),
         }
     }
 
@@ -113,59 +203,87 @@ impl BlockList {
         }
     }
 
-    /// Replaces the blocked users; entries already expired at `unix_now` are left out.
+    fn with_source(&self, source: BlockSource, adds: bool, f: impl FnOnce(&mut Entries)) {
+        if adds {
+            self.used.store(true, Ordering::Relaxed);
+        }
+        if let Ok(mut sources) = self.sources.write() {
+            f(&mut sources[source.index()]);
+        }
+    }
+
+    /// Replaces the blocked users of the builder; see [`BlockList::replace_users_from`].
     pub fn replace_users(&self, entries: impl IntoIterator<Item = BlockEntry>, unix_now: u64) {
+        self.replace_users_from(BlockSource::Code, entries, unix_now);
+    }
+
+    /// Replaces the blocked users that came from `source` (the other sources' stay); entries
+    /// already expired at `unix_now` are left out.
+    pub fn replace_users_from(
+        &self,
+        source: BlockSource,
+        entries: impl IntoIterator<Item = BlockEntry>,
+        unix_now: u64,
+    ) {
         let users: HashMap<String, Expiry> = entries
             .into_iter()
             .filter_map(|e| self.expiry(e.expiration, unix_now).map(|x| (e.value, x)))
             .collect();
-        if !users.is_empty() {
-            self.used.store(true, Ordering::Relaxed);
-        }
-        if let Ok(mut slot) = self.users.write() {
-            *slot = users;
-        }
+        self.with_source(source, !users.is_empty(), |entries| entries.users = users);
     }
 
-    /// Replaces the blocked IPs; entries that are not IP addresses are skipped and returned.
+    /// Replaces the blocked IPs of the builder; see [`BlockList::replace_ips_from`].
     pub fn replace_ips(&self, entries: impl IntoIterator<Item = BlockEntry>, unix_now: u64) -> Vec<String> {
+        self.replace_ips_from(BlockSource::Code, entries, unix_now)
+    }
+
+    /// Replaces the blocked IPs and CIDR ranges that came from `source` (the other sources'
+    /// stay); entries that are neither are skipped and returned.
+    pub fn replace_ips_from(
+        &self,
+        source: BlockSource,
+        entries: impl IntoIterator<Item = BlockEntry>,
+        unix_now: u64,
+    ) -> Vec<String> {
         let mut rejected = Vec::new();
-        let mut ips = HashMap::new();
+        let (mut ips, mut ranges) = (HashMap::new(), Vec::new());
         for entry in entries {
-            match entry.value.trim().parse::<IpAddr>() {
-                Ok(ip) => {
-                    if let Some(x) = self.expiry(entry.expiration, unix_now) {
-                        ips.insert(canonical_ip(ip), x);
+            let Some(range) = IpRange::parse(&entry.value) else {
+                rejected.push(entry.value);
+                continue;
+            };
+            if let Some(x) = self.expiry(entry.expiration, unix_now) {
+                match range.single() {
+                    Some(ip) => {
+                        ips.insert(ip, x);
                     }
+                    None => ranges.push((range, x)),
                 }
-                Err(_) => rejected.push(entry.value),
             }
         }
-        if !ips.is_empty() {
-            self.used.store(true, Ordering::Relaxed);
-        }
-        if let Ok(mut slot) = self.ips.write() {
-            *slot = ips;
-        }
+        self.with_source(source, !ips.is_empty() || !ranges.is_empty(), |entries| {
+            entries.ips = ips;
+            entries.ranges = ranges;
+        });
         rejected
     }
 
-    /// Blocks `user_id` for `duration` (forever with `None`), timed on the clock.
+    /// Blocks `user_id` for `duration` (forever with `None`), timed on the clock
+    /// ([`BlockSource::Runtime`]).
     pub fn block_user(&self, user_id: &str, duration: Option<Duration>) {
         let expiry = duration.map(|d| self.clock.now() + d);
-        self.used.store(true, Ordering::Relaxed);
-        if let Ok(mut users) = self.users.write() {
-            users.insert(user_id.to_owned(), expiry);
-        }
+        self.with_source(BlockSource::Runtime, true, |entries| {
+            entries.users.insert(user_id.to_owned(), expiry);
+        });
     }
 
-    /// Blocks `ip` for `duration` (forever with `None`), timed on the clock.
+    /// Blocks `ip` for `duration` (forever with `None`), timed on the clock
+    /// ([`BlockSource::Runtime`]).
     pub fn block_ip(&self, ip: IpAddr, duration: Option<Duration>) {
         let expiry = duration.map(|d| self.clock.now() + d);
-        self.used.store(true, Ordering::Relaxed);
-        if let Ok(mut ips) = self.ips.write() {
-            ips.insert(canonical_ip(ip), expiry);
-        }
+        self.with_source(BlockSource::Runtime, true, |entries| {
+            entries.ips.insert(canonical_ip(ip), expiry);
+        });
     }
 
     fn live(expiry: Option<&Expiry>, now: Duration) -> bool {
@@ -179,27 +297,37 @@ impl BlockList {
         !self.used.load(Ordering::Relaxed)
     }
 
-    /// Whether an unexpired entry equals `user_id` exactly (bytes: case-sensitive, untrimmed).
+    /// Whether an unexpired entry of any source equals `user_id` exactly (bytes:
+    /// case-sensitive, untrimmed).
     pub fn is_user_blocked(&self, user_id: &str) -> bool {
         if self.is_unused() {
             return false;
         }
         let now = self.clock.now();
-        self.users
+        self.sources
             .read()
-            .map(|u| Self::live(u.get(user_id), now))
+            .map(|sources| sources.iter().any(|e| Self::live(e.users.get(user_id), now)))
             .unwrap_or(false)
     }
 
-    /// Whether an unexpired entry is `ip` (IPv4-mapped IPv6 folded to IPv4).
+    /// Whether an unexpired entry of any source is `ip` or a range holding it (IPv4-mapped IPv6
+    /// folded to IPv4).
     pub fn is_ip_blocked(&self, ip: IpAddr) -> bool {
         if self.is_unused() {
             return false;
         }
         let now = self.clock.now();
-        self.ips
+        let ip = canonical_ip(ip);
+        self.sources
             .read()
-            .map(|i| Self::live(i.get(&canonical_ip(ip)), now))
+            .map(|sources| {
+                sources.iter().any(|e| {
+                    Self::live(e.ips.get(&ip), now)
+                        || e.ranges
+                            .iter()
+                            .any(|(r, x)| r.contains(ip) && Self::live(Some(x), now))
+                })
+            })
             .unwrap_or(false)
     }
 }
@@ -426,6 +554,66 @@ mod tests {
         assert!(list.is_ip_blocked("::ffff:1.2.3.4".parse().unwrap()));
         assert!(list.is_ip_blocked("2001:db8::1".parse().unwrap()));
         assert!(!list.is_ip_blocked("1.2.3.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn sources_are_replaced_on_their_own_and_enforced_as_a_union() {
+        let (list, _) = list();
+        let entry = |v: &str| BlockEntry {
+            value: v.into(),
+            expiration: None,
+        };
+        list.replace_users([entry("both"), entry("code-only")], 0);
+        list.replace_users_from(BlockSource::Remote, [entry("both"), entry("remote-only")], 0);
+        list.block_user("detected", None);
+        assert!(["both", "code-only", "remote-only", "detected"]
+            .iter()
+            .all(|u| list.is_user_blocked(u)));
+        // The remote source drops everything: what code and detection list stays blocked.
+        list.replace_users_from(BlockSource::Remote, [], 0);
+        assert!(list.is_user_blocked("both") && list.is_user_blocked("code-only"));
+        assert!(list.is_user_blocked("detected"));
+        assert!(!list.is_user_blocked("remote-only"));
+        // A file reload does not drop the builder's users either.
+        list.replace_users_from(BlockSource::File, [entry("from-file")], 0);
+        assert!(list.is_user_blocked("code-only") && list.is_user_blocked("from-file"));
+    }
+
+    #[test]
+    fn cidr_ranges_hold_the_addresses_inside_them() {
+        let (list, _) = list();
+        let entry = |v: &str| BlockEntry {
+            value: v.into(),
+            expiration: None,
+        };
+        let rejected = list.replace_ips_from(
+            BlockSource::Remote,
+            [
+                entry("198.51.100.0/24"),
+                entry("2001:db8::/32"),
+                entry("10.0.0.0/33"),
+                entry("::ffff:192.0.2.0/120"),
+            ],
+            0,
+        );
+        assert_eq!(rejected, vec!["10.0.0.0/33".to_owned()]);
+        for inside in [
+            "198.51.100.0",
+            "198.51.100.255",
+            "::ffff:198.51.100.7",
+            "2001:db8:ffff::1",
+            "192.0.2.9",
+        ] {
+            assert!(list.is_ip_blocked(inside.parse().unwrap()), "{inside}");
+        }
+        for outside in ["198.51.101.0", "198.51.99.255", "2001:db9::1", "192.0.3.1"] {
+            assert!(!list.is_ip_blocked(outside.parse().unwrap()), "{outside}");
+        }
+        assert_eq!(
+            IpRange::parse("0.0.0.0/0").map(|r| r.contains("8.8.8.8".parse().unwrap())),
+            Some(true)
+        );
+        assert!(IpRange::parse("1.2.3.4/x").is_none() && IpRange::parse("nope").is_none());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use tracing_usr_core::blocking::{BlockEntry, BlockList};
+use tracing_usr_core::blocking::{BlockEntry, BlockList, BlockSource};
 
 /// Parses the file's JSON.
 pub(crate) fn parse(text: &str) -> Result<Vec<BlockEntry>, String> {
@@ -51,7 +51,7 @@ fn unix_now() -> u64 {
 fn load(path: &Path, list: &BlockList) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let entries = parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    list.replace_users(entries, unix_now());
+    list.replace_users_from(BlockSource::File, entries, unix_now());
     Ok(())
 }
 
