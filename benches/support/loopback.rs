@@ -56,10 +56,13 @@ pub fn usr_layer(datadog: bool, port: u16) -> UserLayer {
         .with_env_lookup(|_| None)
         .with_json_lines(JsonLines::None);
     let builder = if datadog {
-        builder.with_datadog(DatadogConfig {
-            agent: AgentAddress::Http(format!("http://127.0.0.1:{port}")),
-            ..DatadogConfig::default()
-        })
+        // The sink is no agent: no Remote Configuration polls in the measured traffic.
+        builder
+            .with_datadog(DatadogConfig {
+                agent: AgentAddress::Http(format!("http://127.0.0.1:{port}")),
+                ..DatadogConfig::default()
+            })
+            .with_remote_config(false, None)
     } else {
         builder.with_otlp(OtlpConfig {
             traces_endpoint: Some(format!("http://127.0.0.1:{port}/v1/traces")),

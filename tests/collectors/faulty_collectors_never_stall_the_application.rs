@@ -162,8 +162,10 @@ fn layer_for(port: u16, retry: RetryPolicy, max_queued: usize) -> (tracing::Disp
         retry,
         ..DatadogConfig::default()
     };
+    // The fault server is no agent: no Remote Configuration polls among its requests.
     let layer = builder_with_env(&[("TRACING_USR_DD_LOGS", "none")])
         .with_datadog(config)
+        .with_remote_config(false, None)
         .with_max_queued_records(max_queued)
         .with_batch_delay(Duration::from_millis(10))
         .with_shutdown_timeout(Duration::from_secs(30))

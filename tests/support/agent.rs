@@ -160,6 +160,29 @@ impl TestAgent {
         }
     }
 
+    /// Stores `body` under `token` at `path` (`/test/session/responses/config/path` builds a
+    /// Remote Configuration answer from one file; `/test/session/responses/config` stores an
+    /// answer verbatim).
+    #[allow(dead_code)] // used by the Remote Configuration tests only
+    pub fn post_rc(&self, token: &str, path: &str, body: &Value) {
+        let url = format!("{}{path}", self.dd_url());
+        let response = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .no_proxy()
+            .build()
+            .expect("an HTTP client")
+            .post(&url)
+            .header("X-Datadog-Test-Session-Token", token)
+            .body(body.to_string())
+            .send()
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        assert!(
+            response.status().is_success(),
+            "POST {url}: {}",
+            response.status()
+        );
+    }
+
     /// OTLP tests share the agent's OTLP session: one at a time, on a cleared session.
     pub fn otlp_session(&self) -> MutexGuard<'static, ()> {
         static LOCK: Mutex<()> = Mutex::new(());

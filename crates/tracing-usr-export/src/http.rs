@@ -208,21 +208,7 @@ impl Sender {
         &mut self,
         request: &Request,
     ) -> Result<Result<Response, (ExportError, Option<Duration>)>, ExportError> {
-        let runtime = match self.runtime.take() {
-            Some(runtime) => runtime,
-            None => tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| {
-                    ExportError::new(
-                        ExportErrorKind::Transport,
-                        format!("cannot start the HTTP runtime: {e}"),
-                    )
-                })?,
-        };
-        let outcome = runtime.block_on(attempt_once(&self.client, request));
-        self.runtime = Some(runtime);
-        match outcome {
+        match self.exchange(request) {
             Ok(response) if (200..300).contains(&response.status) => Ok(Ok(response)),
             Ok(response) if retryable(response.status) => Ok(Err((
                 ExportError::new(
@@ -242,6 +228,26 @@ impl Sender {
             )),
             Err(error) => Ok(Err((error, None))),
         }
+    }
+
+    /// One request, no retry: the answer whatever its status (for protocols that read the
+    /// status themselves), or the transport error.
+    pub(crate) fn exchange(&mut self, request: &Request) -> Result<Response, ExportError> {
+        let runtime = match self.runtime.take() {
+            Some(runtime) => runtime,
+            None => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| {
+                    ExportError::new(
+                        ExportErrorKind::Transport,
+                        format!("cannot start the HTTP runtime: {e}"),
+                    )
+                })?,
+        };
+        let outcome = runtime.block_on(attempt_once(&self.client, request));
+        self.runtime = Some(runtime);
+        outcome
     }
 
     /// A wait between half of `backoff` and all of it.

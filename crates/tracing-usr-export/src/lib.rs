@@ -20,6 +20,8 @@ pub mod memory;
 pub mod otlp;
 pub mod pipeline;
 pub mod record;
+#[cfg(feature = "datadog")]
+pub mod remote_config;
 pub mod spool;
 
 pub use exporter::{ExportContext, ExportError, ExportErrorKind, Exporter, LossReason, Outcomes, RecordKind};

@@ -120,6 +120,7 @@ pub struct Builder {
     blocked_users: Vec<tracing_usr_core::blocking::BlockEntry>,
     blocked_ips: Vec<tracing_usr_core::blocking::BlockEntry>,
     blocked_users_file: Option<(PathBuf, Duration)>,
+    remote_config: Option<(bool, Option<Duration>)>,
     detection: Option<crate::detection::DetectionConfig>,
     detection_enabled: Option<bool>,
     sink: Option<Box<dyn crate::detection::SignalSink>>,
@@ -174,6 +175,7 @@ impl Builder {
             blocked_users: Vec::new(),
             blocked_ips: Vec::new(),
             blocked_users_file: None,
+            remote_config: None,
             detection: None,
             detection_enabled: None,
             sink: None,
@@ -366,6 +368,15 @@ impl Builder {
         self
     }
 
+    /// Turns Datadog Remote Configuration on or off (it is on whenever the Datadog exporter
+    /// runs, unless `DD_REMOTE_CONFIGURATION_ENABLED=false`), polling the agent every `interval`
+    /// (`None`: `DD_REMOTE_CONFIG_POLL_INTERVAL_SECONDS`, else 5 s). The `ASM_DATA` block lists
+    /// set in Datadog join the ones from code and the blocked-users file.
+    pub fn with_remote_config(mut self, enabled: bool, interval: Option<Duration>) -> Self {
+        self.remote_config = Some((enabled, interval.map(|i| i.max(Duration::from_millis(10)))));
+        self
+    }
+
     /// Keeps on disk, in `config.dir`, the records the collectors cannot take: what would be
     /// dropped for a full queue while a collector is down, what an unavailable collector did
     /// not take, and what is still queued at shutdown during an outage. They are sent first at
@@ -429,6 +440,8 @@ impl Builder {
         let templates = self.block_templates(&mut warnings);
         let detection = self.detection_settings(&mut warnings);
         let spool = self.spool(&mut warnings);
+        #[cfg(feature = "datadog")]
+        let remote_config = self.remote_config(&blocks, &mut warnings);
         let Builder {
             sink,
             exporters: extra,
@@ -458,7 +471,29 @@ impl Builder {
             detection,
             sink: sink.unwrap_or_else(|| Box::new(crate::detection::TracingSink)),
             clock,
+            #[cfg(feature = "datadog")]
+            remote_config,
         })
+    }
+
+    /// The Remote Configuration client, when the Datadog exporter runs and it is not turned off.
+    #[cfg(feature = "datadog")]
+    fn remote_config(
+        &self,
+        blocks: &Arc<tracing_usr_core::blocking::BlockList>,
+        warnings: &mut Vec<ConfigWarning>,
+    ) -> Option<tracing_usr_export::remote_config::RemoteConfigClient> {
+        // The exporter's own step already reported its bad settings.
+        let config = self
+            .datadog
+            .clone()
+            .or_else(|| crate::collectors::datadog_from_env(&|name| self.var(name), &mut Vec::new()))?;
+        let (enabled, interval) = crate::remote::settings(&|name| self.var(name), warnings);
+        let (enabled, interval) = match self.remote_config {
+            Some((on, every)) => (on, every.unwrap_or(interval)),
+            None => (enabled, interval),
+        };
+        enabled.then(|| crate::remote::start(&config, interval, blocks, warnings))?
     }
 
     fn resolve_mode(&self, warnings: &mut Vec<ConfigWarning>) -> Mode {

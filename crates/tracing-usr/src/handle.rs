@@ -105,6 +105,13 @@ impl Handle {
             .unwrap_or_default()
     }
 
+    /// The Remote Configuration client's counters (polls read, polls failed, changes
+    /// applied), when it runs.
+    #[cfg(feature = "datadog")]
+    pub fn remote_config_counts(&self) -> Option<tracing_usr_export::remote_config::RemoteConfigCounts> {
+        self.shared.remote_config.as_ref().map(|c| c.counts())
+    }
+
     /// The effective mode of the field path.
     pub fn mode(&self) -> Mode {
         self.shared.mode

@@ -43,6 +43,9 @@ pub(crate) struct Parts {
     pub(crate) detection: Option<DetectionConfig>,
     pub(crate) sink: Box<dyn SignalSink>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// The Remote Configuration client, held for as long as the layer lives.
+    #[cfg(feature = "datadog")]
+    pub(crate) remote_config: Option<tracing_usr_export::remote_config::RemoteConfigClient>,
 }
 
 /// State shared by the layer, its [`Handle`](crate::Handle)s and the SDK functions.
@@ -74,6 +77,9 @@ pub(crate) struct Shared {
     has_warnings: AtomicBool,
     /// Set when another tracing-usr layer of the same subscriber is the active one.
     inert: AtomicBool,
+    /// Stops polling when the layer goes.
+    #[cfg(feature = "datadog")]
+    pub(crate) remote_config: Option<tracing_usr_export::remote_config::RemoteConfigClient>,
 }
 
 impl fmt::Debug for Shared {
@@ -127,6 +133,8 @@ impl Shared {
             warnings: Mutex::new(parts.warnings),
             has_warnings: AtomicBool::new(has_warnings),
             inert: AtomicBool::new(false),
+            #[cfg(feature = "datadog")]
+            remote_config: parts.remote_config,
         }
     }
 
