@@ -30,6 +30,8 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 struct Proxy {
     port: u16,
     down: Arc<AtomicBool>,
+    /// Answer 404 to config requests (remote config not active in the agent).
+    not_found: Arc<AtomicBool>,
     bodies: Arc<Mutex<VecDeque<Value>>>,
 }
 
@@ -40,13 +42,15 @@ impl Proxy {
         let proxy = Proxy {
             port,
             down: Arc::default(),
+            not_found: Arc::default(),
             bodies: Arc::default(),
         };
-        let (down, bodies) = (proxy.down.clone(), proxy.bodies.clone());
+        let (down, not_found, bodies) = (proxy.down.clone(), proxy.not_found.clone(), proxy.bodies.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (agent, down, bodies) = (agent.clone(), down.clone(), bodies.clone());
-                std::thread::spawn(move || forward(stream, &agent, &down, &bodies));
+                let (agent, down, not_found, bodies) =
+                    (agent.clone(), down.clone(), not_found.clone(), bodies.clone());
+                std::thread::spawn(move || forward(stream, &agent, &down, &not_found, &bodies));
             }
         });
         proxy
@@ -58,7 +62,13 @@ impl Proxy {
     }
 }
 
-fn forward(stream: TcpStream, agent: &str, down: &AtomicBool, bodies: &Mutex<VecDeque<Value>>) {
+fn forward(
+    stream: TcpStream,
+    agent: &str,
+    down: &AtomicBool,
+    not_found: &AtomicBool,
+    bodies: &Mutex<VecDeque<Value>>,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut stream = stream;
     let client = reqwest::blocking::Client::builder().no_proxy().build().unwrap();
@@ -102,6 +112,10 @@ fn forward(stream: TcpStream, agent: &str, down: &AtomicBool, bodies: &Mutex<Vec
                 .lock()
                 .unwrap()
                 .push_back(serde_json::from_slice(&body).expect("a JSON request"));
+            if not_found.load(Ordering::Relaxed) {
+                let _ = write!(stream, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                continue;
+            }
         }
         let mut request = client
             .request(method.parse().unwrap(), format!("{agent}{path}"))
@@ -302,6 +316,19 @@ fn an_agent_outage_keeps_the_lists_and_polling_resumes() {
     remote.proxy.down.store(false, Ordering::Relaxed);
     remote.serve_raw(&answer(&[]));
     remote.until_blocked("during-outage", false);
+}
+
+#[test]
+fn an_agent_without_remote_config_clears_the_remote_lists_quietly() {
+    let remote = Remote::start();
+    remote.serve(USERS_PATH, users(json!([{"value": "until-404"}])));
+    remote.until_blocked("until-404", true);
+    remote.proxy.not_found.store(true, Ordering::Relaxed);
+    remote.until_blocked("until-404", false);
+    let counts = remote.h.handle.remote_config_counts().unwrap();
+    assert_eq!(counts.failures, 0, "a 404 is not a failure: {counts:?}");
+    remote.proxy.not_found.store(false, Ordering::Relaxed);
+    remote.until_blocked("until-404", true);
 }
 
 #[test]
