@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tracing_usr_core::blocking::BlockEntry;
+use tracing_usr_core::blocking::{BlockEntry, IpRange};
 
 use crate::datadog::{AgentAddress, DatadogConfig};
 use crate::http::{Request, RetryPolicy, Sender};
@@ -340,7 +340,13 @@ fn parse_asm_data(raw: &[u8]) -> Result<(RemoteBlocks, Option<String>), String> 
                 None | Some(Value::Null) => Ok(None),
                 Some(e) => e.as_u64().map(Some).ok_or(()),
             };
+            let is_ip_list = rule.get("id").and_then(Value::as_str) == Some("blocked_ips");
             match (value, expiration) {
+                (Some(value), Ok(_)) if is_ip_list && IpRange::parse(value).is_none() => {
+                    errors.push(
+                        "a blocked_ips value that is neither an IP address nor a CIDR range".to_owned(),
+                    );
+                }
                 (Some(value), Ok(expiration)) => list.push(BlockEntry {
                     value: value.to_owned(),
                     expiration,
@@ -553,7 +559,7 @@ mod tests {
         .into_bytes()
     }
 
-    const USERS: &str = r#"{"rules_data": [{"id": "blocked_users", "type": "data_with_expiration", "data": [{"value": "user-1"}, {"value": "user-2", "expiration": 1700000000}, {"nope": 1}]}, {"id": "blocked_ips", "type": "ip_with_expiration", "data": [{"value": "198.51.100.0/24"}]}]}"#;
+    const USERS: &str = r#"{"rules_data": [{"id": "blocked_users", "type": "data_with_expiration", "data": [{"value": "user-1"}, {"value": "user-2", "expiration": 1700000000}, {"nope": 1}]}, {"id": "blocked_ips", "type": "ip_with_expiration", "data": [{"value": "198.51.100.0/24"}, {"value": "not-an-ip"}]}]}"#;
     const PATH: &str = "datadog/2/ASM_DATA/blocked_users/config";
 
     #[test]
@@ -582,7 +588,10 @@ mod tests {
             blocks.users.iter().map(|e| e.value.as_str()).collect::<Vec<_>>(),
             ["user-1", "user-2"]
         );
-        assert_eq!(blocks.ips[0].value, "198.51.100.0/24");
+        assert_eq!(
+            blocks.ips.iter().map(|e| e.value.as_str()).collect::<Vec<_>>(),
+            ["198.51.100.0/24"]
+        );
         let request = state.request();
         let config = &request["client"]["state"]["config_states"][0];
         assert_eq!(
