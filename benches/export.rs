@@ -17,38 +17,47 @@
 //! * `TRACING_USR_BENCH=sustained:<rung>:<requests per second>:<seconds>`: paced load; prints the
 //!   spans dropped and the peak resident memory.
 //!
-//! Rungs: `usr_datadog`, `usr_otlp`, `otel_otlp`.
+//! * `TRACING_USR_BENCH=check:<rung>:<requests>`: the sink decodes what arrives and counts spans
+//!   and log records; exits non-zero unless every one arrived (a completeness check, not a
+//!   measured run: `export_instructions.sh` runs it first).
+//!
+//! Rungs: `usr_datadog`, `usr_otlp`, `otel_otlp`; and `otlp_wire` (instructions only): the
+//! OTLP/protobuf writer alone, encoding a fixed batch of 700 records (500 spans, 200 logs).
 //!
 //! Last run (2 shared cores, x86_64; callgrind counts all threads, set-up subtracted, 2,000
-//! requests; time is criterion's on the application thread; allocations of all threads):
+//! requests; allocations of all threads, counted by callgrind):
 //!
-//! | rung | instructions / request | ratio to otel_otlp | time / request | allocations |
-//! |---|---|---|---|---|
-//! | usr_datadog (traces + Datadog log lines) | 46.5 k | 0.237 | 3.8–5.3 µs | 15.5 |
-//! | usr_otlp (traces with span events + OTLP logs) | 81.2 k | 0.414 | 4.3–4.5 µs | 27.8 |
-//! | otel_otlp (traces with span events + OTLP logs) | 196 k | 1.00 | 11.5–11.8 µs | 205 |
+//! | rung | instructions / request | ratio to otel_otlp | allocations / request |
+//! |---|---|---|---|
+//! | usr_datadog (traces + Datadog log lines) | 48.1 k | 0.224 | 14.6 |
+//! | usr_otlp (traces with span events + OTLP logs) | 50.5 k | 0.235 | 17.9 (25.6 with prost) |
+//! | otel_otlp (traces with span events + OTLP logs) | 215 k | 1.00 | 213 |
+//! | otlp_wire (the writer alone) | 1,461 per record | | 0 |
+//!
+//! Every rung delivers every span and log record (`check`: 10,000 spans and 4,000 log records
+//! for 2,000 requests; the Datadog log lines go to stdout). The comparison pipeline's log bridge
+//! takes the application's events only (the exporters' own hyper/reqwest events are not part of
+//! the workload).
 //!
 //! Under callgrind the threads run one at a time: the application thread runs all its requests
 //! before the export thread takes the queue, so a run is one batch of 14,000 records, sent as 14
 //! Datadog payloads (at most 1,000 spans each) or as OTLP requests of at most 512 spans or log
-//! records. The comparison pipeline's queues are sized so it drops nothing in an instructions
-//! run (with the default queues, 2,048, it dropped part of its spans silently, which is why
-//! earlier runs counted only 97–137 k for it). The sink reads and discards request bodies
-//! through a stack buffer, so its own work (counted with every pipeline's) stays small.
+//! records. The comparison pipeline's queues are sized so it drops nothing. The sink reads and
+//! discards request bodies through a stack buffer, so its own work (counted with every
+//! pipeline's) stays small.
 //!
 //! Sustained 10 000 requests/s for 3 s (50 000 spans/s): 0 spans or logs dropped by either
 //! tracing-usr rung. `benches/footprint.rs` measures the resident memory under that load in a
-//! binary without the comparison pipeline: 9.0–9.2 MiB (Datadog) and 9.2–9.5 MiB (OTLP).
+//! binary without the comparison pipeline.
 //!
-//! The Datadog exporter is within the goal of a quarter of tracing-opentelemetry's
-//! instructions. OTLP is not: the OTLP exporter writes each request's opentelemetry-proto
-//! messages over the previous request's (before, building and freeing a hundred small buffers
-//! per request cost ~37 k instructions, most of it in the allocator's slow paths), but prost's
-//! encoding of those messages still costs ~31 k per request (it recomputes every nested
-//! message's length at each enclosing level, six levels deep for an attribute value), and the
-//! application thread's share (the layer building the records) ~32 k: together more than the
-//! quarter (49 k) with nothing else counted. The required use of opentelemetry-proto's types
-//! leaves no way around the encoding cost.
+//! OTLP/protobuf is written straight from the records in one pass (`otlp/wire.rs`): building
+//! opentelemetry-proto messages and prost's encoding of them cost ~30 k instructions per
+//! request (prost recomputes each nested message's length at every enclosing level). The
+//! messages stay the oracle: a property test decodes the writer's bytes with
+//! opentelemetry-proto and compares them with the messages the builder makes. OTLP/JSON still
+//! goes through the messages and serde. The Datadog msgpack encoder was already one pass: msgpack
+//! prefixes maps and arrays with their element counts, not their byte lengths, so it has no
+//! length to patch, and the same trick brings nothing there.
 
 #[path = "support/common.rs"]
 mod common;
@@ -126,8 +135,13 @@ fn rung(name: &str, port: u16) -> Rung {
             let logger_provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
                 .with_log_processor(log_processor)
                 .build();
+            // The application's events only: the exporters' own (hyper, reqwest) are not logs
+            // of the workload.
             let logs =
-                opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(&logger_provider);
+                opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(&logger_provider)
+                    .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                        meta.target().starts_with(env!("CARGO_CRATE_NAME"))
+                    }));
             let layer = tracing_opentelemetry::layer().with_tracer(tracer);
             Rung {
                 dispatch: Dispatch::new(tracing_subscriber::registry().with(layer).with(logs)),
@@ -158,6 +172,50 @@ fn run_requests(rung: &Rung, n: u64) {
     (rung.flush)();
 }
 
+/// The records of 100 workload requests (500 spans, 200 log records), as the layer makes them.
+fn workload_records() -> Vec<tracing_usr::export::Record> {
+    let memory = tracing_usr::export::InMemoryExporter::default();
+    let layer = tracing_usr::builder()
+        .with_env_lookup(|_| None)
+        .with_json_lines(tracing_usr::JsonLines::None)
+        .with_exporter(memory.clone())
+        .build();
+    let handle = layer.handle();
+    let user = User::new("u-1").with_email("ada@example.com").with_role("admin");
+    tracing::dispatcher::with_default(&Dispatch::new(tracing_subscriber::registry().with(layer)), || {
+        for _ in 0..100 {
+            identity_request(&user);
+        }
+    });
+    handle.flush().expect("flush");
+    memory.records()
+}
+
+/// The OTLP/protobuf writer alone: `n` encodings of the traces and logs requests of a fixed
+/// batch of 700 records (`benches/export_instructions.sh` divides by the records).
+fn encode_loop(n: u64) {
+    use tracing_usr::export::otlp::{encode_logs, encode_traces, OtlpConfig};
+    let records = workload_records();
+    let spans: Vec<_> = records
+        .iter()
+        .filter_map(tracing_usr::export::Record::as_span)
+        .collect();
+    let logs: Vec<_> = records
+        .iter()
+        .filter_map(tracing_usr::export::Record::as_log)
+        .collect();
+    assert_eq!((spans.len(), logs.len()), (500, 200));
+    let config = OtlpConfig::default();
+    let (mut traces, mut logs_body) = (Vec::new(), Vec::new());
+    let mut bytes = 0;
+    for _ in 0..n {
+        encode_traces(&spans, &config, &mut traces);
+        encode_logs(&logs, &config, &mut logs_body);
+        bytes += traces.len() + logs_body.len();
+    }
+    eprintln!("otlp_wire: {n} encodings, {bytes} bytes");
+}
+
 fn sustained(rung: &Rung, rate: u64, seconds: u64) {
     let user = User::new("u-1").with_email("ada@example.com").with_role("admin");
     let (total, took) = paced(&rung.dispatch, rate, seconds, || identity_request(&user));
@@ -176,10 +234,29 @@ fn main() {
     if let Ok(mode) = std::env::var("TRACING_USR_BENCH") {
         let parts: Vec<&str> = mode.split(':').collect();
         match parts.as_slice() {
+            ["instructions", "otlp_wire", n] => encode_loop(n.parse().expect("an encode count")),
             ["instructions", name, n] => {
                 let rung = rung(name, port);
                 run_requests(&rung, n.parse().expect("a request count"));
                 eprintln!("{name}: dropped spans+logs {}", (rung.dropped)());
+            }
+            ["check", name, n] => {
+                // Completeness: the sink decodes and counts what arrives (not a measured run).
+                loopback::COUNT.store(true, std::sync::atomic::Ordering::Relaxed);
+                let n: u64 = n.parse().expect("a request count");
+                let rung = rung(name, port);
+                run_requests(&rung, n);
+                let want = (n * 5, if *name == "usr_datadog" { 0 } else { n * 2 });
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                let got = loop {
+                    let got = (loopback::SPANS.load(std::sync::atomic::Ordering::Relaxed), loopback::LOGS.load(std::sync::atomic::Ordering::Relaxed));
+                    if got == want || std::time::Instant::now() > deadline {
+                        break got;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                };
+                println!("{name}: the sink received {} spans of {} and {} log records of {}", got.0, want.0, got.1, want.1);
+                assert_eq!(got, want, "{name} lost records");
             }
             ["sustained", name, rate, secs] => {
                 let rung = rung(name, port);

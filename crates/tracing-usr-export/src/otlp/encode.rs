@@ -9,10 +9,11 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 
 use super::reuse::{kv, set_bytes, set_str, set_string_value, string, Lists, Parts, Refill, Spare};
-use super::semconv::{user_attributes, write_trace_state};
+use super::semconv::{severity, user_attributes, write_trace_state};
+use super::wire::Wire;
 use super::OtlpConfig;
 use crate::exporter::RecordKind;
-use crate::record::{Level, LogRecord, Record, SpanRecord};
+use crate::record::{LogRecord, Record, SpanRecord};
 
 pub(super) fn resource(config: &OtlpConfig) -> Resource {
     Resource {
@@ -169,17 +170,6 @@ pub fn otlp_span(record: &SpanRecord) -> Span {
     span
 }
 
-fn severity(level: Level) -> i32 {
-    // SeverityNumber: TRACE=1, DEBUG=5, INFO=9, WARN=13, ERROR=17.
-    match level {
-        Level::Trace => 1,
-        Level::Debug => 5,
-        Level::Info => 9,
-        Level::Warn => 13,
-        Level::Error => 17,
-    }
-}
-
 /// Writes `record` over `out`, reusing its buffers (every field of the message is set).
 fn write_log(out: &mut OtlpLog, record: &LogRecord, parts: &mut Parts) {
     // Destructured without `..`, as in `write_span`.
@@ -253,6 +243,8 @@ pub(super) trait Signal: prost::Message + serde::Serialize + Sized {
     const KIND: RecordKind;
     /// The group a record must not be separated from across requests (its trace, for spans).
     fn group(record: &Self::Record) -> Option<u128>;
+    /// Writes the protobuf request of `records` into `wire` (one pass, no messages).
+    fn write_wire(wire: &mut Wire, records: &[&Self::Record], resource: &[(String, String)]);
 }
 
 impl Signal for ExportTraceServiceRequest {
@@ -262,6 +254,10 @@ impl Signal for ExportTraceServiceRequest {
 
     fn group(record: &SpanRecord) -> Option<u128> {
         Some(record.trace_id)
+    }
+
+    fn write_wire(wire: &mut Wire, records: &[&SpanRecord], resource: &[(String, String)]) {
+        wire.traces(records, resource);
     }
 
     fn lists(spare: &mut Spare) -> (&mut Lists<Span>, &mut Parts) {
@@ -299,6 +295,10 @@ impl Signal for ExportLogsServiceRequest {
 
     fn group(_: &LogRecord) -> Option<u128> {
         None
+    }
+
+    fn write_wire(wire: &mut Wire, records: &[&LogRecord], resource: &[(String, String)]) {
+        wire.logs(records, resource);
     }
 
     fn lists(spare: &mut Spare) -> (&mut Lists<OtlpLog>, &mut Parts) {

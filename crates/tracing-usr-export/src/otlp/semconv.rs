@@ -2,7 +2,7 @@
 //! (from the one mapping of `tracing_usr_core::semconv`) and the `_dd.p.*` propagation state as
 //! the W3C `tracestate` `dd` member.
 
-use crate::record::SpanRecord;
+use crate::record::{Level, SpanRecord};
 
 /// A semantic-convention user attribute: its key, value, and whether the value is an array.
 pub(super) type Semconv<'a> = (&'static str, &'a str, bool);
@@ -27,5 +27,16 @@ pub(super) fn write_trace_state(out: &mut String, span: &SpanRecord) {
         for c in v.as_str().chars() {
             out.push(if c == '=' { '~' } else { c });
         }
+    }
+}
+
+/// The OTLP `SeverityNumber` of a level: TRACE=1, DEBUG=5, INFO=9, WARN=13, ERROR=17.
+pub(super) fn severity(level: Level) -> i32 {
+    match level {
+        Level::Trace => 1,
+        Level::Debug => 5,
+        Level::Info => 9,
+        Level::Warn => 13,
+        Level::Error => 17,
     }
 }
