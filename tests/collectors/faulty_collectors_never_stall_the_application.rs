@@ -279,3 +279,43 @@ fn a_collector_that_is_down_costs_the_application_nothing_and_failures_are_count
     assert!(stats.export_errors >= 1, "{stats:?}");
     assert_eq!(stats.processed, 400);
 }
+
+/// The Datadog trace exporter's counters for spans (it handles no logs).
+fn datadog_spans(handle: &tracing_usr::Handle) -> tracing_usr::export::Outcomes {
+    let stats = handle.stats();
+    let datadog = stats
+        .exporters
+        .iter()
+        .find(|e| e.name == "datadog")
+        .expect("the Datadog exporter");
+    assert_eq!(datadog.logs, Default::default(), "not the trace exporter's");
+    datadog.spans
+}
+
+#[test]
+fn the_datadog_exporter_counts_what_it_loses_per_span_and_by_reason() {
+    // A refusal: every span of the payload is rejected, at once.
+    let server = FaultServer::start(Behaviour::Status(400, None));
+    let (dispatch, handle) = layer_for(server.port, quick_retries(), 10_000);
+    emit(&dispatch, 30);
+    handle.flush().unwrap();
+    let spans = datadog_spans(&handle);
+    assert_eq!((spans.rejected, spans.delivered), (60, 0), "{spans:?}");
+    assert_eq!(handle.stats().spans.offered, 60);
+
+    // A collector down for longer than the retry time: the spans are given up, counted.
+    let server = FaultServer::start(Behaviour::Status(503, None));
+    let retry = RetryPolicy {
+        max_elapsed: Duration::from_millis(150),
+        ..quick_retries()
+    };
+    let (dispatch, handle) = layer_for(server.port, retry, 10_000);
+    emit(&dispatch, 20);
+    handle.flush().unwrap();
+    server.set(Behaviour::Ok);
+    emit(&dispatch, 10);
+    handle.flush().unwrap();
+    let spans = datadog_spans(&handle);
+    assert_eq!((spans.retry_exhausted, spans.delivered), (40, 20), "{spans:?}");
+    assert_eq!(server.spans_received(), 20, "what was delivered arrived");
+}
