@@ -395,3 +395,14 @@ async fn middleware_answers(remote: &Remote) {
         "the user block's trigger"
     );
 }
+
+#[test]
+fn a_new_file_under_the_same_version_replaces_the_list() {
+    let remote = Remote::start();
+    remote.serve(USERS_PATH, users(json!([{"value": "first"}])));
+    remote.until_blocked("first", true);
+    // The test agent serves every file at version 0: only the content changes.
+    remote.serve(USERS_PATH, users(json!([{"value": "second"}])));
+    remote.until_blocked("second", true);
+    assert!(!remote.blocked("first"), "the old file's entries are gone");
+}

@@ -188,11 +188,7 @@ impl RemoteConfigState {
             .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
             .unwrap_or_default();
         let files = target_files(&answer)?;
-        let before: Vec<(String, u64, Option<String>)> = self
-            .configs
-            .iter()
-            .map(|(p, c)| (p.clone(), c.version, c.error.clone()))
-            .collect();
+        let before = self.fingerprint();
         self.configs.retain(|path, _| paths.contains(path));
         for path in paths.iter().filter(|p| p.contains(&format!("/{PRODUCT}/"))) {
             let update = self.read_config(path, &signed, &files);
@@ -209,16 +205,20 @@ impl RemoteConfigState {
         {
             self.backend_client_state = state.to_owned();
         }
-        let after: Vec<(String, u64, Option<String>)> = self
-            .configs
-            .iter()
-            .map(|(p, c)| (p.clone(), c.version, c.error.clone()))
-            .collect();
-        Ok(if before == after {
+        Ok(if before == self.fingerprint() {
             Change::Unchanged
         } else {
             Change::Changed(self.blocks())
         })
+    }
+
+    /// What identifies the applied configs: a change of any file's content, version or error
+    /// is a change of the lists (the agent may serve new content under the same version).
+    fn fingerprint(&self) -> Vec<(String, u64, String, Option<String>)> {
+        self.configs
+            .iter()
+            .map(|(p, c)| (p.clone(), c.version, c.sha256.clone(), c.error.clone()))
+            .collect()
     }
 
     /// The config at `path`, read from its target file; `None` to keep what is there.
@@ -612,6 +612,13 @@ mod tests {
             cached["hashes"][0]["hash"].as_str().unwrap(),
             hex(&Sha256::digest(USERS.as_bytes()))
         );
+        // New content under the same version is a change too.
+        let other = r#"{"rules_data": [{"id": "blocked_users", "type": "data_with_expiration", "data": [{"value": "user-9"}]}]}"#;
+        let Change::Changed(blocks) = state.apply(&answer(&[(PATH, other)], 3, false)).unwrap() else {
+            panic!("new content is a change");
+        };
+        assert_eq!(blocks.users[0].value, "user-9");
+        state.apply(&answer(&[(PATH, USERS)], 3, false)).unwrap();
         // The same answer again changes nothing; an answer without the path removes it.
         assert_eq!(
             state.apply(&answer(&[(PATH, USERS)], 3, false)).unwrap(),
