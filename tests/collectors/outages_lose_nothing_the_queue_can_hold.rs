@@ -619,8 +619,9 @@ fn a_spool_file_cut_mid_record_restores_the_rest_and_counts_the_torn_record() {
 fn a_long_outage_overflows_to_the_spool_instead_of_dropping() {
     let dir = spool_dir("overflow");
     let collector = Collector::start(Mode::Answer(503, ""));
-    let app = spooled_app(&collector, &dir, 60);
-    // 900 records through a queue of 60, at a pace the spill (every 20 ms) keeps up with.
+    let app = spooled_app(&collector, &dir, 300);
+    // 900 records through a queue of 300, 30 every 40 ms: the spill (every 20 ms, from half
+    // full) has five rounds to act before the queue could overflow, even on a loaded machine.
     for chunk in 0..30 {
         app.requests(chunk * 10, 10);
         std::thread::sleep(Duration::from_millis(40));
@@ -628,8 +629,37 @@ fn a_long_outage_overflows_to_the_spool_instead_of_dropping() {
     collector.set(Mode::Healthy);
     let stats = app.delivered(600, 300);
     balanced(&stats);
-    assert!(stats.spans.spooled > 0, "{stats:#?}");
+    assert!(
+        stats.spans.spooled > 300,
+        "most of the outage went through the spool: {stats:#?}"
+    );
     assert_eq!(stats.dropped, 0, "nothing dropped: {stats:#?}");
     assert_eq!(collector.received(), (600, 300, 0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn spooled_records_go_out_when_the_collector_is_back_even_with_no_new_traffic() {
+    let dir = spool_dir("idle");
+    let collector = Collector::start(Mode::Down);
+    let app = app_with(
+        builder_with_env(&[]).with_spool(SpoolConfig::new(&dir)),
+        collector.otlp(quick_retries(Duration::from_millis(200)), Duration::from_secs(2)),
+        10_000,
+        Duration::from_secs(5),
+    );
+    app.requests(0, 20);
+    // The outage outlasts the retry time: the batch goes to the spool, not to the loss counts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.handle.stats().spans.spooled < 40 {
+        assert!(Instant::now() < deadline, "{:#?}", app.handle.stats());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    collector.set(Mode::Healthy);
+    // Nothing new is sent: the spooled records are tried again by themselves.
+    let stats = app.delivered(40, 20);
+    balanced(&stats);
+    assert_eq!(stats.exporters[0].spans.retry_exhausted, 0, "{stats:#?}");
+    assert_eq!(collector.received(), (40, 20, 0));
     let _ = std::fs::remove_dir_all(&dir);
 }

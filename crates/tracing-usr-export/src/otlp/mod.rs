@@ -152,7 +152,13 @@ impl OtlpExporter {
         })
     }
 
-    fn post(&mut self, url: &str, body: Vec<u8>, cx: &ExportContext<'_>) -> Result<(), ExportError> {
+    /// Sends `body`; hands the buffer back for the next request when nothing else holds it.
+    fn post(
+        &mut self,
+        url: &str,
+        body: Vec<u8>,
+        cx: &ExportContext<'_>,
+    ) -> (Result<(), ExportError>, Option<Vec<u8>>) {
         let mut headers: Vec<(String, String)> = vec![(
             "Content-Type".into(),
             match self.config.protocol {
@@ -161,13 +167,15 @@ impl OtlpExporter {
             }
             .into(),
         )];
-        let body = if self.config.gzip {
+        let (body, plain) = if self.config.gzip {
             headers.push(("Content-Encoding".into(), "gzip".into()));
             let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            encoder.write_all(&body)?;
-            encoder.finish()?
+            match encoder.write_all(&body).and_then(|()| encoder.finish()) {
+                Ok(zipped) => (zipped, Some(body)),
+                Err(e) => return (Err(e.into()), Some(body)),
+            }
         } else {
-            body
+            (body, None)
         };
         headers.extend(self.config.headers.iter().cloned());
         let request = Request {
@@ -176,7 +184,9 @@ impl OtlpExporter {
             headers,
             body: body.into(),
         };
-        self.sender.send(&request, cx).map(|_| ())
+        let result = self.sender.send(&request, cx).map(|_| ());
+        let sent = request.body.try_into_mut().ok().map(Vec::from);
+        (result, plain.or(sent))
     }
 
     /// `records` in requests of at most [`MAX_RECORDS_PER_REQUEST`] that do not cut a trace
@@ -196,8 +206,7 @@ impl OtlpExporter {
                 // Protobuf is written straight from the records, in one pass.
                 OtlpProtocol::HttpProtobuf => {
                     S::write_wire(&mut self.wire, chunk, &self.config.resource);
-                    let size = self.wire.buf.len();
-                    Ok(std::mem::replace(&mut self.wire.buf, Vec::with_capacity(size)))
+                    Ok(std::mem::take(&mut self.wire.buf))
                 }
                 OtlpProtocol::HttpJson => {
                     let request: S = build(chunk.iter().copied(), &self.resource, &mut self.spare);
@@ -206,7 +215,15 @@ impl OtlpExporter {
                     body
                 }
             };
-            match body.and_then(|body| self.post(url, body, cx)) {
+            let result = body.and_then(|body| {
+                let (result, spare) = self.post(url, body, cx);
+                // The next request is written over this one's buffer.
+                if let Some(spare) = spare {
+                    self.wire.buf = spare;
+                }
+                result
+            });
+            match result {
                 Ok(()) => cx.delivered(S::KIND, chunk.len()),
                 Err(e) => cx.lost(S::KIND, chunk.len(), &e),
             }

@@ -135,16 +135,15 @@ pub(super) fn run_reporter(shared: &Shared) {
     }
 }
 
-/// Moves the queue to the spool when it is half full while the worker waits on a collector
-/// (or the collector failed last time): those records would be dropped next.
+/// Moves the queue to the spool when it is half full while the worker waits on a collector:
+/// those records would be dropped next.
 fn spill_queue_if_stuck(shared: &Shared, cache: &mut MaskCache) {
     let mut state = shared.lock();
     let waiting = state
         .exporting
         .is_some_and(|(_, since)| since.elapsed() >= SPILL_AFTER);
     let half_full = state.queue.len() >= shared.config.max_queued_records.div_ceil(2);
-    let collector_trouble = waiting || !state.last_ok;
-    if state.shutdown || state.abandoned || !half_full || !collector_trouble {
+    if state.shutdown || state.abandoned || !half_full || !waiting {
         return;
     }
     let mut records = std::mem::take(&mut state.queue);

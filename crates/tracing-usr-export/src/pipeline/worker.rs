@@ -93,11 +93,16 @@ impl Worker {
     /// Puts spooled records back at the head of the queue, as many as it has room for, while
     /// the collectors deliver.
     fn restore(&self) {
-        if self.shared.config.spool.is_none() || !self.shared.lock().last_ok {
+        if self.shared.config.spool.is_none() {
             return;
         }
         let room = {
             let state = self.shared.lock();
+            // After a failure, the spooled records are tried again once nothing else waits
+            // (else they would wait for new records to show that the collector is back).
+            if state.shutdown || !(state.last_ok || state.queue.is_empty()) {
+                return;
+            }
             self.shared
                 .config
                 .max_queued_records
