@@ -29,10 +29,10 @@
 //!
 //! | rung | instructions / request | ratio to otel_otlp | allocations / request |
 //! |---|---|---|---|
-//! | usr_datadog (traces + Datadog log lines) | 48.1 k | 0.224 | 14.6 |
-//! | usr_otlp (traces with span events + OTLP logs) | 50.5 k | 0.235 | 17.9 (25.6 with prost) |
-//! | otel_otlp (traces with span events + OTLP logs) | 215 k | 1.00 | 213 |
-//! | otlp_wire (the writer alone) | 1,461 per record | | 0 |
+//! | usr_datadog (traces + Datadog log lines) | 48.1 k | 0.222 | 14.6 |
+//! | usr_otlp (traces with span events + OTLP logs) | 49.1 k | 0.227 | 17.9 (25.6 with prost) |
+//! | otel_otlp (traces with span events + OTLP logs) | 216 k | 1.00 | 213 |
+//! | otlp_wire (the writer alone) | 1,445 per record | | 0 |
 //!
 //! Every rung delivers every span and log record (`check`: 10,000 spans and 4,000 log records
 //! for 2,000 requests; the Datadog log lines go to stdout). The comparison pipeline's log bridge
