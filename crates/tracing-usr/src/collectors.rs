@@ -41,6 +41,9 @@ pub const ENV_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
 pub const ENV_OTLP_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
 /// `gzip` or `none`.
 pub const ENV_OTLP_COMPRESSION: &str = "OTEL_EXPORTER_OTLP_COMPRESSION";
+/// How long a failed export request is retried, in seconds (fractions allowed), for the
+/// Datadog and OTLP exporters configured from the environment. Defaults to 300.
+pub const ENV_EXPORT_RETRY_SECONDS: &str = "TRACING_USR_EXPORT_RETRY_SECONDS";
 /// OTel service name (wins over `OTEL_RESOURCE_ATTRIBUTES` and `DD_SERVICE`).
 pub const ENV_OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
 /// OTel resource attributes, `key=value` pairs separated by commas.
@@ -79,6 +82,27 @@ pub(crate) fn parse_pairs(value: &str) -> Vec<(String, String)> {
             (!k.is_empty()).then(|| (k, percent_decode(v.trim())))
         })
         .collect()
+}
+
+/// The retry policy, with the retry time of `TRACING_USR_EXPORT_RETRY_SECONDS` when it is set.
+#[cfg(any(feature = "datadog", feature = "otlp"))]
+fn retry_from_env(
+    var: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<ConfigWarning>,
+) -> tracing_usr_export::http::RetryPolicy {
+    let mut retry = tracing_usr_export::http::RetryPolicy::default();
+    if let Some(v) = var(ENV_EXPORT_RETRY_SECONDS) {
+        match v.trim().parse::<f64>() {
+            Ok(secs) if (0.0..=86_400.0).contains(&secs) => {
+                retry.max_elapsed = std::time::Duration::from_secs_f64(secs);
+            }
+            _ => warnings.push(ConfigWarning::new(
+                ENV_EXPORT_RETRY_SECONDS,
+                format!("invalid retry time {v:?} (seconds, 0 to 86400); retrying for 300 s"),
+            )),
+        }
+    }
+    retry
 }
 
 /// Reads the Datadog exporter's settings; `None` when none of its variables is set.
@@ -128,6 +152,7 @@ pub(crate) fn datadog_from_env(
     config.env = var(ENV_DD_ENV);
     config.version = var(ENV_DD_VERSION);
     config.tags = var(ENV_DD_TAGS).map(|t| parse_dd_tags(&t)).unwrap_or_default();
+    config.retry = retry_from_env(var, warnings);
     Some(config)
 }
 
@@ -151,6 +176,7 @@ pub fn otlp_config_from(
         traces_endpoint: Some(traces.unwrap_or_else(|| format!("{base}/v1/traces"))),
         logs_endpoint: Some(logs.unwrap_or_else(|| format!("{base}/v1/logs"))),
         resource: otlp_resource(var),
+        retry: retry_from_env(var, warnings),
         ..OtlpConfig::default()
     };
     if let Some(headers) = var(ENV_OTLP_HEADERS) {
@@ -228,6 +254,24 @@ fn otlp_resource(var: &dyn Fn(&str) -> Option<String>) -> Vec<(String, String)> 
 #[cfg(all(test, feature = "otlp"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_retry_time_comes_from_the_environment_with_a_documented_fallback() {
+        let config = |value: &str| {
+            let var = |name: &str| match name {
+                ENV_OTLP_ENDPOINT => Some("http://collector:4318".to_owned()),
+                ENV_EXPORT_RETRY_SECONDS => Some(value.to_owned()),
+                _ => None,
+            };
+            let mut warnings = Vec::new();
+            let config = otlp_config_from(&var, &mut warnings).expect("an OTLP config");
+            (config.retry.max_elapsed, warnings.len())
+        };
+        assert_eq!(config("2.5"), (Duration::from_millis(2_500), 0));
+        assert_eq!(config("0"), (Duration::ZERO, 0));
+        assert_eq!(config("soon"), (Duration::from_secs(300), 1));
+        assert_eq!(config("-1"), (Duration::from_secs(300), 1));
+    }
 
     #[test]
     fn pairs_are_split_and_decoded() {

@@ -122,6 +122,7 @@
 //! | `TRACING_USR_EXPORT` | `stdout`, `file:PATH`, `none` | `stdout` when no collector or other exporter is configured; invalid → `stdout`; unopenable file → `stdout` |
 //! | `DD_REMOTE_CONFIGURATION_ENABLED` | `true`, `false` | `true` (with the Datadog exporter): blocks set in Datadog apply ([`Builder::with_remote_config`]); invalid → `true` |
 //! | `DD_REMOTE_CONFIG_POLL_INTERVAL_SECONDS` | seconds, fractions allowed | `5`; invalid → `5` |
+//! | `TRACING_USR_EXPORT_RETRY_SECONDS` | seconds, fractions allowed | `300`: how long a failed export request is retried; invalid → `300` |
 //! | `TRACING_USR_EXPORT_SPOOL_DIR` | a directory | no spool; set, records the collectors cannot take wait there ([`Builder::with_spool`]) |
 //! | `TRACING_USR_EXPORT_SPOOL_MAX_MB` | megabytes | `256`; invalid → `256` |
 //! | `DD_TRACE_AGENT_URL`, `DD_AGENT_HOST`, `DD_TRACE_AGENT_PORT` | agent URL (`http://`, `unix://`), host, port | any of them enables the Datadog exporter (`localhost:8126`) |
