@@ -72,6 +72,14 @@ pub struct BlockEntry {
     pub expiration: Option<u64>,
 }
 
+/// The wall clock in Unix seconds, the unit of [`BlockEntry::expiration`] (0 if the clock is
+/// before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Folds an IPv4-mapped IPv6 address to IPv4, so `::ffff:1.2.3.4` and `1.2.3.4` are one address.
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {

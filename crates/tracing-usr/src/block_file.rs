@@ -8,10 +8,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::Value;
-use tracing_usr_core::blocking::{BlockEntry, BlockList, BlockSource};
+use tracing_usr_core::blocking::{unix_now, BlockEntry, BlockList, BlockSource};
 
 /// Parses the file's JSON.
 pub(crate) fn parse(text: &str) -> Result<Vec<BlockEntry>, String> {
@@ -40,12 +40,6 @@ pub(crate) fn parse(text: &str) -> Result<Vec<BlockEntry>, String> {
             })
         })
         .collect()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn load(path: &Path, list: &BlockList) -> Result<(), String> {

@@ -597,9 +597,7 @@ impl Builder {
         warnings: &mut Vec<ConfigWarning>,
     ) -> Arc<tracing_usr_core::blocking::BlockList> {
         let blocks = Arc::new(tracing_usr_core::blocking::BlockList::new(Arc::clone(clock)));
-        let unix_now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let unix_now = tracing_usr_core::blocking::unix_now();
         blocks.replace_users(self.blocked_users.iter().cloned(), unix_now);
         let file = self.blocked_users_file.clone().or_else(|| {
             self.var(ENV_BLOCKED_USERS_FILE)

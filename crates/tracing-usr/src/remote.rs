@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing_usr_core::blocking::{BlockList, BlockSource};
+use tracing_usr_core::blocking::{unix_now, BlockList, BlockSource};
 use tracing_usr_core::mode::ConfigWarning;
 use tracing_usr_export::datadog::DatadogConfig;
-use tracing_usr_export::remote_config::{unix_now, ClientIdentity, RemoteConfigClient};
+use tracing_usr_export::remote_config::{ClientIdentity, RemoteConfigClient};
 
 /// `false` turns Remote Configuration off (it is on whenever the Datadog exporter runs).
 pub const ENV_REMOTE_CONFIG_ENABLED: &str = "DD_REMOTE_CONFIGURATION_ENABLED";
