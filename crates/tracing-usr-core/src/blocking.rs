@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 /// A monotonic clock. Detection windows and block expiry are measured on it, so tests can drive
@@ -182,14 +182,70 @@ struct Entries {
     ranges: Vec<(IpRange, Expiry)>,
 }
 
+/// What a block applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockKind {
+    /// A user id.
+    User,
+    /// A client IP address.
+    Ip,
+}
+
+/// A block added or lifted, as [`BlockList::set_listener`] reports it: entries of the builder,
+/// the blocked-users file and run time (single addresses; CIDR ranges and Remote Configuration
+/// entries are not reported).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockChange {
+    /// What is blocked.
+    pub kind: BlockKind,
+    /// The user id, or the IP address text.
+    pub value: String,
+    /// When the block ends, in Unix seconds; `None`: never.
+    pub expiration: Option<u64>,
+    /// Whether the block was lifted (else added).
+    pub removed: bool,
+}
+
+/// Blocks held outside the list and enforced with it: another process's blocks, which this
+/// one may know only by a keyed tag of the value.
+pub trait ExternalBlocks: Send + Sync + fmt::Debug {
+    /// Whether `user_id` is blocked.
+    fn is_user_blocked(&self, user_id: &str) -> bool;
+    /// Whether `ip` is blocked (already folded to IPv4 when IPv4-mapped).
+    fn is_ip_blocked(&self, ip: IpAddr) -> bool;
+}
+
+type Listener = Arc<dyn Fn(&BlockChange) + Send + Sync>;
+
 /// Blocked users and IPs (addresses and CIDR ranges), with expiry on a [`Clock`], kept per
-/// [`BlockSource`] and enforced as their union. Cheap to share behind an `Arc`.
-#[derive(Debug)]
+/// [`BlockSource`] and enforced as their union, with [`ExternalBlocks`] when set. Cheap to
+/// share behind an `Arc`.
 pub struct BlockList {
     clock: Arc<dyn Clock>,
     /// Whether any entry was ever added (a cheap check on the hot path).
     used: std::sync::atomic::AtomicBool,
     sources: RwLock<[Entries; 4]>,
+    listener: OnceLock<Listener>,
+    external: OnceLock<Arc<dyn ExternalBlocks>>,
+}
+
+impl fmt::Debug for BlockList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockList")
+            .field("clock", &self.clock)
+            .field("used", &self.used)
+            .field("sources", &self.sources)
+            .field("external", &self.external.get())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `source`'s changes go to the listener.
+fn reported(source: BlockSource) -> bool {
+    matches!(
+        source,
+        BlockSource::Code | BlockSource::File | BlockSource::Runtime
+    )
 }
 
 impl BlockList {
@@ -199,7 +255,94 @@ impl BlockList {
             clock,
             used: std::sync::atomic::AtomicBool::new(false),
             sources: RwLock::default(),
+            listener: OnceLock::new(),
+            external: OnceLock::new(),
         }
+    }
+
+    /// Reports every later change of the builder's, the file's and run-time entries to
+    /// `listener` (called with no lock held), after reporting the entries held now. Set once;
+    /// `false` if a listener was set already.
+    pub fn set_listener(&self, listener: impl Fn(&BlockChange) + Send + Sync + 'static) -> bool {
+        if self.listener.set(Arc::new(listener)).is_err() {
+            return false;
+        }
+        let now = self.clock.now();
+        let unix = unix_now();
+        let mut held = Vec::new();
+        if let Ok(sources) = self.sources.read() {
+            for source in [BlockSource::Code, BlockSource::File, BlockSource::Runtime] {
+                let entries = &sources[source.index()];
+                let users = entries
+                    .users
+                    .iter()
+                    .map(|(v, x)| (BlockKind::User, v.clone(), *x));
+                let ips = entries
+                    .ips
+                    .iter()
+                    .map(|(ip, x)| (BlockKind::Ip, ip.to_string(), *x));
+                for (kind, value, expiry) in users.chain(ips) {
+                    if Self::live(Some(&expiry), now) {
+                        held.push(self.change(kind, value, expiry, now, unix, false));
+                    }
+                }
+            }
+        }
+        self.notify(&held);
+        true
+    }
+
+    /// Enforces `external` with the list's own entries. Set once; `false` if one was set already.
+    pub fn set_external(&self, external: Arc<dyn ExternalBlocks>) -> bool {
+        self.used.store(true, Ordering::Relaxed);
+        self.external.set(external).is_ok()
+    }
+
+    fn change(
+        &self,
+        kind: BlockKind,
+        value: String,
+        expiry: Expiry,
+        now: Duration,
+        unix: u64,
+        removed: bool,
+    ) -> BlockChange {
+        BlockChange {
+            kind,
+            value,
+            expiration: expiry.map(|at| unix + at.saturating_sub(now).as_secs().max(1)),
+            removed,
+        }
+    }
+
+    fn notify(&self, changes: &[BlockChange]) {
+        if let (Some(listener), false) = (self.listener.get(), changes.is_empty()) {
+            for change in changes {
+                listener(change);
+            }
+        }
+    }
+
+    /// The changes between `old` and `new` entries of a reported source.
+    fn diff<K: Eq + std::hash::Hash + ToString>(
+        &self,
+        kind: BlockKind,
+        old: &HashMap<K, Expiry>,
+        new: &HashMap<K, Expiry>,
+    ) -> Vec<BlockChange> {
+        if self.listener.get().is_none() {
+            return Vec::new();
+        }
+        let (now, unix) = (self.clock.now(), unix_now());
+        let lifted = old
+            .keys()
+            .filter(|k| !new.contains_key(*k))
+            .map(|k| self.change(kind, k.to_string(), None, now, unix, true));
+        let added = new
+            .iter()
+            .filter(|(k, x)| old.get(*k) != Some(*x))
+            .map(|(k, x)| self.change(kind, k.to_string(), *x, now, unix, false));
+        lifted.chain(added).collect()
     }
 
     /// Converts a wall-clock expiration to the clock, once, at load time.
@@ -237,7 +380,14 @@ impl BlockList {
             .into_iter()
             .filter_map(|e| self.expiry(e.expiration, unix_now).map(|x| (e.value, x)))
             .collect();
-        self.with_source(source, !users.is_empty(), |entries| entries.users = users);
+        let mut changes = Vec::new();
+        self.with_source(source, !users.is_empty(), |entries| {
+            if reported(source) {
+                changes = self.diff(BlockKind::User, &entries.users, &users);
+            }
+            entries.users = users;
+        });
+        self.notify(&changes);
     }
 
     /// Replaces the blocked IPs of the builder; see [`BlockList::replace_ips_from`].
@@ -269,29 +419,64 @@ impl BlockList {
                 }
             }
         }
+        let mut changes = Vec::new();
         self.with_source(source, !ips.is_empty() || !ranges.is_empty(), |entries| {
+            if reported(source) {
+                changes = self.diff(BlockKind::Ip, &entries.ips, &ips);
+            }
             entries.ips = ips;
             entries.ranges = ranges;
         });
+        self.notify(&changes);
         rejected
     }
 
     /// Blocks `user_id` for `duration` (forever with `None`), timed on the clock
     /// ([`BlockSource::Runtime`]).
     pub fn block_user(&self, user_id: &str, duration: Option<Duration>) {
-        let expiry = duration.map(|d| self.clock.now() + d);
+        let now = self.clock.now();
+        let expiry = duration.map(|d| now + d);
         self.with_source(BlockSource::Runtime, true, |entries| {
             entries.users.insert(user_id.to_owned(), expiry);
         });
+        self.runtime_change(BlockKind::User, user_id.to_owned(), expiry, now, false);
     }
 
     /// Blocks `ip` for `duration` (forever with `None`), timed on the clock
     /// ([`BlockSource::Runtime`]).
     pub fn block_ip(&self, ip: IpAddr, duration: Option<Duration>) {
-        let expiry = duration.map(|d| self.clock.now() + d);
+        let now = self.clock.now();
+        let expiry = duration.map(|d| now + d);
+        let ip = canonical_ip(ip);
         self.with_source(BlockSource::Runtime, true, |entries| {
-            entries.ips.insert(canonical_ip(ip), expiry);
+            entries.ips.insert(ip, expiry);
         });
+        self.runtime_change(BlockKind::Ip, ip.to_string(), expiry, now, false);
+    }
+
+    /// Lifts a run-time block of `user_id` ([`BlockList::block_user`], detection's actions);
+    /// the other sources' entries stay.
+    pub fn unblock_user(&self, user_id: &str) {
+        self.with_source(BlockSource::Runtime, false, |entries| {
+            entries.users.remove(user_id);
+        });
+        self.runtime_change(BlockKind::User, user_id.to_owned(), None, self.clock.now(), true);
+    }
+
+    /// Lifts a run-time block of `ip` ([`BlockList::block_ip`], detection's actions); the
+    /// other sources' entries stay.
+    pub fn unblock_ip(&self, ip: IpAddr) {
+        let ip = canonical_ip(ip);
+        self.with_source(BlockSource::Runtime, false, |entries| {
+            entries.ips.remove(&ip);
+        });
+        self.runtime_change(BlockKind::Ip, ip.to_string(), None, self.clock.now(), true);
+    }
+
+    fn runtime_change(&self, kind: BlockKind, value: String, expiry: Expiry, now: Duration, removed: bool) {
+        if self.listener.get().is_some() {
+            self.notify(&[self.change(kind, value, expiry, now, unix_now(), removed)]);
+        }
     }
 
     fn live(expiry: Option<&Expiry>, now: Duration) -> bool {
@@ -316,6 +501,7 @@ impl BlockList {
             .read()
             .map(|sources| sources.iter().any(|e| Self::live(e.users.get(user_id), now)))
             .unwrap_or(false)
+            || self.external.get().is_some_and(|x| x.is_user_blocked(user_id))
     }
 
     /// Whether an unexpired entry of any source is `ip` or a range holding it (IPv4-mapped IPv6
@@ -337,6 +523,7 @@ impl BlockList {
                 })
             })
             .unwrap_or(false)
+            || self.external.get().is_some_and(|x| x.is_ip_blocked(ip))
     }
 }
 
@@ -493,6 +680,71 @@ mod tests {
     fn list() -> (BlockList, ManualClock) {
         let clock = ManualClock::new();
         (BlockList::new(Arc::new(clock.clone())), clock)
+    }
+
+    #[test]
+    fn the_listener_hears_held_entries_then_every_change_but_remote_ones() {
+        let (list, _clock) = list();
+        list.replace_users(
+            [BlockEntry {
+                value: "u1".into(),
+                expiration: None,
+            }],
+            0,
+        );
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&heard);
+        assert!(list.set_listener(move |c: &BlockChange| sink.lock().unwrap().push(c.clone())));
+        list.block_ip(
+            "::ffff:198.51.100.7".parse().unwrap(),
+            Some(Duration::from_secs(60)),
+        );
+        list.replace_users_from(
+            BlockSource::Remote,
+            [BlockEntry {
+                value: "r".into(),
+                expiration: None,
+            }],
+            0,
+        );
+        list.unblock_ip("198.51.100.7".parse().unwrap());
+        list.replace_users([], 0);
+        let heard = heard.lock().unwrap();
+        let summary: Vec<(BlockKind, &str, bool)> = heard
+            .iter()
+            .map(|c| (c.kind, c.value.as_str(), c.removed))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (BlockKind::User, "u1", false),
+                (BlockKind::Ip, "198.51.100.7", false),
+                (BlockKind::Ip, "198.51.100.7", true),
+                (BlockKind::User, "u1", true),
+            ]
+        );
+        let expires = heard[1].expiration.unwrap();
+        assert!(expires.abs_diff(unix_now() + 60) <= 1, "{expires}");
+        assert!(!list.is_ip_blocked("198.51.100.7".parse().unwrap()), "unblocked");
+    }
+
+    #[derive(Debug)]
+    struct Everyone;
+    impl ExternalBlocks for Everyone {
+        fn is_user_blocked(&self, user_id: &str) -> bool {
+            user_id == "far"
+        }
+        fn is_ip_blocked(&self, ip: IpAddr) -> bool {
+            ip == IpAddr::from([192, 0, 2, 1])
+        }
+    }
+
+    #[test]
+    fn external_blocks_are_enforced_with_the_list() {
+        let (list, _clock) = list();
+        assert!(list.set_external(Arc::new(Everyone)));
+        assert!(list.is_user_blocked("far") && !list.is_user_blocked("near"));
+        assert!(list.is_ip_blocked("::ffff:192.0.2.1".parse().unwrap()));
     }
 
     #[test]

@@ -253,7 +253,7 @@ impl Detector {
         }
     }
 
-    fn signal(
+    pub(super) fn signal(
         &self,
         rule: RuleId,
         severity: Severity,
@@ -279,7 +279,7 @@ impl Detector {
         }
     }
 
-    fn block_ip(&self, rule: RuleId, ip: Option<IpAddr>, signal: &mut Signal) {
+    pub(super) fn block_ip(&self, rule: RuleId, ip: Option<IpAddr>, signal: &mut Signal) {
         if let (true, Some(ip)) = (self.config.rule(rule).block_ip, ip) {
             signal.actions.push(Action::BlockIp {
                 ip,
@@ -288,7 +288,7 @@ impl Detector {
         }
     }
 
-    fn block_user(&self, rule: RuleId, user_id: Option<&String>, signal: &mut Signal) {
+    pub(super) fn block_user(&self, rule: RuleId, user_id: Option<&String>, signal: &mut Signal) {
         if let (true, Some(user_id)) = (self.config.rule(rule).block_user, user_id) {
             signal.actions.push(Action::BlockUser {
                 user_id: user_id.clone(),

@@ -25,6 +25,9 @@
 //! assert_eq!(signals[0].rule, RuleId::CredentialStuffing);
 //! ```
 
+#[cfg(feature = "cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+pub mod cluster;
 mod config;
 mod detector;
 mod signal;
