@@ -121,6 +121,8 @@ pub struct Builder {
     blocked_ips: Vec<tracing_usr_core::blocking::BlockEntry>,
     blocked_users_file: Option<(PathBuf, Duration)>,
     remote_config: Option<(bool, Option<Duration>)>,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::detection::RedisConfig>,
     detection: Option<crate::detection::DetectionConfig>,
     detection_enabled: Option<bool>,
     sink: Option<Box<dyn crate::detection::SignalSink>>,
@@ -176,6 +178,8 @@ impl Builder {
             blocked_ips: Vec::new(),
             blocked_users_file: None,
             remote_config: None,
+            #[cfg(feature = "redis")]
+            redis: None,
             detection: None,
             detection_enabled: None,
             sink: None,
@@ -377,6 +381,17 @@ impl Builder {
         self
     }
 
+    /// Shares detection with the other replicas of the service on Redis (feature `redis`):
+    /// windows counted cluster-wide, one signal per attack, blocks enforced everywhere. Wins
+    /// over `TRACING_USR_REDIS_URL`; see [`crate::detection::RedisConfig`] and
+    /// `docs/detection.md` ("Running several replicas"). Needs detection on.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn with_redis(mut self, config: crate::detection::RedisConfig) -> Self {
+        self.redis = Some(config);
+        self
+    }
+
     /// Keeps on disk, in `config.dir`, the records the collectors cannot take: what would be
     /// dropped for a full queue while a collector is down, what an unavailable collector did
     /// not take, and what is still queued at shutdown during an outage. They are sent first at
@@ -442,6 +457,8 @@ impl Builder {
         let spool = self.spool(&mut warnings);
         #[cfg(feature = "datadog")]
         let remote_config = self.remote_config(&blocks, &mut warnings);
+        #[cfg(feature = "redis")]
+        let redis = self.redis_settings(detection.is_some(), &mut warnings);
         let Builder {
             sink,
             exporters: extra,
@@ -473,7 +490,34 @@ impl Builder {
             clock,
             #[cfg(feature = "datadog")]
             remote_config,
+            #[cfg(feature = "redis")]
+            redis,
         })
+    }
+
+    /// Shared detection's settings (the builder's, else the environment's) and the service its
+    /// keys are named for; `None` without a URL, without a secret, or with detection off.
+    #[cfg(feature = "redis")]
+    fn redis_settings(
+        &self,
+        detection: bool,
+        warnings: &mut Vec<ConfigWarning>,
+    ) -> Option<(crate::detection::RedisConfig, String)> {
+        let config = match self.redis.clone() {
+            Some(config) => config.checked(warnings)?,
+            None => crate::detection::RedisConfig::from_env(&|name| self.var(name), warnings)?,
+        };
+        if !detection {
+            warnings.push(ConfigWarning::new(
+                crate::detection::ENV_REDIS_URL,
+                "detection is off: nothing is shared on Redis".to_owned(),
+            ));
+            return None;
+        }
+        let service = self
+            .var(crate::collectors::ENV_DD_SERVICE)
+            .unwrap_or_else(tracing_usr_export::default_service_name);
+        Some((config, service))
     }
 
     /// The Remote Configuration client, when the Datadog exporter runs and it is not turned off.

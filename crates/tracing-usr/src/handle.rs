@@ -112,6 +112,14 @@ impl Handle {
         self.shared.remote_config.as_ref().map(|c| c.counts())
     }
 
+    /// What shared detection on Redis did (events counted there or locally, failures, blocks
+    /// shared), when it is configured.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn cluster_stats(&self) -> Option<crate::detection::ClusterStats> {
+        self.shared.cluster.as_ref().map(|c| c.stats())
+    }
+
     /// The effective mode of the field path.
     pub fn mode(&self) -> Mode {
         self.shared.mode

@@ -46,6 +46,9 @@ pub(crate) struct Parts {
     /// The Remote Configuration client, held for as long as the layer lives.
     #[cfg(feature = "datadog")]
     pub(crate) remote_config: Option<tracing_usr_export::remote_config::RemoteConfigClient>,
+    /// Shared detection on Redis, and the service its keys are named for.
+    #[cfg(feature = "redis")]
+    pub(crate) redis: Option<(crate::detection::RedisConfig, String)>,
 }
 
 /// State shared by the layer, its [`Handle`](crate::Handle)s and the SDK functions.
@@ -80,6 +83,9 @@ pub(crate) struct Shared {
     /// Stops polling when the layer goes.
     #[cfg(feature = "datadog")]
     pub(crate) remote_config: Option<tracing_usr_export::remote_config::RemoteConfigClient>,
+    /// Shared detection on Redis (its thread ends when the layer goes).
+    #[cfg(feature = "redis")]
+    pub(crate) cluster: Option<Arc<crate::detection::cluster::Cluster>>,
 }
 
 impl fmt::Debug for Shared {
@@ -106,13 +112,32 @@ impl Drop for Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(parts: Parts) -> Self {
+    pub(crate) fn new(mut parts: Parts) -> Self {
+        let detector = parts
+            .detection
+            .take()
+            .map(|config| Arc::new(Detector::new(config, Arc::clone(&parts.clock))));
+        let callsites = CallsiteCache::new(Arc::clone(&parts.masker), detector.is_some());
+        let signals = SignalHub::new(parts.sink);
+        #[cfg(feature = "redis")]
+        let cluster = match (parts.redis.take(), &detector) {
+            (Some((config, service)), Some(detector)) => {
+                let wiring = crate::detection::cluster::Wiring {
+                    detector: Arc::clone(detector),
+                    blocks: Arc::clone(&parts.blocks),
+                    signals: Arc::clone(&signals),
+                    service,
+                };
+                crate::detection::cluster::Cluster::start(config, wiring, &mut parts.warnings)
+            }
+            _ => None,
+        };
         let pipeline = (!parts.exporters.is_empty())
             .then(|| Pipeline::start(parts.exporters, Arc::clone(&parts.masker), parts.pipeline));
         let has_warnings = !parts.warnings.is_empty();
         Shared {
             mode: parts.mode,
-            callsites: CallsiteCache::new(Arc::clone(&parts.masker), parts.detection.is_some()),
+            callsites,
             masker: parts.masker,
             blocks: parts.blocks,
             templates: parts.templates,
@@ -124,10 +149,8 @@ impl Shared {
             otel: crate::otel::OtelBridge::new(parts.default_export),
             shutdown_timeout: parts.shutdown_timeout,
             tags_max_length: parts.tags_max_length,
-            detector: parts
-                .detection
-                .map(|config| Arc::new(Detector::new(config, parts.clock))),
-            signals: SignalHub::new(parts.sink),
+            detector,
+            signals,
             armed_roots: AtomicUsize::new(0),
             default_user: DefaultUserSlot::default(),
             warnings: Mutex::new(parts.warnings),
@@ -135,6 +158,8 @@ impl Shared {
             inert: AtomicBool::new(false),
             #[cfg(feature = "datadog")]
             remote_config: parts.remote_config,
+            #[cfg(feature = "redis")]
+            cluster,
         }
     }
 
@@ -214,6 +239,8 @@ impl Shared {
             mode: self.mode,
             default_user: &self.default_user,
             armed_roots: &self.armed_roots,
+            #[cfg(feature = "redis")]
+            cluster: self.cluster.as_deref(),
         })
     }
 

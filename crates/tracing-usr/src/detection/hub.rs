@@ -111,9 +111,15 @@ impl SignalHub {
     /// Delivers through the dispatcher the layer was registered with (the current one if it
     /// is gone), so the default sink's events reach this layer from any thread.
     fn deliver_registered(&self, signals: Vec<Signal>) {
+        self.with_registered(|| self.deliver_now(signals));
+    }
+
+    /// Runs `f` with the dispatcher the layer was registered with as the default (the current
+    /// one if it is gone), so its events reach this layer from a helper thread.
+    pub(crate) fn with_registered(&self, f: impl FnOnce()) {
         match self.dispatch.get().and_then(WeakDispatch::upgrade) {
-            Some(dispatch) => tracing_core::dispatcher::with_default(&dispatch, || self.deliver_now(signals)),
-            None => self.deliver_now(signals),
+            Some(dispatch) => tracing_core::dispatcher::with_default(&dispatch, f),
+            None => f(),
         }
     }
 

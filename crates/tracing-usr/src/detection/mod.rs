@@ -38,10 +38,15 @@
 //! [`Builder::with_detection`]: crate::Builder::with_detection
 //! [`Builder::with_detection_file`]: crate::Builder::with_detection_file
 
+#[cfg(feature = "redis")]
+pub(crate) mod cluster;
 mod config;
 pub(crate) mod hub;
 pub(crate) mod run;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use cluster::{ClusterStats, RedisConfig, ENV_REDIS_PREFIX, ENV_REDIS_SECRET, ENV_REDIS_URL};
 pub use config::{load_config, parse_config};
 pub use tracing_usr_core::detection::{
     Action, DetectionConfig, DetectionConfigError, DetectionConfigErrorKind, Detector, EventKind, KeyKind,

@@ -21,6 +21,9 @@ pub(crate) struct Detection<'a> {
     pub(crate) default_user: &'a DefaultUserSlot,
     /// Roots holding detection work for their close.
     pub(crate) armed_roots: &'a AtomicUsize,
+    /// Shared detection on Redis, when configured.
+    #[cfg(feature = "redis")]
+    pub(crate) cluster: Option<&'a super::cluster::Cluster>,
 }
 
 impl Detection<'_> {
@@ -34,7 +37,7 @@ impl Detection<'_> {
         if state.trace.client_ip().is_some() || closing {
             for mut obs in state.trace.take_pending_detections() {
                 stamp(&mut obs, state);
-                fresh.extend(self.detector.observe(&obs));
+                fresh.extend(self.judge(obs));
             }
         }
         if closing {
@@ -43,6 +46,19 @@ impl Detection<'_> {
         self.finish(state, &mut fresh);
         signals.extend(fresh);
         signals
+    }
+
+    /// Judges one observation: here, or on Redis when shared detection is up (its signals are
+    /// then raised by the Redis thread, so none is returned).
+    fn judge(&self, obs: Observation) -> Vec<Signal> {
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = self.cluster {
+            return match cluster.submit(obs) {
+                None => Vec::new(),
+                Some(obs) => self.detector.observe(&obs),
+            };
+        }
+        self.detector.observe(&obs)
     }
 
     /// The privilege rules on the admin-only activities of a closing root, judged with the
@@ -121,7 +137,7 @@ impl Detection<'_> {
             return;
         }
         stamp(&mut obs, state);
-        let mut signals = self.detector.observe(&obs);
+        let mut signals = self.judge(obs);
         if !signals.is_empty() {
             self.finish(state, &mut signals);
             state.signals.extend(signals);
