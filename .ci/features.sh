@@ -9,14 +9,19 @@ cd "$(dirname "$0")/.."
 declare -A brings=(
   [datadog]="rmp"
   [otlp]="prost opentelemetry-proto"
-  [http]="reqwest tokio flate2"
+  [http]="reqwest flate2"
+  [tokio]="tokio"
   [opentelemetry]="tracing-opentelemetry"
+  [redis]="redis"
+  [cluster]="hmac"
 )
 # Which of those each feature of a crate turns on.
 declare -A turns_on=(
-  [datadog]="datadog http"
-  [otlp]="otlp http"
+  [datadog]="datadog http tokio"
+  [otlp]="otlp http tokio"
   [opentelemetry]="opentelemetry"
+  [redis]="redis cluster tokio"
+  [cluster]="cluster"
 )
 
 check() { # crate, features (comma-separated, may be empty)

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod http_head;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -473,6 +473,15 @@ impl BlockList {
         self.runtime_change(BlockKind::Ip, ip.to_string(), None, self.clock.now(), true);
     }
 
+    /// Lifts the run-time entries of `kind` whose value `matches` (IPs as text), without
+    /// reporting them to the listener: for a block lifted elsewhere and announced.
+    pub fn lift_runtime_where(&self, kind: BlockKind, matches: impl Fn(&str) -> bool) {
+        self.with_source(BlockSource::Runtime, false, |entries| match kind {
+            BlockKind::User => entries.users.retain(|v, _| !matches(v)),
+            BlockKind::Ip => entries.ips.retain(|ip, _| !matches(&ip.to_string())),
+        });
+    }
+
     fn runtime_change(&self, kind: BlockKind, value: String, expiry: Expiry, now: Duration, removed: bool) {
         if self.listener.get().is_some() {
             self.notify(&[self.change(kind, value, expiry, now, unix_now(), removed)]);
@@ -726,6 +735,10 @@ mod tests {
         let expires = heard[1].expiration.unwrap();
         assert!(expires.abs_diff(unix_now() + 60) <= 1, "{expires}");
         assert!(!list.is_ip_blocked("198.51.100.7".parse().unwrap()), "unblocked");
+        list.block_user("u2", None);
+        list.lift_runtime_where(BlockKind::User, |v| v == "u2");
+        assert!(!list.is_user_blocked("u2"));
+        assert_eq!(heard.len(), 4, "a lift from elsewhere is not reported back");
     }
 
     #[derive(Debug)]

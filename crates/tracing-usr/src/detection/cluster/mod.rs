@@ -116,7 +116,10 @@ impl RedisConfig {
     /// Reads `TRACING_USR_REDIS_URL`, `TRACING_USR_REDIS_SECRET` and `TRACING_USR_REDIS_PREFIX`
     /// through `var`; `None` without a URL, or (with a warning naming the variable) without a
     /// secret.
-    pub(crate) fn from_env(var: &dyn Fn(&str) -> Option<String>, warnings: &mut Vec<ConfigWarning>) -> Option<Self> {
+    pub(crate) fn from_env(
+        var: &dyn Fn(&str) -> Option<String>,
+        warnings: &mut Vec<ConfigWarning>,
+    ) -> Option<Self> {
         let url = var(ENV_REDIS_URL)?;
         let mut config = Self::new(url.trim(), var(ENV_REDIS_SECRET).unwrap_or_default());
         config.prefix = var(ENV_REDIS_PREFIX);
@@ -140,7 +143,9 @@ impl RedisConfig {
 
     /// The prefix of the keys and the channel, for `service`.
     fn key_prefix(&self, service: &str) -> String {
-        self.prefix.clone().unwrap_or_else(|| format!("tracing-usr:{{{service}}}:"))
+        self.prefix
+            .clone()
+            .unwrap_or_else(|| format!("tracing-usr:{{{service}}}:"))
     }
 }
 
@@ -198,18 +203,28 @@ impl SharedBlocks {
     }
 
     fn holds(&self, member: String) -> bool {
-        let Ok(entries) = self.entries.read() else { return false };
-        entries.get(&member).is_some_and(|end| *end == 0 || unix_now() < *end)
+        let Ok(entries) = self.entries.read() else {
+            return false;
+        };
+        entries
+            .get(&member)
+            .is_some_and(|end| *end == 0 || unix_now() < *end)
     }
 
     /// Applies one announcement (`+<member> <end>` or `-<member> <end>`); `false` for garbage.
     fn apply(&self, message: &str) -> bool {
-        let Some((sign, rest)) = message.split_at_checked(1) else { return false };
-        let Some((member, end)) = rest.split_once(' ') else { return false };
+        let Some((sign, rest)) = message.split_at_checked(1) else {
+            return false;
+        };
+        let Some((member, end)) = rest.split_once(' ') else {
+            return false;
+        };
         let (Ok(end), true) = (end.parse::<u64>(), valid_member(member)) else {
             return false;
         };
-        let Ok(mut entries) = self.entries.write() else { return false };
+        let Ok(mut entries) = self.entries.write() else {
+            return false;
+        };
         match sign {
             "+" => entries.insert(member.to_owned(), end),
             "-" => entries.remove(member),
@@ -253,7 +268,9 @@ pub(crate) struct Cluster {
 
 impl fmt::Debug for Cluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cluster").field("stats", &self.stats()).finish_non_exhaustive()
+        f.debug_struct("Cluster")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 
@@ -268,13 +285,20 @@ pub(crate) struct Wiring {
 impl Cluster {
     /// Starts the worker for `config` and wires the block list to it; `None` (with a warning)
     /// when the URL is invalid or the thread cannot start.
-    pub(crate) fn start(config: RedisConfig, wiring: Wiring, warnings: &mut Vec<ConfigWarning>) -> Option<Arc<Self>> {
+    pub(crate) fn start(
+        config: RedisConfig,
+        wiring: Wiring,
+        warnings: &mut Vec<ConfigWarning>,
+    ) -> Option<Arc<Self>> {
         let client = match worker::client(&config.url) {
             Ok(client) => client,
             Err(e) => {
                 warnings.push(ConfigWarning::new(
                     ENV_REDIS_URL,
-                    format!("invalid Redis URL {:?} ({e}); detection stays in this process", redact_url(&config.url)),
+                    format!(
+                        "invalid Redis URL {:?} ({e}); detection stays in this process",
+                        redact_url(&config.url)
+                    ),
                 ));
                 return None;
             }
@@ -373,7 +397,14 @@ mod tests {
         let tag = blocks.keyer.user("alice");
         assert!(blocks.apply(&format!("+u:{tag} 0")));
         assert!(blocks.is_user_blocked("alice") && !blocks.is_user_blocked("bob"));
-        for garbage in ["", "+", "+u:zz 0", &format!("*u:{tag} 0"), &format!("+u:{tag} soon"), "é"] {
+        for garbage in [
+            "",
+            "+",
+            "+u:zz 0",
+            &format!("*u:{tag} 0"),
+            &format!("+u:{tag} soon"),
+            "é",
+        ] {
             assert!(!blocks.apply(garbage), "{garbage:?}");
         }
         assert!(blocks.apply(&format!("-u:{tag} 0")));

@@ -100,7 +100,10 @@ impl Worker {
         blocks: Arc<SharedBlocks>,
     ) -> Self {
         let epoch = unix_now().saturating_sub(u64::from(wiring.detector.now()));
-        let replica = format!("{:016x}", std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), epoch));
+        let replica = format!(
+            "{:016x}",
+            std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), epoch)
+        );
         Self {
             client,
             config,
@@ -134,12 +137,7 @@ impl Worker {
                     Some(c) if self.lost.swap(false, Ordering::AcqRel) => self.resume(c).await,
                     Some(_) => {}
                 }
-                let wait = if conn.is_some() && self.counters.connected.load(Ordering::Acquire) {
-                    Duration::from_secs(5)
-                } else {
-                    RETRY
-                };
-                match tokio::time::timeout(wait, rx.recv()).await {
+                match tokio::time::timeout(RETRY, rx.recv()).await {
                     Ok(None) => return,
                     Ok(Some(msg)) => self.handle(&mut conn, msg).await,
                     Err(_) => {
@@ -157,15 +155,34 @@ impl Worker {
     /// The first connection; `None` while Redis cannot be reached (retried every second).
     async fn connect(&mut self) -> Option<ConnectionManager> {
         let lost = Arc::clone(&self.lost);
+        let counters = Arc::clone(&self.counters);
         let blocks = Arc::clone(&self.blocks);
+        let list = Arc::clone(&self.wiring.blocks);
+        let keyer = self.keyer.clone();
         let push = move |info: redis::PushInfo| -> Result<(), redis::aio::SendError> {
             match info.kind {
                 PushKind::Message => {
-                    if let Some(Value::BulkString(bytes)) = info.data.last() {
-                        blocks.apply(&String::from_utf8_lossy(bytes));
+                    let Some(Value::BulkString(bytes)) = info.data.last() else {
+                        return Ok(());
+                    };
+                    let message = String::from_utf8_lossy(bytes);
+                    if !blocks.apply(&message) {
+                        return Ok(());
+                    }
+                    // Lifted on another replica: this one's own entry goes too.
+                    if let Some(tag) = message.strip_prefix("-u:").and_then(|m| m.split(' ').next()) {
+                        list.lift_runtime_where(BlockKind::User, |v| keyer.user(v) == tag);
+                    } else if let Some(tag) = message.strip_prefix("-i:").and_then(|m| m.split(' ').next()) {
+                        list.lift_runtime_where(BlockKind::Ip, |v| {
+                            v.parse().is_ok_and(|ip| keyer.ip(ip) == tag)
+                        });
                     }
                 }
-                PushKind::Disconnection => lost.store(true, Ordering::Release),
+                PushKind::Disconnection => {
+                    // Events are judged here until the worker has reconnected and reloaded.
+                    counters.connected.store(false, Ordering::Release);
+                    lost.store(true, Ordering::Release);
+                }
                 _ => {}
             }
             Ok(())
@@ -271,14 +288,13 @@ impl Worker {
                     Some(c) if self.counters.connected.load(Ordering::Acquire) => self.observe(c, &obs).await,
                     _ => None,
                 };
-                let signals = match shared {
-                    Some(signals) => signals,
-                    None => {
-                        self.counters.fallen_back.fetch_add(1, Ordering::Relaxed);
-                        self.wiring.detector.observe(&obs)
-                    }
+                // Counted once its signals are queued, so a reader of the counters sees them.
+                let (signals, counter) = match shared {
+                    Some(signals) => (signals, &self.counters.sent),
+                    None => (self.wiring.detector.observe(&obs), &self.counters.fallen_back),
                 };
                 self.raise(signals);
+                counter.fetch_add(1, Ordering::Relaxed);
             }
             Msg::Block(change) => match conn.as_mut() {
                 Some(c) if self.counters.connected.load(Ordering::Acquire) => {
@@ -307,7 +323,9 @@ impl Worker {
         }
         let answer: RedisResult<Vec<Vec<i64>>> = self.call(invocation.invoke_async(conn)).await;
         let outcomes: Option<Vec<Outcome>> = match &answer {
-            Ok(rows) if rows.len() == plan.steps.len() => rows.iter().map(|r| Outcome::from_ints(r)).collect(),
+            Ok(rows) if rows.len() == plan.steps.len() => {
+                rows.iter().map(|r| Outcome::from_ints(r)).collect()
+            }
             _ => None,
         };
         let Some(outcomes) = outcomes else {
@@ -319,7 +337,6 @@ impl Worker {
             self.down(why);
             return None;
         };
-        self.counters.sent.fetch_add(1, Ordering::Relaxed);
         let epoch = self.epoch;
         let local = |unix: u64| u32::try_from(unix.saturating_sub(epoch)).unwrap_or(u32::MAX);
         Some(plan.signals(&self.wiring.detector, obs, &outcomes, local))
