@@ -52,6 +52,13 @@ end
 return out
 "#;
 
+/// Events sent to Redis at once, at most.
+const BATCH: usize = 256;
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "timed out"))
+}
+
 /// A client for `url` (`unix:/path` accepted for `unix:///path`), speaking RESP3.
 pub(super) fn client(url: &str) -> RedisResult<Client> {
     let url = match url.strip_prefix("unix:") {
@@ -75,7 +82,7 @@ pub(super) struct Worker {
     wiring: Wiring,
     counters: Arc<Counters>,
     blocks: Arc<SharedBlocks>,
-    script: Script,
+    script: Arc<Script>,
     block_script: Script,
     load_script: Script,
     replica: String,
@@ -112,7 +119,7 @@ impl Worker {
             wiring,
             counters,
             blocks,
-            script: Script::new(SCRIPT),
+            script: Arc::new(Script::new(SCRIPT)),
             block_script: Script::new(BLOCK_SCRIPT),
             load_script: Script::new(LOAD_SCRIPT),
             replica,
@@ -139,7 +146,16 @@ impl Worker {
                 }
                 match tokio::time::timeout(RETRY, rx.recv()).await {
                     Ok(None) => return,
-                    Ok(Some(msg)) => self.handle(&mut conn, msg).await,
+                    Ok(Some(msg)) => {
+                        let mut batch = vec![msg];
+                        while batch.len() < BATCH {
+                            match rx.try_recv() {
+                                Ok(msg) => batch.push(msg),
+                                Err(_) => break,
+                            }
+                        }
+                        self.handle(&mut conn, batch).await;
+                    }
                     Err(_) => {
                         if let Some(c) = conn.as_mut() {
                             if !self.counters.connected.load(Ordering::Acquire) {
@@ -260,7 +276,7 @@ impl Worker {
     async fn call<T>(&self, fut: impl std::future::Future<Output = RedisResult<T>>) -> RedisResult<T> {
         match tokio::time::timeout(self.config.timeout, fut).await {
             Ok(result) => result,
-            Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out"))),
+            Err(_) => Err(timed_out()),
         }
     }
 
@@ -281,47 +297,93 @@ impl Worker {
         });
     }
 
-    async fn handle(&mut self, conn: &mut Option<ConnectionManager>, msg: Msg) {
-        match msg {
-            Msg::Observe(obs) => {
-                let shared = match conn.as_mut() {
-                    Some(c) if self.counters.connected.load(Ordering::Acquire) => self.observe(c, &obs).await,
-                    _ => None,
-                };
-                // Counted once its signals are queued, so a reader of the counters sees them.
-                let (signals, counter) = match shared {
-                    Some(signals) => (signals, &self.counters.sent),
-                    None => (self.wiring.detector.observe(&obs), &self.counters.fallen_back),
-                };
-                self.raise(signals);
-                counter.fetch_add(1, Ordering::Relaxed);
+    /// Handles what the queue held: block changes one by one, the events' scripts all sent at
+    /// once on the multiplexed connection (Redis runs them in order) and answered in order.
+    async fn handle(&mut self, conn: &mut Option<ConnectionManager>, batch: Vec<Msg>) {
+        let mut observations = Vec::with_capacity(batch.len());
+        for msg in batch {
+            match msg {
+                Msg::Observe(obs) => observations.push(obs),
+                Msg::Block(change) => match conn.as_mut() {
+                    Some(c) if self.counters.connected.load(Ordering::Acquire) => {
+                        self.share_block(c, &change).await;
+                    }
+                    _ => self.pending.push(change),
+                },
             }
-            Msg::Block(change) => match conn.as_mut() {
-                Some(c) if self.counters.connected.load(Ordering::Acquire) => {
-                    self.share_block(c, &change).await;
-                }
-                _ => self.pending.push(change),
-            },
+        }
+        let mut shared = match conn.as_ref() {
+            Some(c) if self.counters.connected.load(Ordering::Acquire) => {
+                self.observe(c, &observations).await
+            }
+            _ => Vec::new(),
+        };
+        shared.resize_with(observations.len(), || None);
+        for (obs, shared) in observations.iter().zip(shared) {
+            // Counted once its signals are queued, so a reader of the counters sees them.
+            let (signals, counter) = match shared {
+                Some(signals) => (signals, &self.counters.sent),
+                None => (self.wiring.detector.observe(obs), &self.counters.fallen_back),
+            };
+            self.raise(signals);
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// The rules' script for `obs`; `None` when Redis failed (the caller judges locally).
-    async fn observe(&mut self, conn: &mut ConnectionManager, obs: &Observation) -> Option<Vec<Signal>> {
-        let plan = Plan::new(self.wiring.detector.config(), obs, &self.keyer, &self.prefix);
-        if plan.steps.is_empty() {
-            return Some(Vec::new());
+    /// The rules' script for each observation; `None` for those Redis did not judge (the
+    /// caller judges them locally).
+    async fn observe(
+        &mut self,
+        conn: &ConnectionManager,
+        observations: &[Observation],
+    ) -> Vec<Option<Vec<Signal>>> {
+        let mut sent = Vec::with_capacity(observations.len());
+        for obs in observations {
+            let plan = Plan::new(self.wiring.detector.config(), obs, &self.keyer, &self.prefix);
+            if plan.steps.is_empty() {
+                sent.push((plan, None));
+                continue;
+            }
+            self.events += 1;
+            let event = format!("{}:{}", self.replica, self.events);
+            let keys: Vec<String> = plan.keys().map(str::to_owned).collect();
+            let args = plan.args(self.epoch + u64::from(obs.time), &event);
+            let (script, mut conn, timeout) = (Arc::clone(&self.script), conn.clone(), self.config.timeout);
+            let task = tokio::spawn(async move {
+                let mut invocation = script.prepare_invoke();
+                for key in keys {
+                    invocation.key(key);
+                }
+                for arg in args {
+                    invocation.arg(arg);
+                }
+                match tokio::time::timeout(timeout, invocation.invoke_async(&mut conn)).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(timed_out()),
+                }
+            });
+            sent.push((plan, Some(task)));
         }
-        self.events += 1;
-        let event = format!("{}:{}", self.replica, self.events);
-        let now = self.epoch + u64::from(obs.time);
-        let mut invocation = self.script.prepare_invoke();
-        for key in plan.keys() {
-            invocation.key(key);
+        let mut out = Vec::with_capacity(sent.len());
+        for ((plan, task), obs) in sent.into_iter().zip(observations) {
+            let Some(task) = task else {
+                out.push(Some(Vec::new()));
+                continue;
+            };
+            let answer = task.await.unwrap_or_else(|_| Err(timed_out()));
+            out.push(self.outcome(&plan, obs, answer));
         }
-        for arg in plan.args(now, &event) {
-            invocation.arg(arg);
-        }
-        let answer: RedisResult<Vec<Vec<i64>>> = self.call(invocation.invoke_async(conn)).await;
+        out
+    }
+
+    /// The signals of one answer of the rules' script; `None` (Redis is down from now on) for
+    /// an error or an answer of another shape.
+    fn outcome(
+        &mut self,
+        plan: &Plan,
+        obs: &Observation,
+        answer: RedisResult<Vec<Vec<i64>>>,
+    ) -> Option<Vec<Signal>> {
         let outcomes: Option<Vec<Outcome>> = match &answer {
             Ok(rows) if rows.len() == plan.steps.len() => {
                 rows.iter().map(|r| Outcome::from_ints(r)).collect()
