@@ -39,6 +39,20 @@ pub(crate) fn replica_with(redis: Option<&RedisServer>, config: DetectionConfig,
     replica
 }
 
+/// A replica with the Redis settings `config`, not waiting for a connection.
+pub(crate) fn unchecked_replica(config: RedisConfig) -> Replica {
+    let signals = Arc::new(Mutex::new(Vec::new()));
+    let sink = {
+        let signals = Arc::clone(&signals);
+        move |s: &Signal| signals.lock().unwrap().push(s.clone())
+    };
+    let builder = builder_with_env(&[]).with_signal_sink(sink).with_redis(config);
+    Replica {
+        h: Harness::new(builder),
+        signals,
+    }
+}
+
 /// `n` replicas on `redis` with `config`.
 pub(crate) fn replicas(redis: Option<&RedisServer>, n: usize, config: &DetectionConfig) -> Vec<Replica> {
     (0..n)

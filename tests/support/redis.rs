@@ -14,6 +14,8 @@ const HOW_TO_INSTALL: &str = "install Redis (Debian: `apt-get install redis-serv
 
 pub struct RedisServer {
     pub port: u16,
+    /// The Unix socket it listens on too.
+    pub socket: PathBuf,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -40,6 +42,7 @@ impl RedisServer {
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let mut server = Self {
             port: free_port(),
+            socket: dir.join("redis.sock"),
             dir,
             child: None,
         };
@@ -85,6 +88,8 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(&self.dir)
+            .arg("--unixsocket")
+            .arg(&self.socket)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
