@@ -134,6 +134,7 @@
 //! | `DD_TRACE_X_DATADOG_TAGS_MAX_LENGTH` | bytes | `512` |
 //! | `TRACING_USR_DETECTION` | `on`, `off` | `on`; invalid → `on` |
 //! | `TRACING_USR_DETECTION_FILE` | JSON detection settings ([`detection::parse_config`]) | the rules' defaults; invalid → defaults |
+//! | `TRACING_USR_REDIS_URL`, `TRACING_USR_REDIS_SECRET`, `TRACING_USR_REDIS_PREFIX` (feature `redis`) | `redis://`, `rediss://` or `unix:` URL; the cluster secret; key prefix | detection in process; with a URL but no secret, in process and a warning; `tracing-usr:{<service>}:` |
 //!
 //! # Export
 //!
@@ -154,6 +155,9 @@
 //!   local root are also written as attributes of its OpenTelemetry span, with the
 //!   semantic-convention user attributes; with no exporter of its own configured, tracing-usr
 //!   then exports nothing itself. [`guide::tags`] lists the attributes ("OTLP attributes").
+//! * `redis`: detection windows, signals and blocks shared by the replicas of a service on Redis
+//!   (redis-rs, tokio connection manager): [`Builder::with_redis`], `TRACING_USR_REDIS_URL`; see
+//!   the `detection` module.
 //!
 //! Without both, the crate does not compile reqwest, tokio, rmp or prost, and exports JSON lines
 //! (or to exporters of your own).

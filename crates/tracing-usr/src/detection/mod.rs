@@ -23,6 +23,14 @@
 //! `TRACING_USR_DETECTION` (`on`/`off`) and `TRACING_USR_DETECTION_FILE` variables; the file
 //! format is described at [`parse_config`].
 //!
+//! # Several replicas
+//!
+//! Per process, each replica of a service counts only its share of an attack. With the feature
+//! `redis` and `Builder::with_redis` (or `TRACING_USR_REDIS_URL` and
+//! `TRACING_USR_REDIS_SECRET`), the stateful rules count every replica's events on Redis, one
+//! signal is raised per attack across the cluster, and blocks reach every replica; see
+//! `RedisConfig` and `docs/detection.md` ("Running several replicas").
+//!
 //! # Memory
 //!
 //! Each rule keeps at most `max_keys` keys (10,000 by default) in 16 shards (one shard below
