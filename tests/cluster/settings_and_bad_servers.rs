@@ -75,3 +75,21 @@ fn a_server_that_answers_garbage_leaves_detection_local() {
     assert!(replica.h.handle.cluster_stats().is_some_and(|s| !s.connected));
     stays_local(replica, "this replica's events only");
 }
+
+#[test]
+fn dropping_the_layer_ends_its_redis_thread_and_connection() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let clients = |conn: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("clients").query(conn).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    let replica = replica_with(Some(&redis), DetectionConfig::default(), SECRET);
+    replica.h.handle.block_list().block_user("someone", None);
+    assert_eq!(clients(&mut conn), 2, "this connection and the replica's");
+    drop(replica);
+    wait_for("the replica's connection to close", || clients(&mut conn) == 1);
+}

@@ -160,7 +160,8 @@ pub struct ClusterStats {
     pub failed: u64,
     /// Events judged by the local detector because Redis was down or slow.
     pub fallen_back: u64,
-    /// Events judged locally because the queue to Redis was full.
+    /// What the full queue to Redis did not take: events (judged locally instead) and block
+    /// changes (enforced here only).
     pub queue_drops: u64,
     /// Block changes stored in Redis and announced.
     pub blocks_shared: u64,
@@ -308,7 +309,8 @@ impl Cluster {
         let counters = Arc::new(Counters::default());
         let blocks = Arc::new(SharedBlocks::new(keyer.clone()));
         let prefix = config.key_prefix(&wiring.service);
-        let listener_tx = tx.clone();
+        // Weak: the worker ends when the layer (which holds the only strong sender) goes.
+        let listener_tx = tx.downgrade();
         let listener_counters = Arc::clone(&counters);
         let block_list = Arc::clone(&wiring.blocks);
         let worker = worker::Worker::new(
@@ -332,7 +334,8 @@ impl Cluster {
         }
         block_list.set_external(Arc::clone(&blocks) as Arc<dyn ExternalBlocks>);
         block_list.set_listener(move |change: &BlockChange| {
-            if listener_tx.try_send(Msg::Block(change.clone())).is_err() {
+            let Some(tx) = listener_tx.upgrade() else { return };
+            if tx.try_send(Msg::Block(change.clone())).is_err() {
                 listener_counters.queue_drops.fetch_add(1, Ordering::Relaxed);
             }
         });
