@@ -12,6 +12,7 @@ mod setup;
 
 mod an_attack_spread_over_replicas_is_seen_whole;
 mod blocks_reach_every_replica;
+mod every_rule_counts_across_replicas;
 mod redis_down_never_stops_a_request;
 mod redis_holds_no_personal_data;
 mod settings_and_bad_servers;

@@ -17,15 +17,27 @@ pub(crate) struct Replica {
 
 /// A replica on `redis` (none: detection in process only) with `config` and `secret`.
 pub(crate) fn replica_with(redis: Option<&RedisServer>, config: DetectionConfig, secret: &str) -> Replica {
+    replica_from(
+        redis,
+        secret,
+        builder_with_env(&[("DD_SERVICE", "shop")])
+            .with_detection(config)
+            .unwrap(),
+    )
+}
+
+/// A replica of `builder` (service `shop`, its detection settings) on `redis`.
+pub(crate) fn replica_from(
+    redis: Option<&RedisServer>,
+    secret: &str,
+    builder: tracing_usr::Builder,
+) -> Replica {
     let signals = Arc::new(Mutex::new(Vec::new()));
     let sink = {
         let signals = Arc::clone(&signals);
         move |s: &Signal| signals.lock().unwrap().push(s.clone())
     };
-    let mut builder = builder_with_env(&[("DD_SERVICE", "shop")])
-        .with_detection(config)
-        .unwrap()
-        .with_signal_sink(sink);
+    let mut builder = builder.with_signal_sink(sink);
     if let Some(redis) = redis {
         builder = builder.with_redis(RedisConfig::new(redis.url(), secret));
     }
