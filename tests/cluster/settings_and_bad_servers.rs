@@ -29,6 +29,26 @@ fn a_unix_socket_url_shares_like_tcp() {
     });
 }
 
+#[test]
+fn rediss_with_a_private_ca_shares_over_tls_and_without_it_stays_local() {
+    let redis = RedisServer::start_tls();
+    let url = format!("rediss://localhost:{}", redis.port);
+    let pem = std::fs::read(redis.certificate.as_ref().unwrap()).unwrap();
+    let tls = crate::setup::unchecked_replica(RedisConfig::new(&url, SECRET).with_ca_pem(pem));
+    wait_for("the TLS connection", || {
+        tls.h.handle.cluster_stats().is_some_and(|s| s.connected)
+    });
+    for i in 0..31 {
+        tls.failure("203.0.113.98", &format!("user-{}", i % 6));
+    }
+    let signals = tls.signals();
+    assert_eq!(signals.len(), 1, "{signals:#?}");
+    assert!(tls.stats().sent >= 31, "{:?}", tls.stats());
+    // The system's roots do not know this certificate: no connection, detection stays local.
+    let untrusted = crate::setup::unchecked_replica(RedisConfig::new(&url, SECRET));
+    stays_local(untrusted, "this replica's events only");
+}
+
 /// A replica built from `builder` whose warnings mention `needle`, and that still detects in
 /// process: 31 failures from one IP over 6 accounts raise the stuffing signal.
 fn stays_local(replica: Replica, needle: &str) {

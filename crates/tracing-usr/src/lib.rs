@@ -134,7 +134,7 @@
 //! | `DD_TRACE_X_DATADOG_TAGS_MAX_LENGTH` | bytes | `512` |
 //! | `TRACING_USR_DETECTION` | `on`, `off` | `on`; invalid → `on` |
 //! | `TRACING_USR_DETECTION_FILE` | JSON detection settings ([`detection::parse_config`]) | the rules' defaults; invalid → defaults |
-//! | `TRACING_USR_REDIS_URL`, `TRACING_USR_REDIS_SECRET`, `TRACING_USR_REDIS_PREFIX` (feature `redis`) | `redis://`, `rediss://` or `unix:` URL; the cluster secret; key prefix | detection in process; with a URL but no secret, in process and a warning; `tracing-usr:{<service>}:` |
+//! | `TRACING_USR_REDIS_URL`, `TRACING_USR_REDIS_SECRET`, `TRACING_USR_REDIS_PREFIX`, `TRACING_USR_REDIS_CA_FILE` (feature `redis`) | `redis://`, `rediss://` or `unix:` URL; the cluster secret; key prefix; a PEM CA for `rediss://` | detection in process; with a URL but no secret, in process and a warning; `tracing-usr:{<service>}:`; the system's roots |
 //!
 //! # Export
 //!

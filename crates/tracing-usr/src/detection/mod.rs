@@ -54,7 +54,9 @@ pub(crate) mod run;
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use cluster::{ClusterStats, RedisConfig, ENV_REDIS_PREFIX, ENV_REDIS_SECRET, ENV_REDIS_URL};
+pub use cluster::{
+    ClusterStats, RedisConfig, ENV_REDIS_CA_FILE, ENV_REDIS_PREFIX, ENV_REDIS_SECRET, ENV_REDIS_URL,
+};
 pub use config::{load_config, parse_config};
 pub use tracing_usr_core::detection::{
     Action, DetectionConfig, DetectionConfigError, DetectionConfigErrorKind, Detector, EventKind, KeyKind,

@@ -39,6 +39,9 @@ pub const ENV_REDIS_URL: &str = "TRACING_USR_REDIS_URL";
 pub const ENV_REDIS_SECRET: &str = "TRACING_USR_REDIS_SECRET";
 /// `TRACING_USR_REDIS_PREFIX`: the key prefix; defaults to `tracing-usr:{<service>}:`.
 pub const ENV_REDIS_PREFIX: &str = "TRACING_USR_REDIS_PREFIX";
+/// `TRACING_USR_REDIS_CA_FILE`: a PEM file of the certificate authority that signed the Redis
+/// server's certificate (`rediss://`), in place of the system's roots.
+pub const ENV_REDIS_CA_FILE: &str = "TRACING_USR_REDIS_CA_FILE";
 
 /// Where and how the replicas of a service share detection: the Redis URL, the cluster secret
 /// and the key prefix. `Debug` never shows the secret or the URL's password.
@@ -61,6 +64,8 @@ pub struct RedisConfig {
     pub queue: usize,
     /// How long one Redis call may take before the replica falls back (250 ms).
     pub timeout: Duration,
+    /// PEM root certificates for `rediss://` in place of the system's (a private CA).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisConfig {
@@ -71,6 +76,10 @@ impl fmt::Debug for RedisConfig {
             .field("prefix", &self.prefix)
             .field("queue", &self.queue)
             .field("timeout", &self.timeout)
+            .field(
+                "ca_pem",
+                &self.ca_pem.as_ref().map(|pem| format!("{} bytes", pem.len())),
+            )
             .finish()
     }
 }
@@ -92,7 +101,15 @@ impl RedisConfig {
             prefix: None,
             queue: 10_000,
             timeout: Duration::from_millis(250),
+            ca_pem: None,
         }
+    }
+
+    /// Trusts the certificate authorities of `pem` (PEM certificates) for `rediss://`, in place
+    /// of the system's roots.
+    pub fn with_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
     }
 
     /// Sets the key prefix (keep a `{hash tag}` in it for Redis Cluster).
@@ -123,6 +140,15 @@ impl RedisConfig {
         let url = var(ENV_REDIS_URL)?;
         let mut config = Self::new(url.trim(), var(ENV_REDIS_SECRET).unwrap_or_default());
         config.prefix = var(ENV_REDIS_PREFIX);
+        if let Some(path) = var(ENV_REDIS_CA_FILE) {
+            match std::fs::read(&path) {
+                Ok(pem) => config.ca_pem = Some(pem),
+                Err(e) => warnings.push(ConfigWarning::new(
+                    ENV_REDIS_CA_FILE,
+                    format!("cannot read {path:?} ({e}); trusting the system's roots"),
+                )),
+            }
+        }
         config.checked(warnings)
     }
 
@@ -291,7 +317,7 @@ impl Cluster {
         wiring: Wiring,
         warnings: &mut Vec<ConfigWarning>,
     ) -> Option<Arc<Self>> {
-        let client = match worker::client(&config.url) {
+        let client = match worker::client(&config.url, config.ca_pem.as_deref()) {
             Ok(client) => client,
             Err(e) => {
                 warnings.push(ConfigWarning::new(
@@ -392,6 +418,20 @@ mod tests {
         let var = |name: &str| (name == ENV_REDIS_URL).then(|| "redis://127.0.0.1:1".to_owned());
         assert!(RedisConfig::from_env(&var, &mut warnings).is_none());
         assert_eq!(warnings[0].variable, ENV_REDIS_SECRET);
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_warns_and_keeps_the_system_roots() {
+        let mut warnings = Vec::new();
+        let var = |name: &str| match name {
+            ENV_REDIS_URL => Some("rediss://cache:6380".to_owned()),
+            ENV_REDIS_SECRET => Some("s".to_owned()),
+            ENV_REDIS_CA_FILE => Some("/nonexistent/ca.pem".to_owned()),
+            _ => None,
+        };
+        let config = RedisConfig::from_env(&var, &mut warnings).expect("still configured");
+        assert!(config.ca_pem.is_none());
+        assert_eq!(warnings[0].variable, ENV_REDIS_CA_FILE);
     }
 
     #[test]

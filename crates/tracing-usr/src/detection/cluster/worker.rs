@@ -59,8 +59,9 @@ fn timed_out() -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Io, "timed out"))
 }
 
-/// A client for `url` (`unix:/path` accepted for `unix:///path`), speaking RESP3.
-pub(super) fn client(url: &str) -> RedisResult<Client> {
+/// A client for `url` (`unix:/path` accepted for `unix:///path`), speaking RESP3; with `ca`,
+/// TLS trusts those roots only.
+pub(super) fn client(url: &str, ca: Option<&[u8]>) -> RedisResult<Client> {
     let url = match url.strip_prefix("unix:") {
         Some(path) if !path.starts_with("//") => format!("unix://{path}"),
         _ => url.to_owned(),
@@ -71,7 +72,17 @@ pub(super) fn client(url: &str) -> RedisResult<Client> {
     }
     let info = url.as_str().into_connection_info()?;
     let redis = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-    Client::open(info.set_redis_settings(redis))
+    let info = info.set_redis_settings(redis);
+    match ca {
+        Some(pem) => {
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            };
+            Client::build_with_tls(info, certificates)
+        }
+        None => Client::open(info),
+    }
 }
 
 pub(super) struct Worker {
