@@ -384,7 +384,8 @@ impl Builder {
     /// Shares detection with the other replicas of the service on Redis (feature `redis`):
     /// windows counted cluster-wide, one signal per attack, blocks enforced everywhere. Wins
     /// over `TRACING_USR_REDIS_URL`; see [`crate::detection::RedisConfig`] and
-    /// `docs/detection.md` ("Running several replicas"). Needs detection on.
+    /// `docs/detection.md` ("Running several replicas"). Needs detection on. Defaults to off
+    /// (detection in process), unless `TRACING_USR_REDIS_URL` is set.
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn with_redis(mut self, config: crate::detection::RedisConfig) -> Self {

@@ -264,6 +264,139 @@ struct Shape {
     block_ip: Option<IpAddr>,
 }
 
+/// An observation's keys: the client IP and the account, raw (for the signal) and tagged.
+struct Inputs<'a> {
+    ip: Option<IpAddr>,
+    ip_tag: Option<String>,
+    account: Option<&'a str>,
+    account_tag: Option<String>,
+}
+
+impl<'a> Inputs<'a> {
+    fn new(obs: &'a Observation, keyer: &Keyer) -> Self {
+        let ip = obs.ip.map(canonical_ip);
+        let account = obs.account.as_deref();
+        Self {
+            ip,
+            ip_tag: ip.map(|ip| keyer.ip(ip)),
+            account,
+            account_tag: account.map(|a| keyer.account(a)),
+        }
+    }
+
+    /// A step keyed by the client IP, whose `block_ip` action blocks it.
+    fn by_ip(&self, counting: Counting, value: String, severity: Severity) -> Shape {
+        Shape {
+            counting,
+            value,
+            severity,
+            key_kind: KeyKind::Ip,
+            text: self.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            block_ip: self.ip,
+        }
+    }
+
+    /// A step keyed by the account.
+    fn by_account(&self, counting: Counting, value: String, severity: Severity) -> Shape {
+        Shape {
+            counting,
+            value,
+            severity,
+            key_kind: KeyKind::Account,
+            text: self.account.unwrap_or_default().to_owned(),
+            block_ip: None,
+        }
+    }
+}
+
+impl Builder<'_> {
+    /// Credential stuffing per IP (the account as a distinct value), brute force per account
+    /// (the IP kept to check an escalation).
+    fn login_failure(&mut self, i: &Inputs<'_>) {
+        if let Some(tag) = &i.ip_tag {
+            let shape = i.by_ip(
+                Counting::Stuffing,
+                i.account_tag.clone().unwrap_or_default(),
+                Severity::Low,
+            );
+            self.step(RuleId::CredentialStuffing, Op::Observe, tag, 0, shape);
+        }
+        if let Some(tag) = &i.account_tag {
+            let shape = i.by_account(
+                Counting::Contributors,
+                i.ip_tag.clone().unwrap_or_default(),
+                Severity::Low,
+            );
+            self.step(RuleId::BruteForce, Op::Observe, tag, 0, shape);
+        }
+    }
+
+    /// The escalations: of the IP's stuffing signal, and of the account's brute-force signal
+    /// when this IP contributed a failure.
+    fn login_success(&mut self, i: &Inputs<'_>) {
+        let Some(tag) = &i.ip_tag else { return };
+        let shape = i.by_ip(Counting::Stuffing, String::new(), Severity::Critical);
+        self.step(RuleId::CredentialStuffing, Op::Escalate, tag, 0, shape);
+        if let Some(account_tag) = &i.account_tag {
+            let mut shape = i.by_account(Counting::Contributors, tag.clone(), Severity::Critical);
+            shape.block_ip = i.ip;
+            self.step(RuleId::BruteForce, Op::Escalate, account_tag, 0, shape);
+        }
+    }
+
+    fn ip_rate(&mut self, rule: RuleId, i: &Inputs<'_>) {
+        if let Some(tag) = &i.ip_tag {
+            self.step(
+                rule,
+                Op::Observe,
+                tag,
+                0,
+                i.by_ip(Counting::Rate, String::new(), Severity::Medium),
+            );
+        }
+    }
+
+    fn sensitive_activity(&mut self, i: &Inputs<'_>, name: Option<&str>, keyer: &Keyer) {
+        let (Some(ip), Some(name)) = (i.ip, name) else {
+            return;
+        };
+        let mut shape = i.by_ip(Counting::Rate, String::new(), Severity::Medium);
+        shape.key_kind = KeyKind::IpAndName;
+        shape.text = format!("{ip} {name}");
+        self.step(
+            RuleId::SensitiveActivityRate,
+            Op::Observe,
+            &keyer.ip_and_name(ip, name),
+            0,
+            shape,
+        );
+    }
+
+    fn deletion(&mut self, i: &Inputs<'_>, user_id: Option<&str>, keyer: &Keyer) {
+        if let (Some(tag), Some(user_id)) = (&i.ip_tag, user_id) {
+            let shape = i.by_ip(Counting::Distinct, keyer.user(user_id), Severity::Medium);
+            self.step(RuleId::AccountDeletion, Op::Observe, tag, 0, shape);
+        }
+    }
+
+    /// Enumeration per IP (existing and missing targets apart), brute force per account.
+    fn password_reset(&mut self, i: &Inputs<'_>, exists: Option<bool>) {
+        if let (Some(tag), Some(account_tag), Some(exists)) = (&i.ip_tag, &i.account_tag, exists) {
+            let (severity, sub) = if exists {
+                (Severity::Medium, 0)
+            } else {
+                (Severity::Low, 1)
+            };
+            let shape = i.by_ip(Counting::Distinct, account_tag.clone(), severity);
+            self.step(RuleId::PasswordResetEnumeration, Op::Observe, tag, sub, shape);
+        }
+        if let Some(tag) = &i.account_tag {
+            let shape = i.by_account(Counting::Rate, String::new(), Severity::Medium);
+            self.step(RuleId::PasswordResetBruteForce, Op::Observe, tag, 0, shape);
+        }
+    }
+}
+
 impl Plan {
     /// The steps of `obs` under `config`, with keys under `prefix` (which holds the Redis
     /// Cluster hash tag, so every key of a plan is in one slot). The same rules and inputs as
@@ -275,113 +408,15 @@ impl Plan {
             max_signal: secs(config.max_signal_duration),
             steps: Vec::new(),
         };
-        let ip = obs.ip.map(canonical_ip);
-        let ip_tag = ip.map(|ip| keyer.ip(ip));
-        let account = obs.account.as_deref();
-        let account_tag = account.map(|a| keyer.account(a));
-        let by_ip = |counting, value: String, severity| Shape {
-            counting,
-            value,
-            severity,
-            key_kind: KeyKind::Ip,
-            text: ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            block_ip: ip,
-        };
-        let by_account = |counting, value: String, severity| Shape {
-            counting,
-            value,
-            severity,
-            key_kind: KeyKind::Account,
-            text: account.unwrap_or_default().to_owned(),
-            block_ip: None,
-        };
-        use RuleId::*;
+        let inputs = Inputs::new(obs, keyer);
         match obs.kind {
-            EventKind::LoginFailure => {
-                if let Some(tag) = &ip_tag {
-                    let value = account_tag.clone().unwrap_or_default();
-                    b.step(
-                        CredentialStuffing,
-                        Op::Observe,
-                        tag,
-                        0,
-                        by_ip(Counting::Stuffing, value, Severity::Low),
-                    );
-                }
-                if let Some(tag) = &account_tag {
-                    let value = ip_tag.clone().unwrap_or_default();
-                    b.step(
-                        BruteForce,
-                        Op::Observe,
-                        tag,
-                        0,
-                        by_account(Counting::Contributors, value, Severity::Low),
-                    );
-                }
-            }
-            EventKind::LoginSuccess => {
-                if let Some(tag) = &ip_tag {
-                    let shape = by_ip(Counting::Stuffing, String::new(), Severity::Critical);
-                    b.step(CredentialStuffing, Op::Escalate, tag, 0, shape);
-                    if let Some(account_tag) = &account_tag {
-                        let mut shape = by_account(Counting::Contributors, tag.clone(), Severity::Critical);
-                        shape.block_ip = ip;
-                        b.step(BruteForce, Op::Escalate, account_tag, 0, shape);
-                    }
-                }
-            }
-            EventKind::Signup => {
-                if let Some(tag) = &ip_tag {
-                    b.step(
-                        SignupRate,
-                        Op::Observe,
-                        tag,
-                        0,
-                        by_ip(Counting::Rate, String::new(), Severity::Medium),
-                    );
-                }
-            }
-            EventKind::PaymentFailure => {
-                if let Some(tag) = &ip_tag {
-                    let shape = by_ip(Counting::Rate, String::new(), Severity::Medium);
-                    b.step(PaymentFailures, Op::Observe, tag, 0, shape);
-                }
-            }
-            EventKind::SensitiveActivity => {
-                if let (Some(ip), Some(name)) = (ip, obs.name.as_deref()) {
-                    let mut shape = by_ip(Counting::Rate, String::new(), Severity::Medium);
-                    shape.key_kind = KeyKind::IpAndName;
-                    shape.text = format!("{ip} {name}");
-                    b.step(
-                        SensitiveActivityRate,
-                        Op::Observe,
-                        &keyer.ip_and_name(ip, name),
-                        0,
-                        shape,
-                    );
-                }
-            }
-            EventKind::Delete => {
-                if let (Some(tag), Some(user_id)) = (&ip_tag, obs.user_id.as_deref()) {
-                    let shape = by_ip(Counting::Distinct, keyer.user(user_id), Severity::Medium);
-                    b.step(AccountDeletion, Op::Observe, tag, 0, shape);
-                }
-            }
-            EventKind::PasswordReset => {
-                if let (Some(tag), Some(account_tag), Some(exists)) = (&ip_tag, &account_tag, obs.exists) {
-                    let (severity, sub) = if exists {
-                        (Severity::Medium, 0)
-                    } else {
-                        (Severity::Low, 1)
-                    };
-                    let shape = by_ip(Counting::Distinct, account_tag.clone(), severity);
-                    b.step(PasswordResetEnumeration, Op::Observe, tag, sub, shape);
-                }
-                if let Some(tag) = &account_tag {
-                    let shape = by_account(Counting::Rate, String::new(), Severity::Medium);
-                    b.step(PasswordResetBruteForce, Op::Observe, tag, 0, shape);
-                }
-            }
+            EventKind::LoginFailure => b.login_failure(&inputs),
+            EventKind::LoginSuccess => b.login_success(&inputs),
+            EventKind::Signup => b.ip_rate(RuleId::SignupRate, &inputs),
+            EventKind::PaymentFailure => b.ip_rate(RuleId::PaymentFailures, &inputs),
+            EventKind::SensitiveActivity => b.sensitive_activity(&inputs, obs.name.as_deref(), keyer),
+            EventKind::Delete => b.deletion(&inputs, obs.user_id.as_deref(), keyer),
+            EventKind::PasswordReset => b.password_reset(&inputs, obs.exists),
         }
         Plan { steps: b.steps }
     }

@@ -106,25 +106,26 @@ impl RedisConfig {
     }
 
     /// Trusts the certificate authorities of `pem` (PEM certificates) for `rediss://`, in place
-    /// of the system's roots.
+    /// of the system's roots. Defaults to the system's roots.
     pub fn with_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.ca_pem = Some(pem.into());
         self
     }
 
-    /// Sets the key prefix (keep a `{hash tag}` in it for Redis Cluster).
+    /// Sets the key prefix (keep a `{hash tag}` in it for Redis Cluster). Defaults to
+    /// `TRACING_USR_REDIS_PREFIX`, else `tracing-usr:{<service>}:`.
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Some(prefix.into());
         self
     }
 
-    /// Sets how many events may wait for Redis.
+    /// Sets how many events may wait for Redis. Defaults to 10,000.
     pub fn with_queue(mut self, events: usize) -> Self {
         self.queue = events.max(1);
         self
     }
 
-    /// Sets how long one Redis call may take.
+    /// Sets how long one Redis call may take. Defaults to 250 ms.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout.max(Duration::from_millis(1));
         self

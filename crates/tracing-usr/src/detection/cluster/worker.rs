@@ -181,42 +181,9 @@ impl Worker {
 
     /// The first connection; `None` while Redis cannot be reached (retried every second).
     async fn connect(&mut self) -> Option<ConnectionManager> {
-        let lost = Arc::clone(&self.lost);
-        let counters = Arc::clone(&self.counters);
-        let blocks = Arc::clone(&self.blocks);
-        let list = Arc::clone(&self.wiring.blocks);
-        let keyer = self.keyer.clone();
-        let push = move |info: redis::PushInfo| -> Result<(), redis::aio::SendError> {
-            match info.kind {
-                PushKind::Message => {
-                    let Some(Value::BulkString(bytes)) = info.data.last() else {
-                        return Ok(());
-                    };
-                    let message = String::from_utf8_lossy(bytes);
-                    if !blocks.apply(&message) {
-                        return Ok(());
-                    }
-                    // Lifted on another replica: this one's own entry goes too.
-                    if let Some(tag) = message.strip_prefix("-u:").and_then(|m| m.split(' ').next()) {
-                        list.lift_runtime_where(BlockKind::User, |v| keyer.user(v) == tag);
-                    } else if let Some(tag) = message.strip_prefix("-i:").and_then(|m| m.split(' ').next()) {
-                        list.lift_runtime_where(BlockKind::Ip, |v| {
-                            v.parse().is_ok_and(|ip| keyer.ip(ip) == tag)
-                        });
-                    }
-                }
-                PushKind::Disconnection => {
-                    // Events are judged here until the worker has reconnected and reloaded.
-                    counters.connected.store(false, Ordering::Release);
-                    lost.store(true, Ordering::Release);
-                }
-                _ => {}
-            }
-            Ok(())
-        };
         let timeout = self.config.timeout;
         let manager = ConnectionManagerConfig::new()
-            .set_push_sender(push)
+            .set_push_sender(self.push_handler())
             .set_automatic_resubscription()
             .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
             .set_response_timeout(Some(timeout))
@@ -227,24 +194,59 @@ impl Worker {
             ConnectionManager::new_with_config(self.client.clone(), manager),
         )
         .await;
-        match connected {
-            Ok(Ok(mut conn)) => {
-                let channel = self.channel();
-                if conn.subscribe(&channel).await.is_ok() {
+        let why = match connected {
+            Ok(Ok(mut conn)) => match conn.subscribe(&self.channel()).await {
+                Ok(()) => {
                     self.resume(&mut conn).await;
                     return Some(conn);
                 }
-                self.down("cannot subscribe to the block channel".to_owned());
-                Some(conn)
+                // Dropped: a connection that missed the channel would miss every block.
+                Err(e) => format!("cannot subscribe to the block channel ({e})"),
+            },
+            Ok(Err(e)) => format!("cannot connect ({e})"),
+            Err(_) => "cannot connect (timed out)".to_owned(),
+        };
+        self.down(why);
+        None
+    }
+
+    /// What the connection does with Redis's push messages: block announcements update the
+    /// local copy (a lift also lifts this replica's own entry); a disconnection turns local
+    /// judging on until the worker has reconnected and reloaded.
+    fn push_handler(
+        &self,
+    ) -> impl Fn(redis::PushInfo) -> Result<(), redis::aio::SendError> + Send + Sync + 'static {
+        let lost = Arc::clone(&self.lost);
+        let counters = Arc::clone(&self.counters);
+        let blocks = Arc::clone(&self.blocks);
+        let list = Arc::clone(&self.wiring.blocks);
+        let keyer = self.keyer.clone();
+        move |info| {
+            match info.kind {
+                PushKind::Message => {
+                    let Some(Value::BulkString(bytes)) = info.data.last() else {
+                        return Ok(());
+                    };
+                    let message = String::from_utf8_lossy(bytes);
+                    if !blocks.apply(&message) {
+                        return Ok(());
+                    }
+                    let lifted = |prefix| message.strip_prefix(prefix).and_then(|m| m.split(' ').next());
+                    if let Some(tag) = lifted("-u:") {
+                        list.lift_runtime_where(BlockKind::User, |v| keyer.user(v) == tag);
+                    } else if let Some(tag) = lifted("-i:") {
+                        list.lift_runtime_where(BlockKind::Ip, |v| {
+                            v.parse().is_ok_and(|ip| keyer.ip(ip) == tag)
+                        });
+                    }
+                }
+                PushKind::Disconnection => {
+                    counters.connected.store(false, Ordering::Release);
+                    lost.store(true, Ordering::Release);
+                }
+                _ => {}
             }
-            Ok(Err(e)) => {
-                self.down(format!("cannot connect ({e})"));
-                None
-            }
-            Err(_) => {
-                self.down("cannot connect (timed out)".to_owned());
-                None
-            }
+            Ok(())
         }
     }
 
