@@ -2,6 +2,7 @@
 //! answers garbage (detection stays in the process, with one warning, and never panics).
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use tracing_usr::detection::{DetectionConfig, RedisConfig, RuleId};
 
@@ -47,6 +48,28 @@ fn rediss_with_a_private_ca_shares_over_tls_and_without_it_stays_local() {
     // The system's roots do not know this certificate: no connection, detection stays local.
     let untrusted = crate::setup::unchecked_replica(RedisConfig::new(&url, SECRET));
     stays_local(untrusted, "this replica's events only");
+}
+
+#[test]
+fn a_password_in_the_url_authenticates_and_never_shows_in_a_warning() {
+    let redis = RedisServer::start();
+    redis.require_password("hunter2-secret");
+    let good = format!("redis://:hunter2-secret@127.0.0.1:{}", redis.port);
+    let ok = crate::setup::unchecked_replica(RedisConfig::new(&good, SECRET));
+    wait_for("the authenticated connection", || {
+        ok.h.handle.cluster_stats().is_some_and(|s| s.connected)
+    });
+    let wrong = format!("redis://:wrong-password@127.0.0.1:{}", redis.port);
+    let refused = crate::setup::unchecked_replica(RedisConfig::new(&wrong, SECRET));
+    let text = format!("{:?}", RedisConfig::new(&wrong, SECRET));
+    assert!(!text.contains("wrong-password"), "{text}");
+    let events = Arc::clone(&refused.h.warnings.events);
+    stays_local(refused, "this replica's events only");
+    let warnings = format!("{:?}", events.lock().unwrap());
+    assert!(
+        !warnings.contains("wrong-password") && !warnings.contains("hunter2"),
+        "{warnings}"
+    );
 }
 
 /// A replica built from `builder` whose warnings mention `needle`, and that still detects in

@@ -78,6 +78,16 @@ impl RedisServer {
         }
     }
 
+    /// Requires `password` from now on (`CONFIG SET requirepass`).
+    pub fn require_password(&self, password: &str) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg(password)
+            .query(&mut self.connection())
+            .expect("CONFIG SET requirepass");
+    }
+
     /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server: connections stay open and go
     /// unanswered, as with a Redis stuck on a slow command.
     pub fn freeze(&self, frozen: bool) {
