@@ -492,7 +492,7 @@ impl Plan {
 /// distinct values, a sorted set of tags scored by when last seen; the signal, a hash of when
 /// it opened, when it expires and whether it escalated). `ARGV`: the time, the event id, then
 /// per step `op need_count keep_count value keep_distinct need_distinct window max_signal`.
-/// Answers per step `{status, count, distinct, first}`: status 0 quiet, 1 opened by this call,
+/// Answers four integers per step, in one flat array: `status, count, distinct, first`; status 0 quiet, 1 opened by this call,
 /// 2 kept open, 3 escalated by this call. Logs are cut to what a decision can use, and every
 /// key expires on its own once its window (or its signal) has passed.
 pub const SCRIPT: &str = r#"
@@ -555,7 +555,10 @@ for i = 0, #KEYS / 3 - 1 do
       status = 3
     end
   end
-  out[#out + 1] = {status, count, distinct, first}
+  out[#out + 1] = status
+  out[#out + 1] = count
+  out[#out + 1] = distinct
+  out[#out + 1] = first
 end
 return out
 "#;

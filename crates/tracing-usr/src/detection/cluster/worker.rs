@@ -352,15 +352,20 @@ impl Worker {
     ) -> Vec<Option<Vec<Signal>>> {
         let mut sent = Vec::with_capacity(observations.len());
         for obs in observations {
-            let plan = Plan::new(self.wiring.detector.config(), obs, &self.keyer, &self.prefix);
+            let mut plan = Plan::new(self.wiring.detector.config(), obs, &self.keyer, &self.prefix);
             if plan.steps.is_empty() {
                 sent.push((plan, None));
                 continue;
             }
             self.events += 1;
             let event = format!("{}:{}", self.replica, self.events);
-            let keys: Vec<String> = plan.keys().map(str::to_owned).collect();
             let args = plan.args(self.epoch + u64::from(obs.time), &event);
+            // The answer needs only the steps' rules and texts: the keys move to the script.
+            let keys: Vec<String> = plan
+                .steps
+                .iter_mut()
+                .flat_map(|s| s.keys.iter_mut().map(std::mem::take))
+                .collect();
             let (script, mut conn, timeout) = (Arc::clone(&self.script), conn.clone(), self.config.timeout);
             let task = tokio::spawn(async move {
                 let mut invocation = script.prepare_invoke();
@@ -395,11 +400,11 @@ impl Worker {
         &mut self,
         plan: &Plan,
         obs: &Observation,
-        answer: RedisResult<Vec<Vec<i64>>>,
+        answer: RedisResult<Vec<i64>>,
     ) -> Option<Vec<Signal>> {
         let outcomes: Option<Vec<Outcome>> = match &answer {
-            Ok(rows) if rows.len() == plan.steps.len() => {
-                rows.iter().map(|r| Outcome::from_ints(r)).collect()
+            Ok(ints) if ints.len() == 4 * plan.steps.len() => {
+                ints.chunks_exact(4).map(Outcome::from_ints).collect()
             }
             _ => None,
         };
