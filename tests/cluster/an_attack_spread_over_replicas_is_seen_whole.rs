@@ -36,6 +36,8 @@ fn credential_stuffing_round_robin_raises_one_signal_on_the_replica_of_the_31st_
         signal.distinct, 6,
         "distinct accounts, counted up to the threshold"
     );
+    assert_eq!(signal.user_agent.as_deref(), Some("attack-bot/1.0"));
+    assert!(signal.trace_id.is_some());
     for r in &replicas {
         let stats = r.stats();
         assert!(

@@ -98,7 +98,9 @@ impl Replica {
     pub(crate) fn request(&self, ip: &str, events: u64, f: impl FnOnce()) {
         let before = self.done();
         self.h.run(|| {
-            let _root = tracing::info_span!("request", http.client_ip = ip).entered();
+            let _root =
+                tracing::info_span!("request", http.client_ip = ip, http.useragent = "attack-bot/1.0")
+                    .entered();
             f()
         });
         if self.stats().connected {

@@ -37,7 +37,7 @@ impl Detection<'_> {
         if state.trace.client_ip().is_some() || closing {
             for mut obs in state.trace.take_pending_detections() {
                 stamp(&mut obs, state);
-                fresh.extend(self.judge(obs));
+                fresh.extend(self.judge(obs, state));
             }
         }
         if closing {
@@ -50,14 +50,19 @@ impl Detection<'_> {
 
     /// Judges one observation: here, or on Redis when shared detection is up (its signals are
     /// then raised by the Redis thread, so none is returned).
-    fn judge(&self, obs: Observation) -> Vec<Signal> {
+    fn judge(&self, obs: Observation, state: &RootState) -> Vec<Signal> {
         #[cfg(feature = "redis")]
         if let Some(cluster) = self.cluster {
+            // The Redis thread cannot read the root: the signal's user agent goes with the event.
+            let mut obs = obs;
+            obs.user_agent = state.trace.user_agent().map(str::to_owned);
             return match cluster.submit(obs) {
                 None => Vec::new(),
                 Some(obs) => self.detector.observe(&obs),
             };
         }
+        #[cfg(not(feature = "redis"))]
+        let _ = state;
         self.detector.observe(&obs)
     }
 
@@ -137,7 +142,7 @@ impl Detection<'_> {
             return;
         }
         stamp(&mut obs, state);
-        let mut signals = self.judge(obs);
+        let mut signals = self.judge(obs, state);
         if !signals.is_empty() {
             self.finish(state, &mut signals);
             state.signals.extend(signals);

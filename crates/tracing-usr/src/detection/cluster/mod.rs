@@ -334,7 +334,7 @@ impl Cluster {
         let keyer = Keyer::new(&config.secret);
         let (tx, rx) = tokio::sync::mpsc::channel(config.queue.max(1));
         let counters = Arc::new(Counters::default());
-        let blocks = Arc::new(SharedBlocks::new(keyer.clone()));
+        let blocks = Arc::new(SharedBlocks::new(keyer));
         let prefix = config.key_prefix(&wiring.service);
         // Weak: the worker ends when the layer (which holds the only strong sender) goes.
         let listener_tx = tx.downgrade();
@@ -343,7 +343,6 @@ impl Cluster {
         let worker = worker::Worker::new(
             client,
             config,
-            keyer,
             prefix,
             wiring,
             Arc::clone(&counters),

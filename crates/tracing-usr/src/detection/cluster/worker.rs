@@ -111,7 +111,6 @@ impl Worker {
     pub(super) fn new(
         client: Client,
         config: RedisConfig,
-        keyer: Keyer,
         prefix: String,
         wiring: Wiring,
         counters: Arc<Counters>,
@@ -125,7 +124,7 @@ impl Worker {
         Self {
             client,
             config,
-            keyer,
+            keyer: blocks.keyer.clone(),
             prefix,
             wiring,
             counters,
