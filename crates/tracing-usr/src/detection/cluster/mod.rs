@@ -455,4 +455,21 @@ mod tests {
         assert!(blocks.apply(&format!("+u:{tag} 1")), "an end in the past");
         assert!(!blocks.is_user_blocked("alice"));
     }
+
+    #[test]
+    fn a_bad_url_is_an_error_that_does_not_show_its_password() {
+        for url in [
+            "redis://:hunter2@cache:notaport",
+            "http://:hunter2@cache",
+            "rediss://:hunter2@",
+        ] {
+            let e = worker::client(url, None)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(!e.is_empty(), "{url} is not a Redis URL");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        assert!(worker::client("unix:/run/redis.sock", None).is_ok());
+    }
 }
