@@ -21,6 +21,8 @@
 
 #[path = "support/common.rs"]
 mod common;
+#[path = "support/login.rs"]
+mod login;
 #[path = "../tests/support/redis.rs"]
 #[allow(dead_code)]
 mod redis_server;
@@ -28,14 +30,12 @@ mod redis_server;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+use login::{Logins, ACCOUNTS, IPS};
 use redis_server::RedisServer;
 use tracing::Dispatch;
 use tracing_subscriber::prelude::*;
 use tracing_usr::detection::RedisConfig;
-use tracing_usr::{Handle, JsonLines, SetUserOptions};
-
-const IPS: u32 = 1000;
-const ACCOUNTS: usize = 5000;
+use tracing_usr::{Handle, JsonLines};
 
 fn layer(redis: Option<&RedisServer>) -> (Dispatch, Handle) {
     let mut builder = tracing_usr::builder()
@@ -73,45 +73,6 @@ fn drained(handle: &Handle, n: u64) {
             .cluster_stats()
             .is_some_and(|s| s.sent + s.fallen_back + s.queue_drops >= n)
     });
-}
-
-struct Keys {
-    ips: Vec<String>,
-    logins: Vec<String>,
-    n: std::cell::Cell<usize>,
-}
-
-impl Keys {
-    fn new() -> Self {
-        Self {
-            ips: (0..IPS)
-                .map(|i| std::net::Ipv4Addr::from(0xc633_6400 + i).to_string())
-                .collect(),
-            logins: (0..ACCOUNTS).map(|i| format!("user-{i}")).collect(),
-            n: std::cell::Cell::new(0),
-        }
-    }
-
-    fn request(&self, success: bool) {
-        let n = self.n.get().wrapping_add(1);
-        self.n.set(n);
-        let (ip, login) = (
-            &self.ips[n % self.ips.len()],
-            &self.logins[(n * 7) % self.logins.len()],
-        );
-        let _root = tracing::info_span!(
-            "http.request",
-            http.client_ip = ip.as_str(),
-            http.useragent = "bench/1"
-        )
-        .entered();
-        let _handler = tracing::info_span!("login").entered();
-        if success {
-            let _ = tracing_usr::track_login_success(login, login.as_str(), (), SetUserOptions::default());
-        } else {
-            let _ = tracing_usr::track_login_failure(login, true, None, ());
-        }
-    }
 }
 
 const RUNGS: [(&str, bool, bool); 4] = [
@@ -154,7 +115,7 @@ fn round_trips(text: &str) -> u64 {
 
 /// Commands per login event, and Redis memory per attacking IP with a full window stored.
 fn figures() {
-    let keys = Keys::new();
+    let keys = Logins::new();
     for (name, success) in [("failure", false), ("success", true)] {
         let redis = RedisServer::start();
         let (dispatch, handle) = layer(Some(&redis));
@@ -210,7 +171,7 @@ fn figures() {
 fn bench(c: &mut Criterion) {
     figures();
     let redis = RedisServer::start();
-    let keys = Keys::new();
+    let keys = Logins::new();
     let mut group = c.benchmark_group("cluster");
     for (name, success, shared) in RUNGS {
         let (dispatch, handle) = layer(shared.then_some(&redis));
@@ -231,7 +192,7 @@ fn instructions(rung: &str, n: u64) {
         panic!("unknown rung {rung}");
     };
     let redis = shared.then(RedisServer::start);
-    let keys = Keys::new();
+    let keys = Logins::new();
     let (dispatch, handle) = layer(redis.as_ref());
     tracing::dispatcher::with_default(&dispatch, || {
         for _ in 0..n {

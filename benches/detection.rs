@@ -29,14 +29,15 @@
 
 #[path = "support/common.rs"]
 mod common;
-
-use std::cell::Cell;
+#[path = "support/login.rs"]
+mod login;
 
 use common::{allocations, Counting};
 use criterion::Criterion;
+use login::Logins;
 use tracing::Dispatch;
 use tracing_subscriber::prelude::*;
-use tracing_usr::{JsonLines, SetUserOptions};
+use tracing_usr::JsonLines;
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -51,51 +52,6 @@ fn dispatch(detection: bool) -> Dispatch {
     Dispatch::new(tracing_subscriber::registry().with(layer))
 }
 
-thread_local! {
-    static N: Cell<u32> = const { Cell::new(0) };
-}
-
-/// Texts for the rotating keys, built once so the request itself does not format them.
-struct Keys {
-    ips: Vec<String>,
-    logins: Vec<String>,
-}
-
-impl Keys {
-    fn new() -> Self {
-        Self {
-            ips: (0..1000u32)
-                .map(|i| std::net::Ipv4Addr::from(0xc633_6400 + i).to_string())
-                .collect(),
-            logins: (0..5000).map(|i| format!("user-{i}")).collect(),
-        }
-    }
-
-    fn next(&self) -> (&str, &str) {
-        let n = N.with(|n| {
-            let v = n.get().wrapping_add(1);
-            n.set(v);
-            v as usize
-        });
-        (
-            &self.ips[n % self.ips.len()],
-            &self.logins[(n * 7) % self.logins.len()],
-        )
-    }
-}
-
-fn request(keys: &Keys, success: bool) {
-    let (ip, login) = keys.next();
-    let _root =
-        tracing::info_span!("http.request", http.client_ip = ip, http.useragent = "bench/1").entered();
-    let _handler = tracing::info_span!("login").entered();
-    if success {
-        let _ = tracing_usr::track_login_success(login, login, (), SetUserOptions::default());
-    } else {
-        let _ = tracing_usr::track_login_failure(login, true, None, ());
-    }
-}
-
 const RUNGS: [(&str, bool, bool); 4] = [
     ("failure_off", false, false),
     ("failure_on", false, true),
@@ -103,17 +59,17 @@ const RUNGS: [(&str, bool, bool); 4] = [
     ("success_on", true, true),
 ];
 
-fn allocations_per_request(keys: &Keys) {
+fn allocations_per_request(keys: &Logins) {
     const N: u64 = 20_000;
     eprintln!("allocations per login request:");
     for (name, success, detection) in RUNGS {
         tracing::dispatcher::with_default(&dispatch(detection), || {
             for _ in 0..N {
-                request(keys, success);
+                keys.request(success);
             }
             let before = allocations();
             for _ in 0..N {
-                request(keys, success);
+                keys.request(success);
             }
             eprintln!("  {name:<12} {:>6.1}", (allocations() - before) as f64 / N as f64);
         });
@@ -121,13 +77,13 @@ fn allocations_per_request(keys: &Keys) {
 }
 
 fn bench(c: &mut Criterion) {
-    let keys = Keys::new();
+    let keys = Logins::new();
     allocations_per_request(&keys);
     let mut group = c.benchmark_group("detection");
     for (name, success, detection) in RUNGS {
         let dispatch = dispatch(detection);
         tracing::dispatcher::with_default(&dispatch, || {
-            group.bench_function(name, |b| b.iter(|| request(&keys, success)));
+            group.bench_function(name, |b| b.iter(|| keys.request(success)));
         });
     }
     group.finish();
@@ -136,13 +92,13 @@ fn bench(c: &mut Criterion) {
 /// `TRACING_USR_BENCH=instructions:<rung>:<requests>`: runs that many requests of one rung and
 /// exits (run it under callgrind, and once with 0 requests to subtract set-up).
 fn instructions(rung: &str, n: u64) {
-    let keys = Keys::new();
+    let keys = Logins::new();
     let Some((_, success, detection)) = RUNGS.into_iter().find(|(name, _, _)| *name == rung) else {
         panic!("unknown rung {rung}");
     };
     tracing::dispatcher::with_default(&dispatch(detection), || {
         for _ in 0..n {
-            request(&keys, success);
+            keys.request(success);
         }
     });
 }
