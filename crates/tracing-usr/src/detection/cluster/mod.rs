@@ -258,6 +258,9 @@ impl SharedBlocks {
             "-" => entries.remove(member),
             _ => return false,
         };
+        // Blocks that ran out go with the next announcement (they are rare; no sweeper needed).
+        let now = unix_now();
+        entries.retain(|_, end| *end == 0 || now < *end);
         self.len.store(entries.len(), Ordering::Relaxed);
         true
     }
@@ -454,6 +457,7 @@ mod tests {
         assert!(!blocks.is_user_blocked("alice"));
         assert!(blocks.apply(&format!("+u:{tag} 1")), "an end in the past");
         assert!(!blocks.is_user_blocked("alice"));
+        assert_eq!(blocks.len.load(Ordering::Relaxed), 0, "ended blocks are not kept");
     }
 
     #[test]
