@@ -235,7 +235,7 @@ fn run_case(case: &Value, mode: &str) -> Vec<String> {
     // The contract's own tags are exactly those listed: a produced tag the case does not
     // expect is a failure too (so an expectation removed from a case file shows).
     let expected = case["root_tags"].as_object();
-    for (key, value) in root.meta.iter() {
+    for (key, value) in root.tags().iter() {
         let contract = CONTRACT_PREFIXES.iter().any(|p| key.starts_with(p));
         if contract && !expected.is_some_and(|m| m.contains_key(&**key)) {
             problems.push(format!("  {key}: not expected by the case, found {value:?}"));

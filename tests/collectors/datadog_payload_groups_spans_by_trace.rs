@@ -19,6 +19,7 @@ fn span(trace_id: u128, span_id: u64, root: bool) -> SpanRecord {
         meta: vec![("k".into(), "v".into())],
         metrics: Vec::new(),
         events: Vec::new(),
+        root: None,
         pending_value_mask: 0,
     }
 }

@@ -69,6 +69,7 @@ fn span(i: u64) -> Record {
         meta,
         metrics: Vec::new(),
         events: Vec::new(),
+        root: None,
         pending_value_mask: 0,
     })
 }

@@ -23,7 +23,7 @@ fn the_root_gets_the_signal_tag_and_the_signal_event_is_exported() {
     let tagged: Vec<_> = roots
         .iter()
         .filter(|r| {
-            r.meta
+            r.tags()
                 .iter()
                 .any(|(k, _)| k == "tracing_usr.signal.bl-payment-failures")
         })
@@ -31,13 +31,10 @@ fn the_root_gets_the_signal_tag_and_the_signal_event_is_exported() {
     assert_eq!(tagged.len(), 1, "only the request that opened the signal");
     let root = tagged[0];
     assert!(root
-        .meta
+        .tags()
         .iter()
         .any(|(k, v)| k == "tracing_usr.signal.bl-payment-failures" && v == "medium"));
-    assert!(root
-        .metrics
-        .iter()
-        .any(|(k, v)| k == "_sampling_priority_v1" && *v == 2.0));
+    assert_eq!(root.metric("_sampling_priority_v1"), Some(2.0));
     let logs: Vec<_> = h
         .logs()
         .into_iter()
@@ -62,7 +59,7 @@ fn the_root_gets_the_signal_tag_and_the_signal_event_is_exported() {
     assert_eq!(field("signal_trace_id"), Some(format!("{:032x}", root.trace_id)));
     // The signal event is not read as a business event.
     assert!(!root
-        .meta
+        .tags()
         .iter()
         .any(|(k, _)| k.starts_with("appsec.events.tracing")));
 }
@@ -117,7 +114,7 @@ fn a_panicking_sink_loses_the_signal_not_the_request() {
     );
     // The root still carries the signal tag.
     assert!(h.roots().iter().any(|r| r
-        .meta
+        .tags()
         .iter()
         .any(|(k, _)| k == "tracing_usr.signal.bl-payment-failures")));
 }

@@ -43,7 +43,7 @@ fn the_same_event_twice_merges_per_key() {
     assert_eq!(root.meta("appsec.events.evt.b"), Some("2"));
     assert_eq!(root.meta("appsec.events.evt.c"), Some("2"));
     assert_eq!(
-        root.meta
+        root.tags()
             .iter()
             .filter(|(k, _)| k == "appsec.events.evt.b")
             .count(),

@@ -21,12 +21,12 @@ fn login_success() {
 fn event_tags(h: &Harness) -> Vec<(String, String)> {
     let root = h.span("request");
     let mut found: Vec<_> = root
-        .meta
+        .tags()
         .iter()
         .filter(|(k, _)| k.starts_with("appsec.") || k.starts_with("_dd.") || k.starts_with("usr."))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    found.extend(root.metrics.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    found.extend(root.all_metrics().map(|(k, v)| (k.to_string(), v.to_string())));
     found.sort();
     found
 }

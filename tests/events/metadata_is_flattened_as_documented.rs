@@ -15,7 +15,7 @@ fn custom(metadata: serde_json::Value) -> tracing_usr::export::SpanRecord {
 
 fn event_meta(root: &tracing_usr::export::SpanRecord) -> Vec<(String, String)> {
     let mut v: Vec<_> = root
-        .meta
+        .tags()
         .iter()
         .filter(|(k, _)| k.starts_with("appsec.events.evt."))
         .map(|(k, v)| (k["appsec.events.evt.".len()..].to_owned(), v.to_string()))

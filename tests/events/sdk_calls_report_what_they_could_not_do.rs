@@ -40,7 +40,7 @@ fn missing_required_arguments_write_nothing() {
     });
     let root = h.span("request");
     assert_eq!(user_tags(&root), vec![]);
-    assert!(root.meta.iter().all(|(k, _)| !k.starts_with("appsec.")));
+    assert!(root.tags().iter().all(|(k, _)| !k.starts_with("appsec.")));
 }
 
 #[test]

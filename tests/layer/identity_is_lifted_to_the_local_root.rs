@@ -42,7 +42,7 @@ fn child_spans_keep_their_fields_but_never_carry_usr_tags() {
     let child = h.span("auth");
     assert!(!child.local_root);
     assert!(child
-        .meta
+        .tags()
         .iter()
         .all(|(k, _)| !k.starts_with("usr.") && !k.starts_with("_dd.appsec")));
     assert_eq!(child.meta("db.system"), Some("pg"));
@@ -86,7 +86,7 @@ fn late_record_on_a_grandchild_reaches_the_root() {
     let root = h.span("request");
     assert_eq!(root.meta("usr.id"), Some("42"));
     assert_eq!(root.meta("usr.session_id"), Some("s-1"));
-    assert!(h.span("auth").meta.iter().all(|(k, _)| !k.starts_with("usr.")));
+    assert!(h.span("auth").tags().iter().all(|(k, _)| !k.starts_with("usr.")));
 }
 
 #[test]

@@ -52,7 +52,7 @@ proptest! {
         prop_assert_eq!(logs.len(), 1, "one log exported");
         prop_assert_eq!(spans[0].meta("password"), Some(tracing_usr::REDACTED));
         prop_assert_eq!(logs[0].fields.iter().filter(|(k, _)| &**k == "client_secret").count(), 1);
-        let exported = spans.iter().flat_map(|s| s.meta.iter().map(|(_, v)| v.to_string()))
+        let exported = spans.iter().flat_map(|s| s.tags().into_iter().map(|(_, v)| v.to_string()))
             .chain(logs.iter().flat_map(|l| l.fields.iter().map(|(_, v)| v.to_string())));
         for v in exported {
             prop_assert_eq!(v, tracing_usr::REDACTED);

@@ -175,7 +175,7 @@ impl Harness {
 /// The `usr.*` and `_dd.*` tags of a span, sorted, for readable assertions.
 pub fn user_tags(span: &SpanRecord) -> Vec<(String, String)> {
     let mut tags: Vec<_> = span
-        .meta
+        .tags()
         .iter()
         .filter(|(k, _)| k.starts_with("usr.") || k.starts_with("_dd."))
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -250,6 +250,14 @@ impl<'a> IdentityView<'a> {
         }
     }
 
+    /// How many tags the view holds (a user's, once derived; else an estimate), to size a list.
+    pub fn size_hint(self) -> usize {
+        match self {
+            IdentityView::Bucket(bucket) => bucket.entries.len(),
+            IdentityView::User(_, tags) => tags.get().map_or(8, |tags| tags.len()),
+        }
+    }
+
     /// The `usr.id`, if any.
     pub fn id(self) -> Option<&'a str> {
         match self {
@@ -301,7 +309,7 @@ pub struct TraceIdentity {
 }
 
 /// Where the public identity of a root or record came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Source {
     /// An SDK call (or the process-wide default identity).
     Sdk,
@@ -453,21 +461,35 @@ impl TraceIdentity {
         login_events: Option<bool>,
         out: &mut Vec<(Key, V)>,
     ) {
+        let mut facts = crate::root::RootFacts::default();
+        self.write_facts(mode, default, login_events, &mut facts);
+        facts.write_tags(out, &mut Vec::new());
+    }
+
+    /// Fills the identity part of a root's facts (see [`TraceIdentity::root_tags_with`]): the
+    /// public user, the collection mode and the private field-path copies.
+    pub fn write_facts(
+        &self,
+        mode: Mode,
+        default: Option<&IdentityBucket>,
+        login_events: Option<bool>,
+        facts: &mut crate::root::RootFacts,
+    ) {
         let public = self.public(mode, default, true);
         if let Some((view, _)) = public {
-            view.extend_into(out);
+            let mut entries = Vec::with_capacity(view.size_hint());
+            view.extend_into(&mut entries);
+            facts.user = crate::root::RootUser::new(entries);
         }
         if public.is_some() || login_events.is_some() {
             let sdk = public.is_some_and(|(_, source)| source == Source::Sdk) || login_events == Some(true);
-            let value = if sdk { Source::Sdk } else { Source::Field(mode) }.collection_mode();
-            out.push((Key::Borrowed(keys::COLLECTION_MODE), V::from(value)));
+            facts.collection_mode = Some(if sdk { Source::Sdk } else { Source::Field(mode) });
         }
-        if let Some(id) = self.private_id.get(&self.field, keys::USR_ID) {
-            out.push((Key::Borrowed(keys::DD_APPSEC_USR_ID), V::from(id)));
-        }
-        if let Some(login) = self.private_login.get(&self.field, keys::USR_LOGIN) {
-            out.push((Key::Borrowed(keys::DD_APPSEC_USR_LOGIN), V::from(login)));
-        }
+        facts.private_id = self.private_id.get(&self.field, keys::USR_ID).map(Text::from);
+        facts.private_login = self
+            .private_login
+            .get(&self.field, keys::USR_LOGIN)
+            .map(Text::from);
     }
 
     /// Writes field-path identity without touching the private copies (the root `usr.id` of

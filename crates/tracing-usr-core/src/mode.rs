@@ -16,7 +16,7 @@ pub const ENV_MODE_ENABLED: &str = "DD_APPSEC_AUTOMATED_USER_EVENTS_TRACKING_ENA
 /// What the field path (identity collected from `usr.*` fields) does with what it collects.
 ///
 /// SDK calls are never affected by the mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum Mode {
     /// Values are exported as collected. The default.
     #[default]

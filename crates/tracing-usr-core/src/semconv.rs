@@ -2,6 +2,8 @@
 //! from the root's `usr.*` tags to the semantic-convention attributes, used by the OTLP exporter
 //! and by the live OpenTelemetry span of a tracing-opentelemetry pipeline.
 
+use crate::keys;
+
 /// The integer attribute that carries a keep (`_sampling_priority_v1`) in OpenTelemetry.
 pub const SAMPLING_PRIORITY: &str = "sampling.priority";
 
@@ -17,51 +19,97 @@ pub struct UserAttribute<'a> {
     pub array: bool,
 }
 
-/// Every key [`user_attributes`] may produce.
-pub const USER_ATTRIBUTE_KEYS: [&str; 8] = [
-    "user.hash",
-    "user.id",
-    "enduser.id",
-    "user.email",
-    "user.name",
-    "user.full_name",
-    "user.roles",
-    "session.id",
+/// For which identities a [`UserName`] applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applies {
+    /// Always.
+    Always,
+    /// Only for a clear identity (not hashed by the field path in anonymization mode).
+    Clear,
+    /// Only for a hashed identity.
+    Hashed,
+}
+
+/// How one `usr.*` tag is named in OpenTelemetry's semantic conventions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserName {
+    /// The tracing-usr / Datadog tag (`usr.email`).
+    pub tag: &'static str,
+    /// The semantic-convention attribute (`user.email`).
+    pub attribute: &'static str,
+    /// Whether the attribute is a one-element string array rather than a string.
+    pub array: bool,
+    /// For which identities the attribute is written.
+    pub applies: Applies,
+}
+
+const fn name(tag: &'static str, attribute: &'static str, array: bool, applies: Applies) -> UserName {
+    UserName {
+        tag,
+        attribute,
+        array,
+        applies,
+    }
+}
+
+/// The one naming table of a root's user in OpenTelemetry (docs/tags.md "OTLP attributes"),
+/// in the order the attributes are written: `usr.id` is `user.hash` for an identity hashed in
+/// anonymization mode, else `user.id` and `enduser.id`; `usr.login` is `user.name` (not for a
+/// hashed identity); `usr.name` is `user.full_name`; `usr.role` is the array `user.roles`.
+pub const USER_NAMES: [UserName; 8] = [
+    name(keys::USR_ID, "user.hash", false, Applies::Hashed),
+    name(keys::USR_ID, "user.id", false, Applies::Clear),
+    name(keys::USR_ID, "enduser.id", false, Applies::Clear),
+    name(keys::USR_EMAIL, "user.email", false, Applies::Always),
+    name(keys::USR_LOGIN, "user.name", false, Applies::Clear),
+    name(keys::USR_NAME, "user.full_name", false, Applies::Always),
+    name(keys::USR_ROLE, "user.roles", true, Applies::Always),
+    name(keys::USR_SESSION_ID, "session.id", false, Applies::Always),
 ];
 
-/// The semantic-convention user attributes of a root whose tags `tag` looks up, in a fixed
-/// order (at most seven): `user.id` and `enduser.id` from `usr.id` (or `user.hash` when the id was
-/// hashed by the field path in anonymization mode), `user.email`, `user.name` from `usr.login`
-/// (not for a hashed identity), `user.full_name` from `usr.name`, `user.roles` from `usr.role`,
-/// `session.id` from `usr.session_id`. Nothing without `usr.id`.
+/// Every key [`user_attributes`] may produce.
+pub const USER_ATTRIBUTE_KEYS: [&str; 8] = {
+    let mut keys = [""; 8];
+    let mut i = 0;
+    while i < USER_NAMES.len() {
+        keys[i] = USER_NAMES[i].attribute;
+        i += 1;
+    }
+    keys
+};
+
+/// The semantic-convention user attributes of a root whose `usr.*` tags `tag` looks up, in
+/// the order of [`USER_NAMES`] (at most seven); `hashed`: the identity was hashed by the field
+/// path in anonymization mode. Nothing without `usr.id`.
 ///
 /// ```
 /// use tracing_usr_core::semconv::user_attributes;
 /// let tags = [("usr.id", "u-1"), ("usr.role", "admin")];
 /// let lookup = |k: &str| tags.iter().find(|(t, _)| *t == k).map(|(_, v)| *v);
-/// let keys: Vec<_> = user_attributes(lookup).into_iter().flatten().map(|a| a.key).collect();
+/// let keys: Vec<_> = user_attributes(lookup, false).into_iter().flatten().map(|a| a.key).collect();
 /// assert_eq!(keys, ["user.id", "enduser.id", "user.roles"]);
 /// ```
-pub fn user_attributes<'a>(tag: impl Fn(&str) -> Option<&'a str>) -> [Option<UserAttribute<'a>>; 7] {
+pub fn user_attributes<'a>(
+    tag: impl Fn(&str) -> Option<&'a str>,
+    hashed: bool,
+) -> [Option<UserAttribute<'a>>; 7] {
     let mut out = [None; 7];
-    let Some(id) = tag("usr.id") else {
+    if tag(keys::USR_ID).is_none() {
         return out;
+    }
+    let applies = |a: Applies| match a {
+        Applies::Always => true,
+        Applies::Clear => !hashed,
+        Applies::Hashed => hashed,
     };
-    let hashed = tag("_dd.appsec.user.collection_mode") == Some("anonymization");
-    let attr = |key, value, array| UserAttribute { key, value, array };
-    let candidates = [
-        hashed.then(|| attr("user.hash", id, false)),
-        (!hashed).then(|| attr("user.id", id, false)),
-        (!hashed).then(|| attr("enduser.id", id, false)),
-        tag("usr.email").map(|v| attr("user.email", v, false)),
-        tag("usr.login")
-            .filter(|_| !hashed)
-            .map(|v| attr("user.name", v, false)),
-        tag("usr.name").map(|v| attr("user.full_name", v, false)),
-        tag("usr.role").map(|v| attr("user.roles", v, true)),
-        tag("usr.session_id").map(|v| attr("session.id", v, false)),
-    ];
-    for (slot, entry) in out.iter_mut().zip(candidates.into_iter().flatten()) {
+    let found = USER_NAMES.iter().filter(|n| applies(n.applies)).filter_map(|n| {
+        tag(n.tag).map(|value| UserAttribute {
+            key: n.attribute,
+            value,
+            array: n.array,
+        })
+    });
+    for (slot, entry) in out.iter_mut().zip(found) {
         *slot = Some(entry);
     }
     out
@@ -72,7 +120,8 @@ mod tests {
     use super::*;
 
     fn attrs<'a>(tags: &'a [(&'a str, &'a str)]) -> Vec<(&'static str, &'a str, bool)> {
-        user_attributes(|k| tags.iter().find(|(t, _)| *t == k).map(|(_, v)| *v))
+        let hashed = tags.contains(&("_dd.appsec.user.collection_mode", "anonymization"));
+        user_attributes(|k| tags.iter().find(|(t, _)| *t == k).map(|(_, v)| *v), hashed)
             .into_iter()
             .flatten()
             .map(|a| (a.key, a.value, a.array))

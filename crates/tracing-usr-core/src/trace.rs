@@ -6,6 +6,8 @@ use crate::events;
 use crate::identity::{IdentityBucket, Key, TagValue, Tags, TraceIdentity};
 use crate::keys;
 use crate::mode::Mode;
+use crate::root::{BlockFacts, EventFacts, RootFacts, Sampling};
+use crate::value::Text;
 
 /// `_sampling_priority_v1`: USER_KEEP.
 pub const SAMPLING_PRIORITY: &str = "_sampling_priority_v1";
@@ -304,7 +306,7 @@ impl TraceState {
         self.keep = true;
     }
 
-    /// Writes everything the local root exports into `meta` and `metrics` (docs/tags.md "which identity reaches the root", "collection mode", "business events", "propagation").
+    /// Writes everything the local root exports into `meta` and `metrics` (docs/tags.md "which identity reaches the root", "collection mode", "business events", "propagation"): [`TraceState::facts`] as Datadog tags.
     pub fn finish<V: TagValue>(
         &self,
         mode: Mode,
@@ -312,83 +314,62 @@ impl TraceState {
         meta: &mut Vec<(Key, V)>,
         metrics: &mut Vec<(Key, f64)>,
     ) {
+        self.facts(mode, default).write_tags(meta, metrics);
+    }
+
+    /// The typed facts the local root exports now (docs/tags.md "which identity reaches the
+    /// root", "collection mode", "business events", "propagation", "blocking"), every value
+    /// final. `default` is the process-wide default identity.
+    pub fn facts(&self, mode: Mode, default: Option<&IdentityBucket>) -> RootFacts {
+        let mut facts = RootFacts::default();
         let login_events = (self.login_event_sdk || self.login_event_field).then_some(self.login_event_sdk);
-        self.identity.root_tags_with(mode, default, login_events, meta);
-        self.event_tags(meta);
-        self.sampling_tags(meta, metrics);
-        self.block_tags(meta);
-        for (rule, severity) in &self.cold().signals {
-            meta.push((Key::Borrowed(rule.tag_key()), V::from(severity.as_str())));
-        }
-        meta.extend(
-            self.cold()
-                .extra
-                .iter()
-                .map(|(k, v)| (k.clone(), V::from(v.as_str()))),
-        );
-    }
-
-    /// The business events' tags, with their SDK and automatic-mode markers.
-    fn event_tags<V: TagValue>(&self, meta: &mut Vec<(Key, V)>) {
-        for event in &self.cold().events {
-            match (&event.sdk, &event.field) {
-                (Some(sdk), _) => meta.extend(sdk.iter().map(|(k, v)| (k.clone(), V::from(v.as_str())))),
-                (None, Some(field)) => {
-                    meta.extend(field.iter().map(|(k, v)| (k.clone(), V::from(v.as_str()))))
-                }
-                (None, None) => {}
-            }
-            if event.sdk.is_some() {
-                meta.push((
-                    Key::Owned(format!("_dd.appsec.events.{}.sdk", event.name)),
-                    V::from("true"),
-                ));
-            }
-            if let Some(mode) = event.auto_mode {
-                meta.push((
-                    Key::Owned(format!("_dd.appsec.events.{}.auto.mode", event.name)),
-                    V::from(mode.as_str()),
-                ));
-            }
-        }
-    }
-
-    /// A keep (priority 2, the sampler's tags dropped) or the upstream priority, then the
-    /// propagated `_dd.p.*` tags.
-    fn sampling_tags<V: TagValue>(&self, meta: &mut Vec<(Key, V)>, metrics: &mut Vec<(Key, f64)>) {
-        if self.keep {
-            meta.retain(|(k, _)| {
-                !SAMPLER_RATES.contains(&k.as_ref()) && k != DECISION_MAKER && k != TRACE_SOURCE
-            });
-            metrics.retain(|(k, _)| !SAMPLER_RATES.contains(&k.as_ref()) && k != SAMPLING_PRIORITY);
-            metrics.push((Key::Borrowed(SAMPLING_PRIORITY), 2.0));
-        } else if let Some(priority) = self.cold().upstream_priority {
-            metrics.retain(|(k, _)| k != SAMPLING_PRIORITY);
-            metrics.push((Key::Borrowed(SAMPLING_PRIORITY), f64::from(priority)));
-        }
-        for (key, value) in self.propagation_tags() {
-            meta.retain(|(k, _)| *k != key);
-            meta.push((key, V::from(value)));
-        }
-    }
-
-    /// A blocked trace's tags: the verdict, the origin, the client IP and the trigger.
-    fn block_tags<V: TagValue>(&self, meta: &mut Vec<(Key, V)>) {
-        if let Some((reason, id)) = &self.cold().block {
-            meta.push((Key::Borrowed("appsec.blocked"), V::from("true")));
-            meta.push((Key::Borrowed("appsec.event"), V::from("true")));
-            meta.push((Key::Borrowed("_dd.origin"), V::from("appsec")));
-            let ip = match reason {
+        self.identity.write_facts(mode, default, login_events, &mut facts);
+        let cold = self.cold();
+        facts.events = cold
+            .events
+            .iter()
+            .map(|event| EventFacts {
+                name: event.name.clone(),
+                tags: event
+                    .sdk
+                    .as_ref()
+                    .or(event.field.as_ref())
+                    .map(|tags| {
+                        tags.iter()
+                            .map(|(k, v)| (k.clone(), Text::from(v.as_str())))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                sdk: event.sdk.is_some(),
+                auto_mode: event.auto_mode,
+            })
+            .collect();
+        facts.sampling = if self.keep {
+            Sampling::Kept
+        } else {
+            cold.upstream_priority
+                .map_or(Sampling::Sampler, Sampling::Upstream)
+        };
+        facts.propagation = self
+            .propagation_tags()
+            .into_iter()
+            .map(|(k, v)| (k, Text::from(v)))
+            .collect();
+        facts.block = cold.block.as_ref().map(|(reason, id)| BlockFacts {
+            actor_ip: match reason {
                 crate::blocking::BlockReason::Ip(ip) => Some(*ip),
                 crate::blocking::BlockReason::User(_) => self.client_ip,
-            };
-            if let Some(ip) = ip {
-                meta.push((Key::Borrowed("actor.ip"), V::from(ip.to_string())));
             }
-            meta.push((
-                Key::Borrowed("_dd.appsec.json"),
-                V::from(crate::blocking::trigger_json(reason, id)),
-            ));
-        }
+            .map(|ip| Text::display(&ip)),
+            trigger_json: crate::blocking::trigger_json(reason, id),
+            keep_origin: true,
+        });
+        facts.signals = cold.signals.clone();
+        facts.extra = cold
+            .extra
+            .iter()
+            .map(|(k, v)| (k.clone(), Text::from(v.as_str())))
+            .collect();
+        facts
     }
 }

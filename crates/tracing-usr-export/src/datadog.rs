@@ -13,7 +13,7 @@ use smallvec::SmallVec;
 
 use crate::exporter::{ExportContext, ExportError, ExportErrorKind, Exporter, RecordKind};
 use crate::http::{Request, RetryPolicy, Sender};
-use crate::record::{FieldValue, LogRecord, Record, SpanRecord};
+use crate::record::{FieldValue, LogRecord, Record, RootFacts, SpanRecord};
 
 /// Where the agent listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,7 +252,7 @@ fn extra_entries<'a>(
     extra: &mut SmallVec<[(&'a str, &'a str); 8]>,
     extra_metrics: &mut SmallVec<[(&'a str, f64); 4]>,
 ) {
-    let has = |key: &str| span.meta.iter().any(|(k, _)| k == key);
+    let has = |key: &str| span.meta(key).is_some();
     if let Some(env) = config.env.as_ref().filter(|_| !has("env")) {
         extra.push(("env", env.as_str()));
     }
@@ -270,7 +270,7 @@ fn extra_entries<'a>(
             extra.push(("_dd.p.tid", hex16((span.trace_id >> 64) as u64, tid)));
         }
         extra_metrics.push(("_dd.top_level", 1.0));
-        if !span.metrics.iter().any(|(k, _)| k == "_sampling_priority_v1") {
+        if span.metric("_sampling_priority_v1").is_none() {
             let priority = if sampled(span.trace_id as u64, rate) {
                 1.0
             } else {
@@ -290,7 +290,8 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rat
     let mut extra = SmallVec::new();
     let mut extra_metrics = SmallVec::new();
     extra_entries(span, config, rate, &mut tid, &mut extra, &mut extra_metrics);
-    let metrics_len = span.metrics.len() + extra_metrics.len();
+    let root_priority = span.root.as_deref().and_then(RootFacts::sampling_priority);
+    let metrics_len = span.metrics.len() + usize::from(root_priority.is_some()) + extra_metrics.len();
     let resource = span.meta("resource.name").unwrap_or(&span.name);
     // trace_id, span_id, name, resource, service, type, start, duration, meta.
     let fields =
@@ -321,10 +322,17 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rat
         let _ = rmp::encode::write_sint(buf, 1);
     }
     write_str(buf, "meta");
-    let _ = rmp::encode::write_map_len(buf, (span.meta.len() + extra.len()) as u32);
+    let _ = rmp::encode::write_map_len(buf, (span.tag_count() + extra.len()) as u32);
     for (k, v) in &span.meta {
         write_str(buf, k);
         write_str(buf, v);
+    }
+    if let Some(facts) = &span.root {
+        let _ = facts.visit_tags(|k, v| {
+            write_str(buf, k);
+            write_str(buf, v);
+            std::ops::ControlFlow::<()>::Continue(())
+        });
     }
     for (k, v) in &extra {
         write_str(buf, k);
@@ -333,12 +341,7 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rat
     if metrics_len > 0 {
         write_str(buf, "metrics");
         let _ = rmp::encode::write_map_len(buf, metrics_len as u32);
-        for (k, v) in span
-            .metrics
-            .iter()
-            .map(|(k, v)| (k.as_ref(), *v))
-            .chain(extra_metrics.iter().copied())
-        {
+        for (k, v) in span.all_metrics().chain(extra_metrics.iter().copied()) {
             write_str(buf, k);
             let _ = rmp::encode::write_f64(buf, v);
         }
@@ -667,6 +670,7 @@ mod tests {
             meta: Vec::new(),
             metrics: Vec::new(),
             events: Vec::new(),
+            root: None,
             pending_value_mask: 0,
         }
     }

@@ -7,12 +7,13 @@ use serde::ser::{SerializeMap, Serializer};
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use serde_json::Value;
 
 use crate::exporter::{ExportError, Exporter};
-use crate::record::{FieldValue, Record};
+use crate::record::{FieldValue, Record, SpanRecord};
 
 /// Writes records as JSON lines to stdout, a file or any writer.
 pub struct JsonLinesExporter {
@@ -99,13 +100,35 @@ impl<V: serde::Serialize> serde::Serialize for Pairs<'_, V> {
     }
 }
 
-/// Numeric tags, as a JSON map (non-finite values as strings).
-struct Numbers<'a>(&'a [(crate::record::Key, f64)]);
+/// A span's tags, as a JSON map: its own, then its root facts' (Datadog names).
+struct Meta<'a>(&'a SpanRecord);
+impl serde::Serialize for Meta<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let span = self.0;
+        let mut map = serializer.serialize_map(Some(span.tag_count()))?;
+        for (k, v) in &span.meta {
+            map.serialize_entry(k.as_ref(), v)?;
+        }
+        if let Some(facts) = &span.root {
+            if let ControlFlow::Break(e) = facts.visit_tags(|k, v| match map.serialize_entry(k, v) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => ControlFlow::Break(e),
+            }) {
+                return Err(e);
+            }
+        }
+        map.end()
+    }
+}
+
+/// A span's numeric tags (a root's sampling priority included), as a JSON map (non-finite
+/// values as strings).
+struct Numbers<'a>(&'a SpanRecord);
 impl serde::Serialize for Numbers<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (k, v) in self.0 {
-            map.serialize_entry(k.as_ref(), &FieldValue::F64(*v))?;
+        let mut map = serializer.serialize_map(None)?;
+        for (k, v) in self.0.all_metrics() {
+            map.serialize_entry(k, &FieldValue::F64(v))?;
         }
         map.end()
     }
@@ -142,8 +165,8 @@ pub fn write_json(out: &mut impl Write, record: &Record) -> serde_json::Result<(
             map.serialize_entry("start", &span.start_unix_nanos)?;
             map.serialize_entry("duration", &span.duration_nanos)?;
             map.serialize_entry("error", &u8::from(span.error))?;
-            map.serialize_entry("meta", &Pairs(&span.meta))?;
-            map.serialize_entry("metrics", &Numbers(&span.metrics))?;
+            map.serialize_entry("meta", &Meta(span))?;
+            map.serialize_entry("metrics", &Numbers(span))?;
         }
         Record::Log(log) => {
             map.serialize_entry("type", "log")?;

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+pub use tracing_usr_core::root::RootFacts;
 pub use tracing_usr_core::value::{Key, Text, UserTags};
 
 /// One finished span, in the shape every exporter encodes.
@@ -27,11 +28,18 @@ pub struct SpanRecord {
     pub duration_nanos: u64,
     /// Whether an `ERROR`-level event was recorded directly in the span.
     pub error: bool,
-    /// String tags. On the local root this includes the user tags. Values up to 24 bytes are
-    /// held inline ([`Text`]), so the short values of most spans cost no allocation.
+    /// The span's own string tags (its fields). A local root's facts (user, events, signals,
+    /// sampling) are in [`SpanRecord::root`]; [`SpanRecord::meta`] and [`SpanRecord::tags`]
+    /// read both. Values up to 24 bytes are held inline ([`Text`]), so the short values of most
+    /// spans cost no allocation.
     pub meta: Vec<(Key, Text)>,
-    /// Numeric tags.
+    /// The span's own numeric tags.
     pub metrics: Vec<(Key, f64)>,
+    /// The typed facts of a local root (see [`RootFacts`]), rendered by each exporter in its
+    /// own names; `None` on other spans and on roots without tracing-usr state. The span's own
+    /// tags never repeat a key the facts write ([`SpanRecord::set_root`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<Box<RootFacts>>,
     /// `tracing` events recorded directly in the span (only collected when an exporter asks for
     /// span events, such as OTLP).
     pub events: Vec<SpanEvent>,
@@ -41,39 +49,66 @@ pub struct SpanRecord {
 }
 
 impl SpanRecord {
-    /// The value of a `meta` tag.
+    /// The value of a Datadog tag: one of the span's own, or one its root facts write.
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.meta
             .iter()
             .rev()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+            .or_else(|| self.root.as_deref().and_then(|facts| facts.tag(key)))
     }
 
-    /// The value of a `metrics` tag.
+    /// The value of a numeric tag (a root's `_sampling_priority_v1` included).
     pub fn metric(&self, key: &str) -> Option<f64> {
-        self.metrics.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
+        let own = self.metrics.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v);
+        own.or_else(|| {
+            (key == tracing_usr_core::trace::SAMPLING_PRIORITY)
+                .then(|| self.root.as_deref().and_then(RootFacts::sampling_priority))
+                .flatten()
+        })
     }
 
-    /// Makes this span its trace's local root for export: adds the trace's `tags` (user tags,
-    /// collection mode, events, signals, sampling and propagation tags: final, past every
-    /// mask), which replace the span's own fields of the same keys. A manual keep (`kept`)
-    /// drops the sampler's decision tags the span's fields may carry; an `_dd.origin` set by the
-    /// application wins over one in `tags`. The span's own fields still have to pass the
-    /// value masking rule ([`SpanRecord::pending_value_mask`]).
-    pub fn add_root_tags(&mut self, mut tags: Vec<(Key, Text)>, kept: bool) {
-        use tracing_usr_core::trace::{DECISION_MAKER, SAMPLER_RATES, TRACE_SOURCE};
-        if kept {
-            self.meta.retain(|(k, _)| {
-                !SAMPLER_RATES.contains(&k.as_ref()) && k != DECISION_MAKER && k != TRACE_SOURCE
-            });
+    /// Every Datadog tag of the span, as the Datadog and JSON lines exporters write them: its own,
+    /// then its root facts'.
+    pub fn tags(&self) -> Vec<(Key, Text)> {
+        let mut tags = self.meta.clone();
+        if let Some(facts) = &self.root {
+            facts.write_tags(&mut tags, &mut Vec::new());
         }
+        tags
+    }
+
+    /// Every numeric tag of the span: its own, then the root's sampling priority.
+    pub fn all_metrics(&self) -> impl Iterator<Item = (&str, f64)> + '_ {
+        let root = self.root.as_deref().and_then(RootFacts::sampling_priority);
+        self.metrics
+            .iter()
+            .map(|(k, v)| (k.as_ref(), *v))
+            .chain(root.map(|p| (tracing_usr_core::trace::SAMPLING_PRIORITY, p)))
+    }
+
+    /// How many Datadog tags [`SpanRecord::tags`] gives.
+    pub fn tag_count(&self) -> usize {
+        self.meta.len() + self.root.as_deref().map_or(0, RootFacts::tag_count)
+    }
+
+    /// Makes this span its trace's local root for export, with the trace's `facts` (final, past
+    /// every mask). The span's own fields of a key the facts write give way to them; a keep
+    /// drops the sampler's decision tags and metrics the span's fields may carry; an
+    /// `_dd.origin` set by the application wins over a block's. The span's own fields still
+    /// have to pass the value masking rule ([`SpanRecord::pending_value_mask`]).
+    pub fn set_root(&mut self, mut facts: RootFacts) {
+        self.local_root = true;
         if self.meta.iter().any(|(k, _)| k == "_dd.origin") {
-            tags.retain(|(k, _)| k != "_dd.origin");
+            if let Some(block) = &mut facts.block {
+                block.keep_origin = false;
+            }
         }
-        self.meta.retain(|(k, _)| !tags.iter().any(|(t, _)| t == k));
+        self.meta.retain(|(k, _)| !facts.overrides(k));
+        self.metrics.retain(|(k, _)| !facts.overrides(k));
         self.pending_value_mask = self.meta.len();
-        self.meta.extend(tags);
+        self.root = Some(Box::new(facts));
     }
 }
 
@@ -326,6 +361,7 @@ mod tests {
                 .collect(),
             metrics: Vec::new(),
             events: Vec::new(),
+            root: None,
             pending_value_mask: 0,
         }
     }
@@ -336,18 +372,32 @@ mod tests {
             .collect()
     }
 
+    fn facts(user: &[(&'static str, &str)], kept: bool) -> RootFacts {
+        RootFacts {
+            user: tracing_usr_core::root::RootUser::new(tags(user)),
+            collection_mode: Some(tracing_usr_core::Source::Field(
+                tracing_usr_core::Mode::Identification,
+            )),
+            sampling: if kept {
+                tracing_usr_core::root::Sampling::Kept
+            } else {
+                tracing_usr_core::root::Sampling::Sampler
+            },
+            ..RootFacts::default()
+        }
+    }
+
     #[test]
-    fn root_tags_replace_fields_of_the_same_key_and_skip_the_value_mask() {
+    fn root_facts_replace_fields_of_the_same_key_and_skip_the_value_mask() {
         let mut span = root(&[("usr.id", "raw"), ("http.route", "/orders")]);
-        span.add_root_tags(
-            tags(&[
-                ("usr.id", "u-1"),
-                ("_dd.appsec.user.collection_mode", "identification"),
-            ]),
-            false,
-        );
+        span.set_root(facts(&[("usr.id", "u-1")], false));
         assert_eq!(span.meta("usr.id"), Some("u-1"));
-        assert_eq!(span.meta.iter().filter(|(k, _)| k == "usr.id").count(), 1);
+        assert_eq!(
+            span.meta("_dd.appsec.user.collection_mode"),
+            Some("identification")
+        );
+        assert_eq!(span.tags().iter().filter(|(k, _)| k == "usr.id").count(), 1);
+        assert_eq!(span.tag_count(), span.tags().len());
         // Only the span's own fields still pass the value rule.
         assert_eq!(span.pending_value_mask, 1);
         assert_eq!(span.meta[0].0, "http.route");
@@ -360,12 +410,25 @@ mod tests {
             ("_dd.rule_psr", "0.5"),
             ("_dd.origin", "synthetics"),
         ]);
-        span.add_root_tags(tags(&[("_dd.origin", "appsec"), ("_dd.p.dm", "-5")]), true);
+        span.metrics.push(("_sampling_priority_v1".into(), 0.0));
+        span.metrics.push(("_dd.rule_psr".into(), 0.5));
+        let mut kept = facts(&[], true);
+        kept.propagation = tags(&[("_dd.p.dm", "-5")]);
+        kept.block = Some(tracing_usr_core::root::BlockFacts {
+            actor_ip: None,
+            trigger_json: "{}".to_owned(),
+            keep_origin: true,
+        });
+        span.set_root(kept);
         assert_eq!(span.meta("_dd.rule_psr"), None);
         assert_eq!(span.meta("_dd.p.dm"), Some("-5"));
         assert_eq!(span.meta("_dd.origin"), Some("synthetics"));
+        assert_eq!(span.tags().iter().filter(|(k, _)| k == "_dd.origin").count(), 1);
+        assert_eq!(span.metric("_sampling_priority_v1"), Some(2.0));
+        assert_eq!(span.metric("_dd.rule_psr"), None);
+        assert_eq!(span.all_metrics().count(), 1);
         let mut unkept = root(&[("_dd.rule_psr", "0.5")]);
-        unkept.add_root_tags(Vec::new(), false);
+        unkept.set_root(facts(&[], false));
         assert_eq!(unkept.meta("_dd.rule_psr"), Some("0.5"));
     }
 }

@@ -24,7 +24,7 @@ use crate::clock::unix_nanos;
 use crate::handle::Handle;
 use crate::root::{self, CurrentRoot, RootAccess, SpanAccess};
 use crate::shared::{Parts, Shared};
-use crate::state::{RootState, SpanData, SpanState, ROOT_TAGS};
+use crate::state::{RootState, SpanData, SpanState};
 use crate::visit::{split_span_fields, Fields};
 
 /// The `tracing_subscriber::Layer` that attributes traces to end users.
@@ -349,11 +349,6 @@ impl UserLayer {
         let (root, trace_id, parent_span_id) = lineage(span.parent(), &ctx);
         let mut data = SpanData::new(trace_id.unwrap_or_else(crate::ids::trace_id), parent_span_id);
         let span_trace_id = data.trace_id;
-        if root.is_none() {
-            // Room for the root's own fields and the trace's tags added at its close, so the
-            // tags do not make the list grow step by step.
-            data.meta.reserve(fields.plain.len() + ROOT_TAGS);
-        }
         split_span_fields(fields.plain.drain(..), &mut data.meta, &mut data.metrics);
         let mut ext = span.extensions_mut();
         ext.replace(SpanState {
@@ -483,8 +478,8 @@ impl UserLayer {
         let signals = shared.close_detection(&mut state);
         shared.signals.enqueue(signals);
         crate::otel_sync::write_at_close(shared, &id, || {
-            let (tags, metrics) = crate::otel_sync::root_tags(shared, &state);
-            crate::otel::attributes_not_in(&tags, &metrics, &state.otel_written)
+            let facts = crate::otel_sync::root_facts(shared, &state);
+            crate::otel::attributes_not_in(&facts, &state.otel_written)
         });
     }
 
@@ -581,18 +576,13 @@ impl UserLayer {
         };
         let signals = shared.close_detection(&mut state);
         shared.signals.enqueue(signals);
-        let mut tags: Vec<(Key, Text)> = Vec::with_capacity(ROOT_TAGS);
-        state.trace.finish(
-            shared.mode,
-            shared.default_bucket().as_ref(),
-            &mut tags,
-            &mut record.metrics,
-        );
-        record.add_root_tags(tags, state.trace.is_kept());
+        record.set_root(state.trace.facts(shared.mode, shared.default_bucket().as_ref()));
         #[cfg(feature = "opentelemetry")]
         crate::otel_sync::write_at_close(shared, id, || {
-            let tags = &record.meta[record.pending_value_mask..];
-            crate::otel::attributes_not_in(tags, &record.metrics, &state.otel_written)
+            let facts = record.root.as_deref();
+            facts
+                .map(|facts| crate::otel::attributes_not_in(facts, &state.otel_written))
+                .unwrap_or_default()
         });
         #[cfg(not(feature = "opentelemetry"))]
         let _ = id;

@@ -30,13 +30,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Array, KeyValue, StringValue, Value};
+use smallvec::SmallVec;
 use tracing_core::dispatcher::{Dispatch, WeakDispatch};
 use tracing_core::span::Id;
 use tracing_core::Metadata;
 use tracing_usr_core::mode::ConfigWarning;
-use tracing_usr_core::semconv::{user_attributes, SAMPLING_PRIORITY};
-use tracing_usr_core::Mode;
-use tracing_usr_export::{Key, Text};
+use tracing_usr_core::root::AttributeValue;
+use tracing_usr_core::{Mode, RootFacts};
 
 use crate::callsite::CallsiteInfo;
 
@@ -52,13 +52,6 @@ const USR_FIRST: u8 = 2;
 const ABSENT: u8 = 3;
 /// How many roots close, with no OpenTelemetry span seen, before the layer counts as absent.
 const ROOTS_TO_ABSENT: usize = 64;
-
-/// Root tags that stay out of the OpenTelemetry span: the sampler's state, which the OTel
-/// sampler owns (a keep is `sampling.priority`).
-const NOT_ATTRIBUTES: [&str; 2] = [
-    tracing_usr_core::trace::DECISION_MAKER,
-    tracing_usr_core::trace::TRACE_SOURCE,
-];
 
 /// The link to the tracing-opentelemetry layer of the same subscriber.
 ///
@@ -318,77 +311,89 @@ fn exposure(meta: &'static Metadata<'static>, info: &CallsiteInfo, mode: Mode) -
     })
 }
 
-/// The OpenTelemetry attributes of a root's tags that the span does not hold yet (`written`):
-/// each tag as a string (the sampler's `_dd.p.dm` / `_dd.p.ts` left out), a keep as the integer
-/// `sampling.priority`, and the semantic-convention user attributes. An attribute is built only
-/// when it is missing, so a root written again allocates only for what changed.
-pub(crate) fn attributes_not_in(
-    tags: &[(Key, Text)],
-    metrics: &[(Key, f64)],
-    written: &[KeyValue],
-) -> Vec<KeyValue> {
-    let held = |key: &str, value: &str| {
+/// The OpenTelemetry attributes of a root's facts that the span does not hold yet (`written`),
+/// as [`RootFacts::visit_attributes`] renders them: each tag as a string (the sampler's
+/// `_dd.p.dm` / `_dd.p.ts` left out), a keep as the integer `sampling.priority`, and the
+/// semantic-convention user attributes. An attribute is built only when it is missing, so a
+/// root written again allocates only for what changed; a value given under two names
+/// (`usr.id` and `user.id`) is one shared string.
+pub(crate) fn attributes_not_in(facts: &RootFacts, written: &[KeyValue]) -> Vec<KeyValue> {
+    let held = |key: &str, value: AttributeValue<'_>| {
         written.iter().any(|kv| {
             kv.key.as_str() == key
-                && match &kv.value {
-                    Value::String(s) => s.as_str() == value,
-                    Value::Array(Array::String(items)) => items.len() == 1 && items[0].as_str() == value,
+                && match (&kv.value, value) {
+                    (Value::String(s), AttributeValue::Str(v)) => s.as_str() == v,
+                    (Value::Array(Array::String(items)), AttributeValue::StrArray(v)) => {
+                        items.len() == 1 && items[0].as_str() == v
+                    }
+                    (Value::I64(i), AttributeValue::Int(v)) => *i == v,
                     _ => false,
                 }
         })
     };
-    let mut out = Vec::with_capacity(tags.len() + 8);
-    for (key, value) in tags {
-        if NOT_ATTRIBUTES.contains(&key.as_ref()) || held(key, value.as_str()) {
-            continue;
+    // The values already turned into shared strings, by address: the semantic-convention
+    // attributes borrow the very `usr.*` values the tags give.
+    let mut shared: SmallVec<[(*const u8, usize, StringValue); 8]> = SmallVec::new();
+    let mut string = |v: &str| -> StringValue {
+        let at = (v.as_ptr(), v.len());
+        if let Some((_, _, s)) = shared.iter().find(|(p, l, _)| (*p, *l) == at) {
+            return s.clone();
         }
-        // Keys are mostly `&'static str`: no copy.
-        out.push(KeyValue::new(key.clone(), value.as_str().to_owned()));
-    }
-    for (key, value) in metrics {
-        if key == tracing_usr_core::trace::SAMPLING_PRIORITY {
-            let priority = KeyValue::new(SAMPLING_PRIORITY, *value as i64);
-            if !written.contains(&priority) {
-                out.push(priority);
-            }
+        let s = StringValue::from(Arc::<str>::from(v));
+        shared.push((at.0, at.1, s.clone()));
+        s
+    };
+    let mut out = Vec::with_capacity(16);
+    facts.visit_attributes(|_, key, value| {
+        if held(key, value) {
+            return;
         }
-    }
-    let lookup = |k: &str| tags.iter().rev().find(|(t, _)| t == k).map(|(_, v)| v.as_str());
-    for attribute in user_attributes(lookup).into_iter().flatten() {
-        if held(attribute.key, attribute.value) {
-            continue;
-        }
-        let value = if attribute.array {
-            Value::Array(Array::String(vec![StringValue::from(attribute.value.to_owned())]))
-        } else {
-            Value::from(attribute.value.to_owned())
+        let value = match value {
+            AttributeValue::Str(v) => Value::String(string(v)),
+            AttributeValue::StrArray(v) => Value::Array(Array::String(vec![string(v)])),
+            AttributeValue::Int(v) => Value::I64(v),
         };
-        out.push(KeyValue::new(attribute.key, value));
-    }
+        // Keys are mostly `&'static str`: no copy.
+        out.push(KeyValue::new(key.clone(), value));
+    });
     out
 }
 
-/// Every OpenTelemetry attribute of a root's tags (see [`attributes_not_in`]).
+/// Every OpenTelemetry attribute of a root's facts (see [`attributes_not_in`]).
 #[cfg(test)]
-pub(crate) fn attributes(tags: &[(Key, Text)], metrics: &[(Key, f64)]) -> Vec<KeyValue> {
-    attributes_not_in(tags, metrics, &[])
+pub(crate) fn attributes(facts: &RootFacts) -> Vec<KeyValue> {
+    attributes_not_in(facts, &[])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn facts(id: &'static str) -> RootFacts {
+        use tracing_usr_core::root::{EventFacts, RootUser, Sampling};
+        RootFacts {
+            user: RootUser::new(vec![
+                ("usr.id".into(), id.into()),
+                ("usr.role".into(), "admin".into()),
+            ]),
+            events: vec![EventFacts {
+                name: "users.login.success".into(),
+                tags: vec![("appsec.events.users.login.success.track".into(), "true".into())],
+                sdk: true,
+                auto_mode: None,
+            }],
+            sampling: Sampling::Kept,
+            propagation: vec![
+                ("_dd.p.dm".into(), "-5".into()),
+                ("_dd.p.usr.id".into(), "dS0x".into()),
+            ],
+            ..RootFacts::default()
+        }
+    }
+
     #[test]
-    fn tags_become_string_attributes_and_the_keep_an_integer() {
-        let tags: Vec<(Key, Text)> = vec![
-            ("usr.id".into(), "u-1".into()),
-            ("usr.role".into(), "admin".into()),
-            ("appsec.events.users.login.success.track".into(), "true".into()),
-            ("_dd.p.dm".into(), "-5".into()),
-            ("_dd.p.usr.id".into(), "dS0x".into()),
-        ];
-        let metrics: Vec<(Key, f64)> = vec![("_sampling_priority_v1".into(), 2.0)];
-        let attrs = attributes(&tags, &metrics);
+    fn facts_become_string_attributes_and_the_keep_an_integer() {
+        let attrs = attributes(&facts("u-1"));
         let find = |k: &str| {
             attrs
                 .iter()
@@ -400,6 +405,10 @@ mod tests {
             find("appsec.events.users.login.success.track"),
             Some(Value::from("true"))
         );
+        assert_eq!(
+            find("_dd.appsec.events.users.login.success.sdk"),
+            Some(Value::from("true"))
+        );
         assert_eq!(find("_dd.p.usr.id"), Some(Value::from("dS0x")));
         assert_eq!(find("_dd.p.dm"), None);
         assert_eq!(find("sampling.priority"), Some(Value::I64(2)));
@@ -408,6 +417,11 @@ mod tests {
             find("user.roles"),
             Some(Value::Array(Array::String(vec![StringValue::from("admin")])))
         );
+        let keys: Vec<&str> = attrs.iter().map(|kv| kv.key.as_str()).collect();
+        let mut unique = keys.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len(), "each key once: {keys:?}");
     }
 
     #[test]
@@ -428,17 +442,13 @@ mod tests {
 
     #[test]
     fn only_new_or_changed_values_are_written_again() {
-        let tags = |id: &'static str| -> Vec<(Key, Text)> {
-            vec![("usr.id".into(), id.into()), ("usr.role".into(), "admin".into())]
-        };
-        let metrics: Vec<(Key, f64)> = vec![("_sampling_priority_v1".into(), 2.0)];
-        let mut written = attributes(&tags("a"), &metrics);
-        assert_eq!(written.len(), 6, "{written:?}");
-        assert!(attributes_not_in(&tags("a"), &metrics, &written).is_empty());
-        let changed = attributes_not_in(&tags("b"), &metrics, &written);
+        let mut written = attributes(&facts("a"));
+        assert_eq!(written.len(), 9, "{written:?}");
+        assert!(attributes_not_in(&facts("a"), &written).is_empty());
+        let changed = attributes_not_in(&facts("b"), &written);
         let keys: Vec<&str> = changed.iter().map(|kv| kv.key.as_str()).collect();
         assert_eq!(keys, ["usr.id", "user.id", "enduser.id"]);
         written.extend(changed);
-        assert!(attributes_not_in(&tags("b"), &metrics, &written).is_empty());
+        assert!(attributes_not_in(&facts("b"), &written).is_empty());
     }
 }

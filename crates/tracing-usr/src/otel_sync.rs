@@ -7,12 +7,11 @@ use opentelemetry::KeyValue;
 use tracing_core::dispatcher::Dispatch;
 use tracing_core::span::Id;
 use tracing_subscriber::registry::ExtensionsMut;
-use tracing_usr_core::identity::Key;
 use tracing_usr_core::Mode;
-use tracing_usr_export::Text;
+use tracing_usr_core::RootFacts;
 
 use crate::shared::Shared;
-use crate::state::{RootState, ROOT_TAGS};
+use crate::state::RootState;
 use crate::visit::Fields;
 
 /// Fields recorded on the root itself are already attributes of its OpenTelemetry span
@@ -60,8 +59,8 @@ fn sync(shared: &Shared, id: &Id, mut ext: ExtensionsMut<'_>, dispatch: Option<&
     let Some(state) = ext.get_mut::<RootState>() else {
         return;
     };
-    let (tags, metrics) = root_tags(shared, state);
-    let pending = crate::otel::attributes_not_in(&tags, &metrics, &state.otel_written);
+    let facts = root_facts(shared, state);
+    let pending = crate::otel::attributes_not_in(&facts, &state.otel_written);
     state.otel_written.extend(pending.iter().cloned());
     drop(ext);
     shared.otel.write_now(id, pending, dispatch);
@@ -79,17 +78,7 @@ pub(crate) fn write_at_close(shared: &Shared, id: &Id, pending: impl FnOnce() ->
     }
 }
 
-/// A root's tags and metrics.
-type RootTags = (Vec<(Key, Text)>, Vec<(Key, f64)>);
-
-/// The tags and metrics the root's state gives it now.
-pub(crate) fn root_tags(shared: &Shared, state: &RootState) -> RootTags {
-    let (mut tags, mut metrics) = (Vec::with_capacity(ROOT_TAGS), Vec::new());
-    state.trace.finish(
-        shared.mode,
-        shared.default_bucket().as_ref(),
-        &mut tags,
-        &mut metrics,
-    );
-    (tags, metrics)
+/// The typed facts the root's state gives it now.
+pub(crate) fn root_facts(shared: &Shared, state: &RootState) -> RootFacts {
+    state.trace.facts(shared.mode, shared.default_bucket().as_ref())
 }

@@ -67,6 +67,7 @@ impl SpanData {
             meta: self.meta,
             metrics: self.metrics,
             events: self.events,
+            root: None,
             pending_value_mask,
         }
     }
@@ -134,7 +135,3 @@ impl RootState {
         }
     }
 }
-
-/// Room reserved for the tags a local root gets at its close (user tags, collection mode, private
-/// copies, sampling and propagation tags): the usual trace needs no regrowth.
-pub(crate) const ROOT_TAGS: usize = 12;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// A detection rule (Datadog's readable rule ids).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum RuleId {
     /// `appsec-ato-groupby-ip`: credential stuffing from one client IP.
     CredentialStuffing,

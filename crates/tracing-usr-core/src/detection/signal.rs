@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::config::RuleId;
 
 /// Datadog's severity scale.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Severity {
     /// `info`
     Info,

@@ -9,11 +9,12 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 
 use super::reuse::{kv, set_bytes, set_str, set_string_value, string, Lists, Parts, Refill, Spare};
-use super::semconv::{severity, user_attributes, write_trace_state};
+use super::semconv::{root_attributes, severity, shadowed, write_trace_state};
 use super::wire::Wire;
 use super::OtlpConfig;
 use crate::exporter::RecordKind;
 use crate::record::{LogRecord, Record, SpanRecord};
+use tracing_usr_core::root::AttributeValue;
 
 pub(super) fn resource(config: &OtlpConfig) -> Resource {
     Resource {
@@ -85,20 +86,12 @@ fn write_span(out: &mut Span, record: &SpanRecord, parts: &mut Parts) {
     write_status(status, record);
 }
 
-/// A span's attributes: its tags (those of the root's user given way to the
-/// semantic-convention attributes), its metrics, the root's semantic-convention user
-/// attributes, its target.
+/// A span's attributes: its own tags (those of the root's user given way to the
+/// semantic-convention attributes), its own metrics, its root facts' attributes, its target.
 fn write_span_attributes(attributes: &mut Vec<KeyValue>, record: &SpanRecord, spare: &mut Vec<KeyValue>) {
-    let semconv = if record.local_root {
-        user_attributes(record)
-    } else {
-        [None; 7]
-    };
-    // A tag whose key is also a semantic-convention attribute of this span gives way to it.
-    let shadowed = |key: &str| semconv.iter().flatten().any(|(k, _, _)| *k == key);
     let mut attrs = Refill::new(attributes, spare);
     for (k, v) in &record.meta {
-        if k.starts_with("_dd.p.") || shadowed(k) {
+        if k.starts_with("_dd.p.") || shadowed(record, k) {
             continue;
         }
         attrs.str(k, v.as_str());
@@ -106,17 +99,15 @@ fn write_span_attributes(attributes: &mut Vec<KeyValue>, record: &SpanRecord, sp
     for (k, v) in &record.metrics {
         if k == "_sampling_priority_v1" {
             attrs.value("sampling.priority", any_value::Value::IntValue(*v as i64));
-        } else if !shadowed(k) {
+        } else if !shadowed(record, k) {
             attrs.value(k, any_value::Value::DoubleValue(*v));
         }
     }
-    for (key, value, array) in semconv.iter().flatten() {
-        if *array {
-            attrs.array_of_one(key, value);
-        } else {
-            attrs.str(key, value);
-        }
-    }
+    root_attributes(record, |key, value| match value {
+        AttributeValue::Str(s) => attrs.str(key, s),
+        AttributeValue::StrArray(s) => attrs.array_of_one(key, s),
+        AttributeValue::Int(i) => attrs.value(key, any_value::Value::IntValue(i)),
+    });
     attrs.str("code.namespace", &record.target);
 }
 

@@ -395,6 +395,7 @@ mod tests {
                         meta: meta.into_iter().map(|(k, v)| (k, text(&v))).collect(),
                         metrics: metrics.into_iter().map(|(k, v)| (Key::Borrowed(k), v)).collect(),
                         events,
+                        root: None,
                         pending_value_mask: 0,
                     })
                 },

@@ -1,22 +1,42 @@
-//! The OpenTelemetry names of a local root's facts: the semantic-convention user attributes
-//! (from the one mapping of `tracing_usr_core::semconv`) and the `_dd.p.*` propagation state as
-//! the W3C `tracestate` `dd` member.
+//! The OpenTelemetry names of a local root's facts: their attributes (rendered by
+//! `tracing_usr_core::root`, with the one naming table of `tracing_usr_core::semconv`) and the
+//! `_dd.p.*` propagation state as the W3C `tracestate` `dd` member.
+
+use tracing_usr_core::root::{AttributeKind, AttributeValue};
 
 use crate::record::{Level, SpanRecord};
 
-/// A semantic-convention user attribute: its key, value, and whether the value is an array.
-pub(super) type Semconv<'a> = (&'static str, &'a str, bool);
-
-/// The semantic-convention user attributes of a local root, in order (at most seven), from the
-/// one mapping of `tracing_usr_core::semconv`.
-pub(super) fn user_attributes(span: &SpanRecord) -> [Option<Semconv<'_>>; 7] {
-    tracing_usr_core::semconv::user_attributes(|k| span.meta(k)).map(|a| a.map(|a| (a.key, a.value, a.array)))
+/// Whether a span's own tag `key` gives way to a semantic-convention user attribute its root
+/// facts write (an application field named `user.id` on the root, say).
+pub(super) fn shadowed(span: &SpanRecord, key: &str) -> bool {
+    span.root
+        .as_deref()
+        .is_some_and(|facts| facts.user_attributes().any(|a| a.key == key))
 }
 
-/// Writes the W3C `tracestate` `dd` member of a root's propagation tags (empty without any).
+/// The OTLP attributes of a root's facts, in order (see
+/// [`RootFacts::visit_attributes`](tracing_usr_core::RootFacts::visit_attributes)): all but the
+/// `_dd.p.*` propagation tags, which go into `tracestate`.
+pub(super) fn root_attributes<'a>(span: &'a SpanRecord, mut f: impl FnMut(&str, AttributeValue<'a>)) {
+    if let Some(facts) = &span.root {
+        facts.visit_attributes(|kind, key, value| {
+            if kind != AttributeKind::Propagation {
+                f(key, value);
+            }
+        });
+    }
+}
+
+/// Writes the W3C `tracestate` `dd` member of a root's propagation tags (empty without any):
+/// the span's own `_dd.p.*` tags, then its facts'.
 pub(super) fn write_trace_state(out: &mut String, span: &SpanRecord) {
     out.clear();
-    for (k, v) in &span.meta {
+    let facts = span
+        .root
+        .as_deref()
+        .map(|f| &f.propagation[..])
+        .unwrap_or_default();
+    for (k, v) in span.meta.iter().chain(facts) {
         let Some(rest) = k.strip_prefix("_dd.p.") else {
             continue;
         };

@@ -7,8 +7,9 @@
 //!
 //! Field numbers are those of the OTLP proto definitions (`opentelemetry/proto/**/*.proto`).
 
-use super::semconv::{severity, user_attributes, write_trace_state};
+use super::semconv::{root_attributes, severity, shadowed, write_trace_state};
 use crate::record::{FieldValue, LogRecord, SpanRecord};
+use tracing_usr_core::root::AttributeValue;
 
 /// Protobuf wire types.
 const VARINT: u32 = 0;
@@ -339,28 +340,26 @@ impl Wire {
     /// As `encode::write_span_attributes`: tags (giving way to the root's semantic-convention
     /// user attributes), metrics, the user attributes, the target.
     fn span_attributes(&mut self, record: &SpanRecord) {
-        let semconv = if record.local_root {
-            user_attributes(record)
-        } else {
-            [None; 7]
-        };
-        let shadowed = |key: &str| semconv.iter().flatten().any(|(k, _, _)| *k == key);
         for (k, v) in &record.meta {
-            if !k.starts_with("_dd.p.") && !shadowed(k) {
+            if !k.starts_with("_dd.p.") && !shadowed(record, k) {
                 self.attribute(span::ATTRIBUTES, k, Any::Str(v.as_str()));
             }
         }
         for (k, v) in &record.metrics {
             if k == "_sampling_priority_v1" {
                 self.attribute(span::ATTRIBUTES, "sampling.priority", Any::Int(*v as i64));
-            } else if !shadowed(k) {
+            } else if !shadowed(record, k) {
                 self.attribute(span::ATTRIBUTES, k, Any::Double(*v));
             }
         }
-        for (key, value, array) in semconv.iter().flatten() {
-            let v = if *array { Any::One(value) } else { Any::Str(value) };
+        root_attributes(record, |key, value| {
+            let v = match value {
+                AttributeValue::Str(s) => Any::Str(s),
+                AttributeValue::StrArray(s) => Any::One(s),
+                AttributeValue::Int(i) => Any::Int(i),
+            };
             self.attribute(span::ATTRIBUTES, key, v);
-        }
+        });
         self.attribute(span::ATTRIBUTES, "code.namespace", Any::Str(&record.target));
     }
 
