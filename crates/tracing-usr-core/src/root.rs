@@ -387,3 +387,138 @@ pub fn is_sampler_tag(key: &str) -> bool {
 fn event_key(name: &str, suffix: &str) -> Key {
     Key::Owned(format!("_dd.appsec.events.{name}{suffix}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocking::BlockReason;
+    use crate::TraceState;
+
+    /// A trace with something of every kind of fact.
+    fn full_trace() -> TraceState {
+        let mut trace = TraceState::default();
+        trace.identity.record_field([
+            (Key::Borrowed(keys::USR_ID), "u-1".to_owned()),
+            (Key::Borrowed(keys::USR_LOGIN), "ada".to_owned()),
+        ]);
+        trace.record_sdk_event(
+            "users.login.success",
+            vec![(
+                "appsec.events.users.login.success.track".into(),
+                "true".to_owned(),
+            )],
+        );
+        trace.add_signal(RuleId::CredentialStuffing, Severity::Medium);
+        trace.propagate_user_id("u-1");
+        trace.set_client_ip("203.0.113.7".parse().unwrap(), 0);
+        trace.block(BlockReason::User("u-1".into()), "r-1".into());
+        trace
+    }
+
+    #[test]
+    fn every_kind_of_fact_is_typed_and_renders_as_datadog_tags() {
+        let facts = full_trace().facts(Mode::Identification, None);
+        assert_eq!(facts.user.id(), Some("u-1"));
+        assert_eq!(facts.user.login(), Some("ada"));
+        // An SDK login event names the SDK as the source, over the field it rode with.
+        assert_eq!(facts.collection_mode, Some(Source::Sdk));
+        assert_eq!(facts.private_id.as_ref().map(Text::as_str), Some("u-1"));
+        assert_eq!(facts.events.len(), 1);
+        assert!(facts.events[0].sdk);
+        assert_eq!(facts.signals, [(RuleId::CredentialStuffing, Severity::Medium)]);
+        assert_eq!(facts.sampling, Sampling::Kept);
+        assert_eq!(
+            facts
+                .block
+                .as_ref()
+                .and_then(|b| b.actor_ip.as_ref())
+                .map(Text::as_str),
+            Some("203.0.113.7")
+        );
+
+        let mut meta: Vec<(Key, String)> = Vec::new();
+        let mut metrics = vec![(Key::Borrowed("_dd.rule_psr"), 0.5)];
+        facts.write_tags(&mut meta, &mut metrics);
+        assert_eq!(
+            metrics,
+            [(Key::Borrowed(SAMPLING_PRIORITY), 2.0)],
+            "a keep drops the sampler's"
+        );
+        assert_eq!(meta.len(), facts.tag_count());
+        for (key, value) in &meta {
+            assert_eq!(facts.tag(key), Some(value.as_str()), "{key}");
+        }
+        let keys: Vec<&str> = meta.iter().map(|(k, _)| k.as_ref()).collect();
+        for expected in [
+            "usr.id",
+            "_dd.appsec.user.collection_mode",
+            "_dd.appsec.usr.id",
+            "_dd.appsec.usr.login",
+            "appsec.events.users.login.success.track",
+            "_dd.appsec.events.users.login.success.sdk",
+            "_dd.p.dm",
+            "_dd.p.usr.id",
+            "appsec.blocked",
+            "_dd.origin",
+            "actor.ip",
+            "_dd.appsec.json",
+            "tracing_usr.signal.appsec-ato-groupby-ip",
+        ] {
+            assert!(keys.contains(&expected), "{expected} in {keys:?}");
+        }
+        assert!(facts.overrides("usr.id") && facts.overrides("_dd.rule_psr"));
+        assert!(facts.overrides(SAMPLING_PRIORITY) && !facts.overrides("http.route"));
+    }
+
+    #[test]
+    fn opentelemetry_attributes_come_from_the_same_facts_with_the_semantic_names() {
+        let facts = full_trace().facts(Mode::Identification, None);
+        let mut attrs = Vec::new();
+        facts.visit_attributes(|kind, key, value| attrs.push((kind, key.to_string(), value)));
+        let find = |k: &str| {
+            attrs
+                .iter()
+                .find(|(_, key, _)| key == k)
+                .map(|(kind, _, v)| (*kind, *v))
+        };
+        assert_eq!(
+            find("usr.id"),
+            Some((AttributeKind::Tag, AttributeValue::Str("u-1")))
+        );
+        assert_eq!(
+            find("user.id"),
+            Some((AttributeKind::SemanticConvention, AttributeValue::Str("u-1")))
+        );
+        assert_eq!(
+            find("user.name"),
+            Some((AttributeKind::SemanticConvention, AttributeValue::Str("ada")))
+        );
+        assert_eq!(
+            find("sampling.priority"),
+            Some((AttributeKind::Sampling, AttributeValue::Int(2)))
+        );
+        assert_eq!(
+            find("_dd.p.usr.id").map(|(kind, _)| kind),
+            Some(AttributeKind::Propagation)
+        );
+        assert_eq!(find("_dd.p.dm"), None, "the OpenTelemetry sampler owns it");
+        let hashed = {
+            let mut trace = TraceState::default();
+            trace
+                .identity
+                .record_field([(Key::Borrowed(keys::USR_ID), "anon_1".to_owned())]);
+            trace.facts(Mode::Anonymization, None)
+        };
+        assert!(hashed.is_hashed());
+        let keys: Vec<&str> = hashed.user_attributes().map(|a| a.key).collect();
+        assert_eq!(keys, ["user.hash"]);
+    }
+
+    #[test]
+    fn facts_survive_a_serde_round_trip() {
+        let facts = full_trace().facts(Mode::Identification, None);
+        let json = serde_json::to_string(&facts).unwrap();
+        let back: RootFacts = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, facts);
+    }
+}
