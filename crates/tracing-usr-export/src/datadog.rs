@@ -253,10 +253,15 @@ fn extra_entries<'a>(
     extra_metrics: &mut SmallVec<[(&'a str, f64); 4]>,
 ) {
     let has = |key: &str| span.meta(key).is_some();
-    if let Some(env) = config.env.as_ref().filter(|_| !has("env")) {
+    // Root facts never write `env` or `version`: the span's own tags tell.
+    if let Some(env) = config.env.as_ref().filter(|_| span.own_meta("env").is_none()) {
         extra.push(("env", env.as_str()));
     }
-    if let Some(version) = config.version.as_ref().filter(|_| !has("version")) {
+    if let Some(version) = config
+        .version
+        .as_ref()
+        .filter(|_| span.own_meta("version").is_none())
+    {
         extra.push(("version", version.as_str()));
     }
     for (k, v) in &config.tags {
@@ -292,7 +297,7 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rat
     extra_entries(span, config, rate, &mut tid, &mut extra, &mut extra_metrics);
     let root_priority = span.root.as_deref().and_then(RootFacts::sampling_priority);
     let metrics_len = span.metrics.len() + usize::from(root_priority.is_some()) + extra_metrics.len();
-    let resource = span.meta("resource.name").unwrap_or(&span.name);
+    let resource = span.own_meta("resource.name").unwrap_or(&span.name);
     // trace_id, span_id, name, resource, service, type, start, duration, meta.
     let fields =
         9 + usize::from(span.parent_id.is_some()) + usize::from(span.error) + usize::from(metrics_len > 0);
@@ -310,9 +315,9 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord, config: &DatadogConfig, rat
     write_str(buf, "resource");
     write_str(buf, resource);
     write_str(buf, "service");
-    write_str(buf, span.meta("service.name").unwrap_or(&config.service));
+    write_str(buf, span.own_meta("service.name").unwrap_or(&config.service));
     write_str(buf, "type");
-    write_str(buf, span.meta("span.type").unwrap_or("custom"));
+    write_str(buf, span.own_meta("span.type").unwrap_or("custom"));
     write_str(buf, "start");
     let _ = rmp::encode::write_sint(buf, span.start_unix_nanos.min(i64::MAX as u64) as i64);
     write_str(buf, "duration");

@@ -51,12 +51,19 @@ pub struct SpanRecord {
 impl SpanRecord {
     /// The value of a Datadog tag: one of the span's own, or one its root facts write.
     pub fn meta(&self, key: &str) -> Option<&str> {
+        self.own_meta(key)
+            .or_else(|| self.root.as_deref().and_then(|facts| facts.tag(key)))
+    }
+
+    /// The value of one of the span's own tags (its fields), not looking at its root facts: for
+    /// keys the facts never write (`resource.name`, `service.name`, `span.type`, `env`,
+    /// `version`), the same as [`SpanRecord::meta`] without walking the facts.
+    pub fn own_meta(&self, key: &str) -> Option<&str> {
         self.meta
             .iter()
             .rev()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
-            .or_else(|| self.root.as_deref().and_then(|facts| facts.tag(key)))
     }
 
     /// The value of a numeric tag (a root's `_sampling_priority_v1` included).

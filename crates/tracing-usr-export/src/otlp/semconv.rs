@@ -3,15 +3,19 @@
 //! `_dd.p.*` propagation state as the W3C `tracestate` `dd` member.
 
 use tracing_usr_core::root::{AttributeKind, AttributeValue};
+use tracing_usr_core::semconv::USER_ATTRIBUTE_KEYS;
 
 use crate::record::{Level, SpanRecord};
 
 /// Whether a span's own tag `key` gives way to a semantic-convention user attribute its root
-/// facts write (an application field named `user.id` on the root, say).
+/// facts write (an application field named `user.id` on the root, say). Keys that are no such
+/// attribute are told apart by name, without deriving the root's user attributes.
 pub(super) fn shadowed(span: &SpanRecord, key: &str) -> bool {
-    span.root
-        .as_deref()
-        .is_some_and(|facts| facts.user_attributes().any(|a| a.key == key))
+    USER_ATTRIBUTE_KEYS.contains(&key)
+        && span
+            .root
+            .as_deref()
+            .is_some_and(|facts| facts.user_attributes().any(|a| a.key == key))
 }
 
 /// The OTLP attributes of a root's facts, in order (see
