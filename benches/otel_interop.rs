@@ -14,21 +14,34 @@
 //! Run: `cargo bench --bench otel_interop`; `bash benches/otel_interop_instructions.sh` counts
 //! instructions per request with callgrind and prints the ratios to `otel_alone`.
 //!
-//! Last run (x86_64; `bash benches/otel_interop_instructions.sh 2000`):
+//! Last run (x86_64; `bash benches/otel_interop_instructions.sh 1000`, with the typed root facts
+//! of `RootFacts`):
 //!
 //! | rung | instructions / request | ratio |
 //! |---|---|---|
-//! | otel_alone | 52.1 k | 1.00× |
-//! | otel_usr_first | 67.8 k | 1.30× |
-//! | otel_usr_second | 77.0 k | 1.48× |
+//! | otel_alone | 52.2 k | 1.00× |
+//! | otel_usr_first | 68.5 k | 1.31× |
+//! | otel_usr_second | 75.6 k | 1.45× |
 //!
-//! The goal is not met. Of the 15.7 k that tracing-usr adds when it comes first, about 4 k is
-//! its own identity work (the `layer_identity` rung of `benches/request.rs` costs 3.8 k over its
-//! baseline); the rest is writing 13 attributes on the root (the SDK's `set_attribute` behind a
-//! mutex, ~280 instructions each, and the growth of the span's attribute list), building them
-//! (one string per value) and dropping them after export. When tracing-opentelemetry comes first,
-//! each of the request's three identity writes is written as it happens (new or changed values
-//! only).
+//! The goal is not met, and cannot be with the attributes this workload writes. Of the 16.3 k
+//! that tracing-usr adds when it comes first (callgrind, per request):
+//!
+//! * ~3.7 k is the OpenTelemetry SDK's own work on the 8 attributes tracing-usr adds to the root
+//!   (the `usr.*` tags the root's own fields do not already give, the collection mode, and the
+//!   semantic-convention `user.*` / `enduser.id` / `session.id` beside them): `set_attribute`
+//!   behind the span's mutex and the growth of its attribute list (+2.5 k, ~300 each), and
+//!   dropping them after export (+1.3 k). That alone is 7 % of `otel_alone`.
+//! * ~5 k is tracing-usr's identity work on the request's five spans (new spans, the `usr.*`
+//!   fields lifted to the root, the late `Span::record`, `identify`), as in the
+//!   `layer_identity` rung of `benches/request.rs`.
+//! * ~3.3 k is building the attributes from the root's facts (one shared string per value, five
+//!   allocations) and ~1.2 k deriving the facts at the root's close; the rest is the close
+//!   itself (the root's state dropped, detection's close work).
+//!
+//! Holding the attributes on the stack instead of in a `Vec` was tried and measured worse
+//! (68.9 k: the list is moved by value through the close). When tracing-opentelemetry comes
+//! first, each of the request's three identity writes is written as it happens (new or changed
+//! values only), hence the higher second rung.
 
 #[path = "support/common.rs"]
 mod common;
