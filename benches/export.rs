@@ -24,15 +24,16 @@
 //! Rungs: `usr_datadog`, `usr_otlp`, `otel_otlp`; and `otlp_wire` (instructions only): the
 //! OTLP/protobuf writer alone, encoding a fixed batch of 700 records (500 spans, 200 logs).
 //!
-//! Last run (2 shared cores, x86_64; callgrind counts all threads, set-up subtracted, 2,000
-//! requests; allocations of all threads, counted by callgrind):
+//! Last run (2 shared cores, x86_64; callgrind counts all threads, set-up subtracted, 1,000
+//! requests, with the typed root facts; the allocation column is from the run before them, at
+//! 2,000 requests, not measured again):
 //!
 //! | rung | instructions / request | ratio to otel_otlp | allocations / request |
 //! |---|---|---|---|
-//! | usr_datadog (traces + Datadog log lines) | 48.1 k | 0.222 | 14.6 |
-//! | usr_otlp (traces with span events + OTLP logs) | 49.1 k | 0.227 | 17.9 (25.6 with prost) |
+//! | usr_datadog (traces + Datadog log lines) | 49.5 k | 0.229 | 14.6 |
+//! | usr_otlp (traces with span events + OTLP logs) | 50.3 k | 0.233 | 17.9 (25.6 with prost) |
 //! | otel_otlp (traces with span events + OTLP logs) | 216 k | 1.00 | 213 |
-//! | otlp_wire (the writer alone) | 1,445 per record | | 0 |
+//! | otlp_wire (the writer alone) | 1,388 per record | | 0 |
 //!
 //! Every rung delivers every span and log record (`check`: 10,000 spans and 4,000 log records
 //! for 2,000 requests; the Datadog log lines go to stdout). The comparison pipeline's log bridge
