@@ -8,7 +8,7 @@ n=${1:-3000}
 source benches/callgrind.sh
 bin=$(bench_binary otel_interop)
 declare -A per
-rungs=(otel_alone otel_usr_first otel_usr_second)
+rungs=(otel_alone otel_floor otel_usr_first otel_usr_second)
 for rung in "${rungs[@]}"; do
   per[$rung]=$(per_request "$bin" "$rung" "$n")
 done
