@@ -356,7 +356,7 @@ impl UserLayer {
             data: Some(data),
         });
         let Some(root) = root else {
-            ext.replace(self.new_root_state(fields, span_trace_id));
+            ext.replace(self.new_root_state(id, fields, span_trace_id));
             return;
         };
         drop(ext);
@@ -369,9 +369,9 @@ impl UserLayer {
 
     /// The state of a new local root of trace `trace_id`, with the root input of its own
     /// fields.
-    fn new_root_state(&self, fields: &mut Fields, trace_id: u128) -> RootState {
+    fn new_root_state(&self, id: &Id, fields: &mut Fields, trace_id: u128) -> RootState {
         let shared = &*self.shared;
-        let mut state = RootState::new();
+        let mut state = RootState::new(id, &shared.live_roots);
         state.trace_id = Some(trace_id);
         #[cfg(feature = "opentelemetry")]
         {
@@ -422,7 +422,7 @@ impl UserLayer {
             log.trace_id = ids.map(|(t, _)| t);
             log.span_id = ids.map(|(_, s)| s);
         }
-        let signals = root::with_state(&mut root.extensions_mut(), |state| {
+        let signals = root::with_state(&mut root.extensions_mut(), &root.id(), shared, |state| {
             apply_event(shared, state, fields, business_event, &mut log)
         });
         shared.signals.enqueue(signals);
@@ -440,7 +440,7 @@ impl UserLayer {
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let shared = &*self.shared;
-        if shared.inert() {
+        if shared.inert() || !shared.live_roots.may_hold(&id) {
             return;
         }
         if let Some(span) = ctx.span(&id) {
@@ -463,7 +463,8 @@ impl UserLayer {
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let shared = &*self.shared;
-        if shared.inert() {
+        // Once the order is known, only a root holding state has work here.
+        if shared.inert() || (!shared.otel.undecided() && !shared.live_roots.may_hold(&id)) {
             return;
         }
         let Some(span) = ctx.span(&id) else { return };
@@ -479,7 +480,7 @@ impl UserLayer {
         shared.signals.enqueue(signals);
         crate::otel_sync::write_at_close(shared, &id, || {
             let facts = crate::otel_sync::root_facts(shared, &state);
-            crate::otel::attributes_not_in(&facts, &state.otel_written)
+            crate::otel::attributes_not_in(&facts, &state.otel_held)
         });
     }
 
@@ -581,7 +582,7 @@ impl UserLayer {
         crate::otel_sync::write_at_close(shared, id, || {
             let facts = record.root.as_deref();
             facts
-                .map(|facts| crate::otel::attributes_not_in(facts, &state.otel_written))
+                .map(|facts| crate::otel::attributes_not_in(facts, &state.otel_held))
                 .unwrap_or_default()
         });
         #[cfg(not(feature = "opentelemetry"))]

@@ -34,8 +34,10 @@ use smallvec::SmallVec;
 use tracing_core::dispatcher::{Dispatch, WeakDispatch};
 use tracing_core::span::Id;
 use tracing_core::Metadata;
+use tracing_usr_core::identity::Key;
 use tracing_usr_core::mode::ConfigWarning;
 use tracing_usr_core::root::AttributeValue;
+use tracing_usr_core::value::Text;
 use tracing_usr_core::{Mode, RootFacts};
 
 use crate::callsite::CallsiteInfo;
@@ -311,15 +313,35 @@ fn exposure(meta: &'static Metadata<'static>, info: &CallsiteInfo, mode: Mode) -
     })
 }
 
-/// The OpenTelemetry attributes of a root's facts that the span does not hold yet (`written`),
-/// as [`RootFacts::visit_attributes`] renders them: each tag as a string (the sampler's
-/// `_dd.p.dm` / `_dd.p.ts` left out), a keep as the integer `sampling.priority`, and the
-/// semantic-convention user attributes. An attribute is built only when it is missing, so a
-/// root written again allocates only for what changed; a value given under two names
-/// (`usr.id` and `user.id`) is one shared string.
-pub(crate) fn attributes_not_in(facts: &RootFacts, written: &[KeyValue]) -> Vec<KeyValue> {
-    let held = |key: &str, value: AttributeValue<'_>| {
-        written.iter().any(|kv| {
+/// What a root's OpenTelemetry span already holds of the root's tags.
+#[derive(Debug, Default)]
+pub(crate) struct OtelHeld {
+    /// The root's own `usr.*` fields, which tracing-opentelemetry recorded as they are (kept as
+    /// tracing-usr's own values: no allocation for a short one).
+    own: SmallVec<[(Key, Text); 1]>,
+    /// What tracing-usr wrote on it so far (when writing as tags are recorded).
+    written: Vec<KeyValue>,
+}
+
+impl OtelHeld {
+    /// Notes a field of the root itself that tracing-opentelemetry has recorded.
+    pub(crate) fn note_own(&mut self, key: &Key, value: &Text) {
+        self.own.push((key.clone(), value.clone()));
+    }
+
+    /// Notes attributes tracing-usr has written.
+    pub(crate) fn note_written(&mut self, attributes: &[KeyValue]) {
+        self.written.extend_from_slice(attributes);
+    }
+
+    /// Whether the span holds `key` = `value`.
+    fn holds(&self, key: &str, value: AttributeValue<'_>) -> bool {
+        if let AttributeValue::Str(v) = value {
+            if self.own.iter().any(|(k, own)| k == key && own.as_str() == v) {
+                return true;
+            }
+        }
+        self.written.iter().any(|kv| {
             kv.key.as_str() == key
                 && match (&kv.value, value) {
                     (Value::String(s), AttributeValue::Str(v)) => s.as_str() == v,
@@ -330,22 +352,45 @@ pub(crate) fn attributes_not_in(facts: &RootFacts, written: &[KeyValue]) -> Vec<
                     _ => false,
                 }
         })
-    };
-    // The values already turned into shared strings, by address: the semantic-convention
-    // attributes borrow the very `usr.*` values the tags give.
-    let mut shared: SmallVec<[(*const u8, usize, StringValue); 8]> = SmallVec::new();
+    }
+}
+
+/// The values the facts give that are the same every time (collection modes, event flags): no
+/// allocation for them.
+fn constant(value: &str) -> Option<&'static str> {
+    Some(match value {
+        "true" => "true",
+        "false" => "false",
+        "sdk" => "sdk",
+        "identification" => "identification",
+        "anonymization" => "anonymization",
+        _ => return None,
+    })
+}
+
+/// The OpenTelemetry attributes of a root's facts that the span does not hold yet (`held`), as
+/// [`RootFacts::visit_attributes`] renders them: each tag as a string (the sampler's `_dd.p.dm`
+/// / `_dd.p.ts` left out), a keep as the integer `sampling.priority`, and the
+/// semantic-convention user attributes. An attribute is built only when it is missing, so a
+/// root written again allocates only for what changed; a value given under several names
+/// (`usr.id`, `user.id`, `enduser.id`, the private `_dd.appsec.usr.id`) is one shared string.
+pub(crate) fn attributes_not_in(facts: &RootFacts, held: &OtelHeld) -> Vec<KeyValue> {
+    // The values already turned into shared strings.
+    let mut shared: SmallVec<[StringValue; 8]> = SmallVec::new();
     let mut string = |v: &str| -> StringValue {
-        let at = (v.as_ptr(), v.len());
-        if let Some((_, _, s)) = shared.iter().find(|(p, l, _)| (*p, *l) == at) {
+        if let Some(s) = constant(v) {
+            return StringValue::from(s);
+        }
+        if let Some(s) = shared.iter().find(|s| s.as_str() == v) {
             return s.clone();
         }
         let s = StringValue::from(Arc::<str>::from(v));
-        shared.push((at.0, at.1, s.clone()));
+        shared.push(s.clone());
         s
     };
     let mut out = Vec::with_capacity(16);
     facts.visit_attributes(|_, key, value| {
-        if held(key, value) {
+        if held.holds(key, value) {
             return;
         }
         let value = match value {
@@ -362,7 +407,7 @@ pub(crate) fn attributes_not_in(facts: &RootFacts, written: &[KeyValue]) -> Vec<
 /// Every OpenTelemetry attribute of a root's facts (see [`attributes_not_in`]).
 #[cfg(test)]
 pub(crate) fn attributes(facts: &RootFacts) -> Vec<KeyValue> {
-    attributes_not_in(facts, &[])
+    attributes_not_in(facts, &OtelHeld::default())
 }
 
 #[cfg(test)]
@@ -442,13 +487,14 @@ mod tests {
 
     #[test]
     fn only_new_or_changed_values_are_written_again() {
-        let mut written = attributes(&facts("a"));
-        assert_eq!(written.len(), 9, "{written:?}");
-        assert!(attributes_not_in(&facts("a"), &written).is_empty());
-        let changed = attributes_not_in(&facts("b"), &written);
+        let mut held = OtelHeld::default();
+        held.note_written(&attributes(&facts("a")));
+        assert_eq!(held.written.len(), 9, "{:?}", held.written);
+        assert!(attributes_not_in(&facts("a"), &held).is_empty());
+        let changed = attributes_not_in(&facts("b"), &held);
         let keys: Vec<&str> = changed.iter().map(|kv| kv.key.as_str()).collect();
         assert_eq!(keys, ["usr.id", "user.id", "enduser.id"]);
-        written.extend(changed);
-        assert!(attributes_not_in(&facts("b"), &written).is_empty());
+        held.note_written(&changed);
+        assert!(attributes_not_in(&facts("b"), &held).is_empty());
     }
 }

@@ -23,9 +23,7 @@ pub(crate) fn note_own_fields(shared: &Shared, fields: &Fields, state: &mut Root
     }
     for (key, value) in &fields.identity {
         if value.as_str() != tracing_usr_core::REDACTED {
-            state
-                .otel_written
-                .push(KeyValue::new(key.clone(), value.as_str().to_owned()));
+            state.otel_held.note_own(key, value);
         }
     }
 }
@@ -60,8 +58,8 @@ fn sync(shared: &Shared, id: &Id, mut ext: ExtensionsMut<'_>, dispatch: Option<&
         return;
     };
     let facts = root_facts(shared, state);
-    let pending = crate::otel::attributes_not_in(&facts, &state.otel_written);
-    state.otel_written.extend(pending.iter().cloned());
+    let pending = crate::otel::attributes_not_in(&facts, &state.otel_held);
+    state.otel_held.note_written(&pending);
     drop(ext);
     shared.otel.write_now(id, pending, dispatch);
 }

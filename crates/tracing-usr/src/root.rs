@@ -136,7 +136,7 @@ where
         let Some(root) = root_of(span, stored, |id| subscriber.span(id)) else {
             return false;
         };
-        with_state(&mut root.extensions_mut(), on_root);
+        with_state(&mut root.extensions_mut(), &root.id(), shared, on_root);
         #[cfg(feature = "opentelemetry")]
         if shared.otel.may_write_eagerly() {
             crate::otel_sync::after_write(shared, &root.id(), || root.extensions_mut(), Some(dispatch));
@@ -164,7 +164,7 @@ where
     }) else {
         return false;
     };
-    with_state(&mut data.extensions_mut(), f);
+    with_state(&mut data.extensions_mut(), &data.id(), shared, f);
     #[cfg(feature = "opentelemetry")]
     if shared.otel.may_write_eagerly() {
         crate::otel_sync::after_write(shared, &data.id(), || data.extensions_mut(), None);
@@ -223,17 +223,22 @@ fn walk_to_root<T>(
     }
 }
 
-/// Runs `f` on the root's state, created on first use.
-pub(crate) fn with_state<R>(ext: &mut ExtensionsMut<'_>, f: impl FnOnce(&mut RootState) -> R) -> R {
+/// Runs `f` on the state of root `id` (whose extensions `ext` are), created on first use.
+pub(crate) fn with_state<R>(
+    ext: &mut ExtensionsMut<'_>,
+    id: &Id,
+    shared: &Shared,
+    f: impl FnOnce(&mut RootState) -> R,
+) -> R {
     if let Some(state) = ext.get_mut::<RootState>() {
         return f(state);
     }
     // Built in its box rather than on the stack and moved (the state is a few hundred bytes).
-    ext.insert(RootState::new());
+    ext.insert(RootState::new(id, &shared.live_roots));
     match ext.get_mut::<RootState>() {
         Some(state) => f(state),
         // Not reached: inserted just above.
-        None => f(&mut RootState::new()),
+        None => f(&mut RootState::new(id, &shared.live_roots)),
     }
 }
 
@@ -323,7 +328,7 @@ fn apply_on_from<R>(
 ) where
     R: for<'a> LookupSpan<'a>,
 {
-    let signals = with_state(&mut root.extensions_mut(), |state| {
+    let signals = with_state(&mut root.extensions_mut(), &root.id(), shared, |state| {
         #[cfg(feature = "opentelemetry")]
         if from_root {
             crate::otel_sync::note_own_fields(shared, fields, state);

@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) signals: Arc<SignalHub>,
     /// Roots holding detection work for their close (checked before a lookup in `on_close`).
     pub(crate) armed_roots: AtomicUsize,
+    /// The spans holding a root's state (checked before a lookup in `on_close`).
+    pub(crate) live_roots: Arc<crate::state::LiveRoots>,
     /// The identity set outside any span.
     pub(crate) default_user: DefaultUserSlot,
     warnings: Mutex<Vec<ConfigWarning>>,
@@ -152,6 +154,7 @@ impl Shared {
             detector,
             signals,
             armed_roots: AtomicUsize::new(0),
+            live_roots: crate::state::LiveRoots::new(),
             default_user: DefaultUserSlot::default(),
             warnings: Mutex::new(parts.warnings),
             has_warnings: AtomicBool::new(has_warnings),

@@ -1,5 +1,7 @@
 //! Per-span and per-trace state, kept in the registry's span extensions under private types.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::clock::unix_nanos_at;
@@ -73,6 +75,61 @@ impl SpanData {
     }
 }
 
+/// A counting filter of the spans that hold a [`RootState`], by span id: a close whose id
+/// counts zero is not such a root, and needs no span lookup (most closes are of children).
+/// Under many concurrent roots every slot counts some, and each close looks its span up as
+/// without the filter; a count is never zero while a root of that slot holds its state.
+pub(crate) struct LiveRoots([AtomicU32; LIVE_SLOTS]);
+
+const LIVE_SLOTS: usize = 256;
+
+impl LiveRoots {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self(std::array::from_fn(|_| AtomicU32::new(0))))
+    }
+
+    fn slot(id: &span::Id) -> usize {
+        // The registry's ids are slab indexes: spread them over the slots.
+        (id.into_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % LIVE_SLOTS
+    }
+
+    /// Whether span `id` may hold a [`RootState`] (`false`: it surely does not).
+    #[inline]
+    pub(crate) fn may_hold(&self, id: &span::Id) -> bool {
+        self.0[Self::slot(id)].load(Ordering::Acquire) > 0
+    }
+
+    /// Counts span `id` as holding a [`RootState`] until the mark is dropped.
+    fn mark(self: &Arc<Self>, id: &span::Id) -> LiveMark {
+        let slot = Self::slot(id);
+        self.0[slot].fetch_add(1, Ordering::AcqRel);
+        LiveMark {
+            roots: Arc::clone(self),
+            slot,
+        }
+    }
+}
+
+impl std::fmt::Debug for LiveRoots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let live: u32 = self.0.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        f.debug_struct("LiveRoots").field("live", &live).finish()
+    }
+}
+
+/// A root counted in [`LiveRoots`] (see [`LiveRoots::mark`]), for as long as its state lives.
+#[derive(Debug)]
+pub(crate) struct LiveMark {
+    roots: Arc<LiveRoots>,
+    slot: usize,
+}
+
+impl Drop for LiveMark {
+    fn drop(&mut self) {
+        self.roots.0[self.slot].fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Stored on a local root: everything about its trace.
 #[derive(Debug)]
 pub(crate) struct RootState {
@@ -91,12 +148,14 @@ pub(crate) struct RootState {
     pub(crate) detection_armed: bool,
     /// Signals raised while the extension lock is held, delivered once it is released.
     pub(crate) signals: Vec<tracing_usr_core::detection::Signal>,
-    /// The attributes written so far on the root's OpenTelemetry span.
+    /// What the root's OpenTelemetry span holds so far of the root's tags.
     #[cfg(feature = "opentelemetry")]
-    pub(crate) otel_written: Vec<opentelemetry::KeyValue>,
+    pub(crate) otel_held: crate::otel::OtelHeld,
     /// Set while tags recorded at the root's creation wait for its first enter.
     #[cfg(feature = "opentelemetry")]
     pub(crate) otel_deferred: Option<crate::otel::Deferred>,
+    /// The root counted among the live ones while this state exists.
+    _live: LiveMark,
 }
 
 impl RootState {
@@ -118,7 +177,8 @@ impl RootState {
         tags
     }
 
-    pub(crate) fn new() -> Self {
+    /// The state of root `id`, counted in `live`.
+    pub(crate) fn new(id: &span::Id, live: &Arc<LiveRoots>) -> Self {
         Self {
             trace: TraceState::default(),
             sdk_token: None,
@@ -129,9 +189,10 @@ impl RootState {
             detection_armed: false,
             signals: Vec::new(),
             #[cfg(feature = "opentelemetry")]
-            otel_written: Vec::new(),
+            otel_held: crate::otel::OtelHeld::default(),
             #[cfg(feature = "opentelemetry")]
             otel_deferred: None,
+            _live: live.mark(id),
         }
     }
 }
