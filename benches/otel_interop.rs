@@ -10,7 +10,8 @@
 //!    detection or export record. It is what the attributes cost in any implementation;
 //! 3. `otel_usr_first`: the same with tracing-usr added before it
 //!    (`registry().with(usr).with(otel)`: the root's tags written once, at its close);
-//! 4. `otel_usr_second`: tracing-usr added after it (tags written as they are recorded);
+//! 4. `otel_usr_second`: tracing-usr added after it (tags recorded while the root is entered
+//!    written at its last exit);
 //! 5. `otlp_alone`, `otlp_floor`, `otlp_usr_first`: rungs 1–3 with what a real exporter does
 //!    too: a batch span processor and an exporter that groups and encodes the spans as
 //!    opentelemetry-otlp's HTTP/protobuf exporter does before the network (the bytes are
@@ -22,39 +23,40 @@
 //! Run: `cargo bench --bench otel_interop`; `bash benches/otel_interop_instructions.sh` counts
 //! instructions per request with callgrind and prints the ratios to `otel_alone`.
 //!
-//! Last run (x86_64; `bash benches/otel_interop_instructions.sh 1000`, with the typed root facts
-//! of `RootFacts`):
+//! Last run (x86_64; `bash benches/otel_interop_instructions.sh 1000`):
 //!
 //! | rung | instructions / request | ratio |
 //! |---|---|---|
 //! | otel_alone | 52.3 k | 1.00× |
 //! | otel_floor | 63.0 k | 1.21× |
-//! | otel_usr_first | 68.6 k | 1.31× |
-//! | otel_usr_second | 75.2 k | 1.44× |
+//! | otel_usr_first | 67.7 k | 1.29× |
+//! | otel_usr_second | 70.2 k | 1.34× |
 //! | otlp_alone | 187.4 k | 1.00× |
-//! | otlp_floor | 218.5 k | 1.17× |
-//! | otlp_usr_first | 222.1 k | 1.19× |
+//! | otlp_floor | 218.4 k | 1.17× |
+//! | otlp_usr_first | 219.9 k | 1.17× |
 //!
 //! The goal is not met, and cannot be by any layer that writes these attributes: the floor,
-//! which does nothing else, already adds 21 %. Of the 16.3 k
-//! that tracing-usr adds when it comes first (callgrind, per request):
+//! which does nothing else, already adds 21 % (17 % with an exporter's work, where tracing-usr
+//! is within 1.4 k instructions of it). Of the 15.4 k that tracing-usr adds when it comes first
+//! (callgrind, per request):
 //!
 //! * ~3.7 k is the OpenTelemetry SDK's own work on the 8 attributes tracing-usr adds to the root
 //!   (the `usr.*` tags the root's own fields do not already give, the collection mode, and the
-//!   semantic-convention `user.*` / `enduser.id` / `session.id` beside them): `set_attribute`
-//!   behind the span's mutex and the growth of its attribute list (+2.5 k, ~300 each), and
-//!   dropping them after export (+1.3 k). That alone is 7 % of `otel_alone`.
-//! * ~5 k is tracing-usr's identity work on the request's five spans (new spans, the `usr.*`
-//!   fields lifted to the root, the late `Span::record`, `identify`), as in the
-//!   `layer_identity` rung of `benches/request.rs`.
-//! * ~3.3 k is building the attributes from the root's facts (one shared string per value, five
-//!   allocations) and ~1.2 k deriving the facts at the root's close; the rest is the close
-//!   itself (the root's state dropped, detection's close work).
+//!   semantic-convention `user.*` / `enduser.id` beside them): `set_attribute` behind the span's
+//!   mutex and the growth of its attribute list, and dropping them after export. The floor pays
+//!   it too.
+//! * ~5.4 k is tracing-usr's identity work on the request's five spans (new spans, the `usr.*`
+//!   fields lifted to the root, the late `Span::record`, `identify`), with the mode and masking
+//!   applied, as in the `layer_identity` rung of `benches/request.rs`.
+//! * ~3.4 k is building the attributes from the root's facts (one shared string per value,
+//!   constants without allocation) and ~1.2 k deriving the facts at the root's close; the rest
+//!   is the close itself (the root's state dropped, detection's close work).
 //!
 //! Holding the attributes on the stack instead of in a `Vec` was tried and measured worse
 //! (68.9 k: the list is moved by value through the close). When tracing-opentelemetry comes
-//! first, each of the request's three identity writes is written as it happens (new or changed
-//! values only), hence the higher second rung.
+//! first, the root's enters and exits are counted (its state is created with it) and the three
+//! identity writes of the request reach the span once, at the root's last exit; writing each as
+//! it happened cost 75.7 k (1.45×).
 
 #[path = "support/common.rs"]
 mod common;

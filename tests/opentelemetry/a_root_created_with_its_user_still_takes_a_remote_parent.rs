@@ -63,7 +63,7 @@ fn set_parent_after_creation_with_user_fields_works_in_both_orders() {
 }
 
 #[test]
-fn a_second_identity_in_one_request_is_written_once_when_tracing_usr_comes_first() {
+fn a_second_identity_in_one_request_is_written_once_in_either_order() {
     in_each_order(&[], |order, p| {
         p.run(|| {
             let _root = info_span!("request").entered();
@@ -74,18 +74,45 @@ fn a_second_identity_in_one_request_is_written_once_when_tracing_usr_comes_first
         let spans = p.spans();
         let root = spans.iter().find(|s| s.is_root()).expect("the root");
         println!("{order:?} root keys: {:?}", root.keys);
-        // The last value written is the current user in both orders.
         assert_eq!(root.attr("usr.id"), Some("user-2"), "{order:?}");
         assert_eq!(root.attr("user.id"), Some("user-2"), "{order:?}");
+        // Written once, as the tags are at the end (the root's close, or its last exit when
+        // tracing-opentelemetry comes first): the first user's email is gone too.
+        let ids = root.keys.iter().filter(|k| *k == "usr.id").count();
+        assert_eq!(ids, 1, "{order:?}: {:?}", root.keys);
+        assert_eq!(root.attr("usr.email"), None, "{order:?}: {:?}", root.attrs);
+    });
+}
+
+#[test]
+fn identities_recorded_while_the_root_is_not_entered_are_written_as_recorded() {
+    in_each_order(&[], |order, p| {
+        p.run(|| {
+            // The root is never entered: only its child is.
+            let root = info_span!("request");
+            let _child = info_span!(parent: &root, "handler").entered();
+            tracing_usr::identify(&User::new("user-1").with_email("one@example.com")).unwrap();
+            tracing_usr::identify(&User::new("user-2")).unwrap();
+        });
+        let spans = p.spans();
+        let root = spans.iter().find(|s| s.is_root()).expect("the root");
+        println!("{order:?} root keys: {:?}", root.keys);
+        assert_eq!(root.attr("usr.id"), Some("user-2"), "{order:?}");
         let ids = root.keys.iter().filter(|k| *k == "usr.id").count();
         match order {
-            // Written once at the root's close: the first user's email is gone too.
-            Order::UsrFirst => {
-                assert_eq!(ids, 1, "{:?}", root.keys);
-                assert_eq!(root.attr("usr.email"), None, "{:?}", root.attrs);
+            // Written once at the root's close.
+            Order::UsrFirst => assert_eq!(ids, 1, "{:?}", root.keys),
+            // Nothing tells tracing-usr when the span will end: each identity is written as it
+            // is recorded, and a started span keeps each value (documented in the README).
+            Order::OtelFirst => {
+                assert_eq!(ids, 2, "{:?}", root.keys);
+                assert_eq!(
+                    root.attr("usr.email"),
+                    Some("one@example.com"),
+                    "{:?}",
+                    root.attrs
+                );
             }
-            // A started span keeps each value written to it (documented in the README).
-            Order::OtelFirst => assert_eq!(ids, 2, "{:?}", root.keys),
         }
     });
 }

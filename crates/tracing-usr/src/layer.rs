@@ -376,7 +376,7 @@ impl UserLayer {
         #[cfg(feature = "opentelemetry")]
         {
             if shared.otel.may_write_eagerly() && root::has_root_input(fields, true) {
-                state.otel_deferred = Some(shared.otel.defer());
+                state.otel_dirty = true;
             }
             crate::otel_sync::note_own_fields(shared, fields, &mut state);
         }
@@ -484,21 +484,34 @@ impl UserLayer {
         });
     }
 
-    /// The first enter of a root whose creation recorded tags: they are written now, on the
-    /// OpenTelemetry span that tracing-opentelemetry has just started.
+    /// A root's enter or exit while tags may be written as recorded: counted, and at the last
+    /// exit what waited is written (see [`crate::otel_sync::exit`]).
     #[cfg(feature = "opentelemetry")]
     #[inline(never)]
-    fn enter_deferred<S>(&self, id: &Id, ctx: Context<'_, S>)
+    fn enter_or_exit_root<S>(&self, id: &Id, ctx: Context<'_, S>, entering: bool)
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let Some(span) = ctx.span(id) else { return };
-        let taken = span
-            .extensions_mut()
-            .get_mut::<RootState>()
-            .and_then(|state| state.otel_deferred.take());
-        if taken.is_some() && self.shared.otel.may_write_eagerly() {
-            crate::otel_sync::after_write(&self.shared, id, || span.extensions_mut(), None);
+        if entering {
+            crate::otel_sync::enter(&mut span.extensions_mut());
+        } else {
+            crate::otel_sync::exit(&self.shared, id, || span.extensions_mut());
+        }
+    }
+
+    /// A new local root while tags may be written as recorded (and nothing is exported): its
+    /// state from the start, so that its enters are counted.
+    #[cfg(feature = "opentelemetry")]
+    #[inline(never)]
+    fn hold_root<S>(&self, id: &Id, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let Some(span) = ctx.span(id) else { return };
+        let mut ext = span.extensions_mut();
+        if ext.get_mut::<RootState>().is_none() {
+            ext.insert(RootState::new(id, &self.shared.live_roots));
         }
     }
 
@@ -650,6 +663,14 @@ where
         }
         // The common case (nothing exported, no `usr.*` field) returns here, before the frame
         // of the full handler is set up.
+        #[cfg(feature = "opentelemetry")]
+        if self.shared.otel.may_write_eagerly()
+            && self.shared.pipeline().is_none()
+            && !self.shared.inert()
+            && (attrs.is_root() || (attrs.is_contextual() && ctx.current_span().id().is_none()))
+        {
+            self.hold_root(id, &ctx);
+        }
         if self.shared.pipeline().is_some() || self.shared.callsites.has_usr(attrs.metadata()) {
             self.new_span(attrs, id, ctx);
         }
@@ -700,8 +721,18 @@ where
     #[inline]
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         #[cfg(feature = "opentelemetry")]
-        if self.shared.otel.any_deferred() {
-            self.enter_deferred(id, ctx);
+        if self.shared.otel.may_write_eagerly() && self.shared.live_roots.may_hold(id) {
+            self.enter_or_exit_root(id, ctx, true);
+        }
+        #[cfg(not(feature = "opentelemetry"))]
+        let _ = (id, ctx);
+    }
+
+    #[inline]
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        #[cfg(feature = "opentelemetry")]
+        if self.shared.otel.may_write_eagerly() && self.shared.live_roots.may_hold(id) {
+            self.enter_or_exit_root(id, ctx, false);
         }
         #[cfg(not(feature = "opentelemetry"))]
         let _ = (id, ctx);

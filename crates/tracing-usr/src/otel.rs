@@ -12,11 +12,15 @@
 //!   root runs before tracing-opentelemetry's, so the root's final tags are written once, just
 //!   before the span ends. No key is ever written twice.
 //! * tracing-opentelemetry added first, or the order not known yet: its `on_close` ends the span
-//!   before tracing-usr sees the close, so tags are written as they are recorded, each new or
-//!   changed value once. A value that changes on a started span (a second identity in one
-//!   request) is written again: the span then holds both, and a key that disappears (the first
-//!   user's email) cannot be taken back. Tags recorded by a root's own creation wait for its
-//!   first enter, so that the application can still give it a remote parent.
+//!   before tracing-usr sees the close. But a span closes only once no handle, and so no enter
+//!   guard, is left: while the root is entered, tags recorded wait for its last exit and are
+//!   written then, once, as they are at that moment (enters are counted on the root's state,
+//!   which tracing-usr creates with every new local root in this order). Tags recorded while the
+//!   root is not entered (a spawned task's span, a root never entered) are written as they are
+//!   recorded, each new or changed value once; a value that changes there is written again: the
+//!   span then holds both, and a key that disappears cannot be taken back. Tags recorded by a
+//!   root's own creation wait for it to be entered, so that the application can still give it a
+//!   remote parent.
 //!
 //! While the order is not known, a new child span is probed: with tracing-opentelemetry first,
 //! that starts the child's OpenTelemetry span at once (first trace only), so a `set_parent` on
@@ -70,8 +74,6 @@ pub(crate) struct OtelBridge {
     default_export: bool,
     /// Roots closed while no OpenTelemetry span was seen.
     misses: AtomicUsize,
-    /// Roots whose tags were recorded at their creation and wait for their first enter.
-    deferred: Arc<AtomicUsize>,
     /// Warnings about callsites whose fields tracing-opentelemetry exports as they are, held
     /// until a tracing-opentelemetry layer is seen (`None` once it is).
     exposed: Mutex<Option<Vec<ConfigWarning>>>,
@@ -85,7 +87,6 @@ impl OtelBridge {
             present: AtomicBool::new(false),
             default_export,
             misses: AtomicUsize::new(0),
-            deferred: Arc::new(AtomicUsize::new(0)),
             exposed: Mutex::new(Some(Vec::new())),
         }
     }
@@ -146,16 +147,11 @@ impl OtelBridge {
         }
     }
 
-    /// Whether some root waits for its first enter to be written.
+    /// Whether the subscriber's dispatch is known (given by `on_register_dispatch`), so that a
+    /// write can wait for a later callback that has no dispatch of its own.
     #[inline]
-    pub(crate) fn any_deferred(&self) -> bool {
-        self.deferred.load(Ordering::Relaxed) > 0
-    }
-
-    /// Counts a root that waits for its first enter, until the mark is dropped.
-    pub(crate) fn defer(&self) -> Deferred {
-        self.deferred.fetch_add(1, Ordering::Relaxed);
-        Deferred(Arc::clone(&self.deferred))
+    pub(crate) fn has_dispatch(&self) -> bool {
+        self.dispatch.get().is_some()
     }
 
     /// The subscriber's dispatch: the one it was registered with, else `fallback` (an SDK call's
@@ -264,17 +260,6 @@ impl OtelBridge {
             }
         }
         crate::warn::emit_later(self.dispatch.get().cloned(), vec![warning]);
-    }
-}
-
-/// A root counted as waiting for its first enter (see [`OtelBridge::defer`]); dropping it (at the
-/// enter, or with the root) ends the count.
-#[derive(Debug)]
-pub(crate) struct Deferred(Arc<AtomicUsize>);
-
-impl Drop for Deferred {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -28,12 +28,36 @@ pub(crate) fn note_own_fields(shared: &Shared, fields: &Fields, state: &mut Root
     }
 }
 
-/// Marks a root whose tags were recorded at its creation: written at its first enter.
-pub(crate) fn defer(shared: &Shared, ext: &mut ExtensionsMut<'_>) {
+/// Marks a root whose tags were recorded at its creation: its OpenTelemetry span is not
+/// looked at before the root was entered (that would start it), so they are written at the
+/// root's last exit.
+pub(crate) fn defer(ext: &mut ExtensionsMut<'_>) {
     if let Some(state) = ext.get_mut::<RootState>() {
-        if state.otel_deferred.is_none() {
-            state.otel_deferred = Some(shared.otel.defer());
-        }
+        state.otel_dirty = true;
+    }
+}
+
+/// The root's enter (eager order): writes wait for its last exit.
+pub(crate) fn enter(ext: &mut ExtensionsMut<'_>) {
+    if let Some(state) = ext.get_mut::<RootState>() {
+        state.otel_entered = state.otel_entered.saturating_add(1);
+    }
+}
+
+/// The root's exit (eager order): at its last one, what waited is written (no extension held
+/// then). tracing-opentelemetry cannot end the root's span before this exit: a span is closed
+/// only once no handle (and so no enter guard) is left.
+pub(crate) fn exit<'a>(shared: &Shared, id: &Id, ext: impl Fn() -> ExtensionsMut<'a>) {
+    let waiting = {
+        let mut ext = ext();
+        let Some(state) = ext.get_mut::<RootState>() else {
+            return;
+        };
+        state.otel_entered = state.otel_entered.saturating_sub(1);
+        state.otel_entered == 0 && std::mem::take(&mut state.otel_dirty)
+    };
+    if waiting {
+        after_write(shared, id, ext, None);
     }
 }
 
@@ -52,11 +76,17 @@ pub(crate) fn after_write<'a>(
 }
 
 /// Writes what the root's OpenTelemetry span lacks of the root's current tags (eager order):
-/// computed under the root's extension lock, written after it is released.
+/// computed under the root's extension lock, written after it is released. While the root is
+/// entered, the write waits for its last exit (see [`exit`]), so that tags changed several
+/// times in one request reach the span once, as they are at the end.
 fn sync(shared: &Shared, id: &Id, mut ext: ExtensionsMut<'_>, dispatch: Option<&Dispatch>) {
     let Some(state) = ext.get_mut::<RootState>() else {
         return;
     };
+    if state.otel_entered > 0 && shared.otel.has_dispatch() {
+        state.otel_dirty = true;
+        return;
+    }
     let facts = root_facts(shared, state);
     let pending = crate::otel::attributes_not_in(&facts, &state.otel_held);
     state.otel_held.note_written(&pending);

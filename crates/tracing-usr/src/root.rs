@@ -316,7 +316,7 @@ where
 }
 
 /// [`apply_on`], saying whether the fields were recorded on the root itself (`from_root`) and at
-/// its creation (`creating`: its OpenTelemetry span is then written at its first enter, not
+/// its creation (`creating`: its OpenTelemetry span is then written once it was entered, not
 /// started now).
 fn apply_on_from<R>(
     root: &SpanRef<'_, R>,
@@ -341,7 +341,7 @@ fn apply_on_from<R>(
     #[cfg(feature = "opentelemetry")]
     if shared.otel.may_write_eagerly() {
         if creating {
-            crate::otel_sync::defer(shared, &mut root.extensions_mut());
+            crate::otel_sync::defer(&mut root.extensions_mut());
         } else {
             crate::otel_sync::after_write(shared, &root.id(), || root.extensions_mut(), None);
         }

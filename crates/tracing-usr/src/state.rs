@@ -151,9 +151,14 @@ pub(crate) struct RootState {
     /// What the root's OpenTelemetry span holds so far of the root's tags.
     #[cfg(feature = "opentelemetry")]
     pub(crate) otel_held: crate::otel::OtelHeld,
-    /// Set while tags recorded at the root's creation wait for its first enter.
+    /// How many times the root is entered now, counted from its creation (when tracing-usr
+    /// writes as tags are recorded): while it is, writes wait for its last exit, which comes
+    /// before tracing-opentelemetry can end its span.
     #[cfg(feature = "opentelemetry")]
-    pub(crate) otel_deferred: Option<crate::otel::Deferred>,
+    pub(crate) otel_entered: u32,
+    /// Set when tags wait for the root's last exit to be written.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) otel_dirty: bool,
     /// The root counted among the live ones while this state exists.
     _live: LiveMark,
 }
@@ -191,7 +196,9 @@ impl RootState {
             #[cfg(feature = "opentelemetry")]
             otel_held: crate::otel::OtelHeld::default(),
             #[cfg(feature = "opentelemetry")]
-            otel_deferred: None,
+            otel_entered: 0,
+            #[cfg(feature = "opentelemetry")]
+            otel_dirty: false,
             _live: live.mark(id),
         }
     }
