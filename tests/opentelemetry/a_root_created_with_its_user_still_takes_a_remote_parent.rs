@@ -1,13 +1,14 @@
 //! A root whose creation records the user (`info_span!("request", usr.id = ..)`) can still be
 //! given a remote parent with `OpenTelemetrySpanExt::set_parent` before it is entered: tracing-usr
 //! does not start its OpenTelemetry span early, in either layer order, and the user still lands
-//! on it. A second identity in one request leaves one `usr.id` when tracing-usr is added first.
+//! on it. A second identity in one request leaves one `usr.id` (in either order while the root is
+//! entered).
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing::info_span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_usr::User;
 
-use crate::otel::{in_each_order, Order};
+use crate::otel::{in_each_order, Order, Pipeline, Span};
 
 const REMOTE_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const REMOTE_SPAN: &str = "00f067aa0ba902b7";
@@ -62,24 +63,34 @@ fn set_parent_after_creation_with_user_fields_works_in_both_orders() {
     });
 }
 
+/// Runs a request that identifies `user-1` (with an email), then `user-2`, from a child of the
+/// root, the root entered or not; returns the exported root.
+fn two_identities(p: &Pipeline, root_entered: bool) -> Span {
+    p.run(|| {
+        let root = info_span!("request");
+        let _root = root_entered.then(|| root.enter());
+        let _child = info_span!(parent: &root, "handler").entered();
+        tracing_usr::identify(&User::new("user-1").with_email("one@example.com")).unwrap();
+        tracing_usr::identify(&User::new("user-2")).unwrap();
+    });
+    let root = p.spans().into_iter().find(|s| s.is_root()).expect("the root");
+    assert_eq!(root.attr("usr.id"), Some("user-2"), "{:?}", root.attrs);
+    root
+}
+
+fn count(span: &Span, key: &str) -> usize {
+    span.keys.iter().filter(|k| *k == key).count()
+}
+
 #[test]
 fn a_second_identity_in_one_request_is_written_once_in_either_order() {
     in_each_order(&[], |order, p| {
-        p.run(|| {
-            let _root = info_span!("request").entered();
-            let _child = info_span!("handler").entered();
-            tracing_usr::identify(&User::new("user-1").with_email("one@example.com")).unwrap();
-            tracing_usr::identify(&User::new("user-2")).unwrap();
-        });
-        let spans = p.spans();
-        let root = spans.iter().find(|s| s.is_root()).expect("the root");
+        let root = two_identities(p, true);
         println!("{order:?} root keys: {:?}", root.keys);
-        assert_eq!(root.attr("usr.id"), Some("user-2"), "{order:?}");
         assert_eq!(root.attr("user.id"), Some("user-2"), "{order:?}");
         // Written once, as the tags are at the end (the root's close, or its last exit when
         // tracing-opentelemetry comes first): the first user's email is gone too.
-        let ids = root.keys.iter().filter(|k| *k == "usr.id").count();
-        assert_eq!(ids, 1, "{order:?}: {:?}", root.keys);
+        assert_eq!(count(&root, "usr.id"), 1, "{order:?}: {:?}", root.keys);
         assert_eq!(root.attr("usr.email"), None, "{order:?}: {:?}", root.attrs);
     });
 }
@@ -87,18 +98,9 @@ fn a_second_identity_in_one_request_is_written_once_in_either_order() {
 #[test]
 fn identities_recorded_while_the_root_is_not_entered_are_written_as_recorded() {
     in_each_order(&[], |order, p| {
-        p.run(|| {
-            // The root is never entered: only its child is.
-            let root = info_span!("request");
-            let _child = info_span!(parent: &root, "handler").entered();
-            tracing_usr::identify(&User::new("user-1").with_email("one@example.com")).unwrap();
-            tracing_usr::identify(&User::new("user-2")).unwrap();
-        });
-        let spans = p.spans();
-        let root = spans.iter().find(|s| s.is_root()).expect("the root");
+        let root = two_identities(p, false);
         println!("{order:?} root keys: {:?}", root.keys);
-        assert_eq!(root.attr("usr.id"), Some("user-2"), "{order:?}");
-        let ids = root.keys.iter().filter(|k| *k == "usr.id").count();
+        let ids = count(&root, "usr.id");
         match order {
             // Written once at the root's close.
             Order::UsrFirst => assert_eq!(ids, 1, "{:?}", root.keys),
@@ -106,12 +108,8 @@ fn identities_recorded_while_the_root_is_not_entered_are_written_as_recorded() {
             // is recorded, and a started span keeps each value (documented in the README).
             Order::OtelFirst => {
                 assert_eq!(ids, 2, "{:?}", root.keys);
-                assert_eq!(
-                    root.attr("usr.email"),
-                    Some("one@example.com"),
-                    "{:?}",
-                    root.attrs
-                );
+                let email = root.attr("usr.email");
+                assert_eq!(email, Some("one@example.com"), "{:?}", root.attrs);
             }
         }
     });
