@@ -4,11 +4,14 @@
 //!
 //! ```sh
 //! cargo run --example otel_pipeline
-//! DD_APPSEC_AUTO_USER_INSTRUMENTATION_MODE=anon cargo run --example otel_pipeline   # hashed ids
+//! DD_APPSEC_AUTO_USER_INSTRUMENTATION_MODE=anon cargo run --example otel_pipeline   # usr.login hashed
 //! ```
 //!
 //! The root span (`GET /orders`) carries `usr.id`, `user.id`, `usr.email`, the login-success
 //! tags…; its children carry none. tracing-usr exports nothing itself here: the pipeline does.
+//! The OpenTelemetry layer is wrapped in `tracing_usr::otel_guard`, so the fields the
+//! application declares on its own spans (`db.password` below, `usr.login`) reach it after the
+//! masking and the mode (`<Redacted>`; hashed in `anon` mode).
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
@@ -25,17 +28,19 @@ fn main() {
         .build();
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("otel_pipeline"));
 
-    // tracing-usr joins it: one more layer, either order (feature `opentelemetry`).
+    // tracing-usr joins it: one more layer, either order (feature `opentelemetry`), and the
+    // guard around the OpenTelemetry layer.
     tracing_subscriber::registry()
         .with(tracing_usr::layer())
-        .with(otel)
+        .with(tracing_usr::otel_guard(otel))
         .init();
 
     {
         let _request = info_span!("GET /orders", http.route = "/orders").entered();
-        let _handler = info_span!("login_handler").entered();
-        // The user's identity and the business event, through the SDK: the mode and the masking
-        // apply before anything reaches the OpenTelemetry span.
+        let _handler = info_span!("login_handler", usr.login = "alice").entered();
+        // The user's identity and the business event, through the SDK: the masking applies
+        // before anything reaches the OpenTelemetry span (the SDK path does not change with the
+        // mode, as in Datadog's tracers; the `usr.login` field above does).
         tracing_usr::track_login_success(
             "alice",
             LoginUser::from(User::new("u-1001").with_email("alice@example.com")),
@@ -43,7 +48,7 @@ fn main() {
             SetUserOptions::default(),
         )
         .expect("alice is not blocked");
-        let _query = info_span!("db.query").entered();
+        let _query = info_span!("db.query", db.password = "hunter2").entered();
     }
 
     provider

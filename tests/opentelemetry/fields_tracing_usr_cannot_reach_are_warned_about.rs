@@ -11,7 +11,7 @@ use crate::otel::{in_each_order, Pipeline};
 /// process has registered, so the other tests' spans are warned about too), once `expected` of
 /// them arrived (they are emitted from a short-lived thread) or 5 s passed, and 200 ms more so
 /// that a second, wrong, warning would be seen too.
-fn config_warnings(p: &Pipeline, name: &str, expected: usize) -> Vec<String> {
+pub fn config_warnings(p: &Pipeline, name: &str, expected: usize) -> Vec<String> {
     let name = format!("span {name:?}");
     let matching = || -> Vec<String> {
         p.warnings

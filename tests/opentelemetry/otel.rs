@@ -26,6 +26,17 @@ pub enum Order {
 
 pub const ORDERS: [Order; 2] = [Order::UsrFirst, Order::OtelFirst];
 
+/// Whether the OpenTelemetry layer is wrapped in `tracing_usr::otel_guard`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guard {
+    /// `tracing_opentelemetry::layer()` as it is.
+    Off,
+    /// `otel_guard(layer)`.
+    On,
+    /// `otel_guard(layer).with_value_masking()`.
+    Values,
+}
+
 /// One decoded OTLP span: its name, ids, and attributes as text (arrays as `[a, b]`).
 #[derive(Debug, Clone)]
 pub struct Span {
@@ -35,6 +46,8 @@ pub struct Span {
     pub attrs: HashMap<String, String>,
     /// Keys in the order written (duplicates kept).
     pub keys: Vec<String>,
+    /// The span's events: name and attributes as text.
+    pub events: Vec<(String, HashMap<String, String>)>,
 }
 
 impl Span {
@@ -62,6 +75,26 @@ pub fn pipeline(order: Order, vars: &[(&str, &str)]) -> Pipeline {
 }
 
 pub fn pipeline_with(order: Order, builder: tracing_usr::Builder) -> Pipeline {
+    pipeline_guarded(order, builder, Guard::Off)
+}
+
+/// The OpenTelemetry layer in `otel_guard`, boxed (its type names its subscriber).
+fn guarded<S>(
+    tracer: opentelemetry_sdk::trace::Tracer,
+    guard: Guard,
+) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync,
+{
+    let otel = tracing_usr::otel_guard(tracing_opentelemetry::layer().with_tracer(tracer));
+    match guard {
+        Guard::Values => Box::new(otel.with_value_masking()),
+        _ => Box::new(otel),
+    }
+}
+
+/// [`pipeline_with`], the OpenTelemetry layer wrapped as `guard` says.
+pub fn pipeline_guarded(order: Order, builder: tracing_usr::Builder, guard: Guard) -> Pipeline {
     let agent = TestAgent::get();
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
@@ -75,16 +108,28 @@ pub fn pipeline_with(order: Order, builder: tracing_usr::Builder) -> Pipeline {
     let handle = usr.handle();
     let warnings = Captured::default();
     // The OTel layer's type names its subscriber, so it is built in each arm.
-    let dispatch = match order {
-        Order::UsrFirst => Dispatch::new(
+    let dispatch = match (order, guard) {
+        (Order::UsrFirst, Guard::Off) => Dispatch::new(
             tracing_subscriber::registry()
                 .with(usr)
                 .with(tracing_opentelemetry::layer().with_tracer(tracer))
                 .with(capture_layer(warnings.clone())),
         ),
-        Order::OtelFirst => Dispatch::new(
+        (Order::OtelFirst, Guard::Off) => Dispatch::new(
             tracing_subscriber::registry()
                 .with(tracing_opentelemetry::layer().with_tracer(tracer))
+                .with(usr)
+                .with(capture_layer(warnings.clone())),
+        ),
+        (Order::UsrFirst, guard) => Dispatch::new(
+            tracing_subscriber::registry()
+                .with(usr)
+                .with(guarded(tracer, guard))
+                .with(capture_layer(warnings.clone())),
+        ),
+        (Order::OtelFirst, guard) => Dispatch::new(
+            tracing_subscriber::registry()
+                .with(guarded(tracer, guard))
                 .with(usr)
                 .with(capture_layer(warnings.clone())),
         ),
@@ -157,6 +202,18 @@ pub fn received_spans(agent: &TestAgent) -> Vec<Span> {
                     .map(|kv| (kv.key.clone(), text(&kv.value)))
                     .collect(),
                 keys: span.attributes.iter().map(|kv| kv.key.clone()).collect(),
+                events: span
+                    .events
+                    .iter()
+                    .map(|e| {
+                        let attrs = e
+                            .attributes
+                            .iter()
+                            .map(|kv| (kv.key.clone(), text(&kv.value)))
+                            .collect();
+                        (e.name.clone(), attrs)
+                    })
+                    .collect(),
             });
         }
     }

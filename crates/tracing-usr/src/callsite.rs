@@ -66,6 +66,15 @@ impl FieldKind {
         }
     }
 
+    /// Whether the key rule or the token rule masks the field's value.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) fn is_masked(self) -> bool {
+        matches!(
+            self,
+            FieldKind::Masked | FieldKind::Token | FieldKind::IdentityExtra { masked: true }
+        )
+    }
+
     /// Whether the field is identity input (or business-event input) rather than a tag.
     pub(crate) fn is_usr(self) -> bool {
         !matches!(
@@ -88,6 +97,12 @@ pub(crate) struct CallsiteInfo {
     pub(crate) has_usr: bool,
     /// Declares `usr.event` (a business-event callsite, when it is an event).
     pub(crate) has_event: bool,
+    /// Declares an identity field the mode applies to (for the OpenTelemetry guard).
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) has_identity: bool,
+    /// Declares a field whose value the key rule or the token rule masks.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) has_masked: bool,
 }
 
 impl CallsiteInfo {
@@ -100,12 +115,7 @@ impl CallsiteInfo {
     /// The names of the callsite's fields whose values the key rule (or the token rule) masks.
     #[cfg(feature = "opentelemetry")]
     pub(crate) fn masked_field_names(&self, meta: &'static Metadata<'static>) -> Vec<&'static str> {
-        self.names(meta, |k| {
-            matches!(
-                k,
-                FieldKind::Masked | FieldKind::Token | FieldKind::IdentityExtra { masked: true }
-            )
-        })
+        self.names(meta, FieldKind::is_masked)
     }
 
     #[cfg(feature = "opentelemetry")]
@@ -129,6 +139,15 @@ impl CallsiteInfo {
             .any(|k| k.is_usr() || matches!(k, FieldKind::ClientIp { .. } | FieldKind::UserAgent));
         let has_event = kinds.contains(&FieldKind::Event);
         Self {
+            #[cfg(feature = "opentelemetry")]
+            has_identity: kinds.iter().any(|k| {
+                matches!(
+                    k,
+                    FieldKind::Identity | FieldKind::Exists | FieldKind::IdentityExtra { masked: false }
+                )
+            }),
+            #[cfg(feature = "opentelemetry")]
+            has_masked: kinds.iter().any(|k| k.is_masked()),
             kinds,
             has_usr,
             has_event,

@@ -541,6 +541,17 @@ impl Builder {
         enabled.then(|| crate::remote::start(&config, interval, blocks, warnings))?
     }
 
+    /// The mode and masking this builder gives (for an OpenTelemetry guard with no tracing-usr
+    /// layer beside it), with the warnings their variables raise.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) fn privacy_rules(&self) -> (Mode, Arc<Masker>, Vec<ConfigWarning>) {
+        let mut warnings = Vec::new();
+        let mode = self.resolve_mode(&mut warnings);
+        let key = self.pattern(PatternKind::Key, &mut warnings);
+        let value = self.pattern(PatternKind::Value, &mut warnings);
+        (mode, Arc::new(Masker::new(key, value)), warnings)
+    }
+
     fn resolve_mode(&self, warnings: &mut Vec<ConfigWarning>) -> Mode {
         let (mode_var, dep_var, enabled_var) = (
             self.var(mode::ENV_MODE),

@@ -200,6 +200,8 @@ mod layer;
 #[cfg(feature = "opentelemetry")]
 mod otel;
 #[cfg(feature = "opentelemetry")]
+mod otel_guard;
+#[cfg(feature = "opentelemetry")]
 mod otel_sync;
 pub mod propagation;
 #[cfg(feature = "datadog")]
@@ -218,6 +220,8 @@ pub use config::{
 };
 pub use handle::{shutdown, Handle, ShutdownGuard};
 pub use layer::UserLayer;
+#[cfg(feature = "opentelemetry")]
+pub use otel_guard::{otel_guard, OtelGuard};
 pub use sdk::{
     block_response, current_user, identify, is_user_blocked, logout, record_user, set_user,
     track_custom_event, track_login_failure, track_login_success, track_password_reset,

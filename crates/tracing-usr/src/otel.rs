@@ -70,6 +70,9 @@ pub(crate) struct OtelBridge {
     order: AtomicU8,
     /// Set once an OpenTelemetry span of this subscriber was seen.
     present: AtomicBool,
+    /// Set when the subscriber's OpenTelemetry layer is wrapped in an [`crate::OtelGuard`]: the
+    /// fields it exports go through the mode and masking, and need no warning.
+    guarded: AtomicBool,
     /// Whether the layer's exporters are the embedded default alone.
     default_export: bool,
     /// Roots closed while no OpenTelemetry span was seen.
@@ -85,6 +88,7 @@ impl OtelBridge {
             dispatch: OnceLock::new(),
             order: AtomicU8::new(UNKNOWN),
             present: AtomicBool::new(false),
+            guarded: AtomicBool::new(false),
             default_export,
             misses: AtomicUsize::new(0),
             exposed: Mutex::new(Some(Vec::new())),
@@ -94,6 +98,17 @@ impl OtelBridge {
     /// Keeps the subscriber's dispatch (a weak reference: the dispatch owns the layer).
     pub(crate) fn set_dispatch(&self, dispatch: &Dispatch) {
         let _ = self.dispatch.set(dispatch.downgrade());
+    }
+
+    /// Notes that an [`crate::OtelGuard`] wraps the subscriber's OpenTelemetry layer: the
+    /// warnings about fields tracing-opentelemetry would export raw are dropped.
+    pub(crate) fn set_guarded(&self) {
+        self.guarded.store(true, Ordering::Release);
+        if let Ok(mut held) = self.exposed.lock() {
+            if let Some(list) = held.as_mut() {
+                list.clear();
+            }
+        }
     }
 
     /// Whether the embedded default export is off because tracing-opentelemetry exports.
@@ -250,6 +265,9 @@ impl OtelBridge {
         info: &CallsiteInfo,
         mode: Mode,
     ) {
+        if self.guarded.load(Ordering::Acquire) {
+            return;
+        }
         let Some(warning) = exposure(meta, info, mode) else {
             return;
         };
@@ -287,7 +305,7 @@ fn exposure(meta: &'static Metadata<'static>, info: &CallsiteInfo, mode: Mode) -
             tracing_usr_core::mask::ENV_KEY_REGEXP
         },
         message: format!(
-            "tracing-opentelemetry exports the fields of {} {:?} (target {}, {}:{}) on its own span, where tracing-usr cannot change them: {}. Set identity with tracing_usr::identify or record_user instead",
+            "tracing-opentelemetry exports the fields of {} {:?} (target {}, {}:{}) on its own span, where tracing-usr cannot change them: {}. Wrap the OpenTelemetry layer in tracing_usr::otel_guard, or set identity with tracing_usr::identify or record_user instead",
             if meta.is_span() { "span" } else { "event" },
             meta.name(),
             meta.target(),
