@@ -9,7 +9,7 @@ n=${1:-3000}
 source benches/callgrind.sh
 bin=$(bench_binary otel_interop)
 declare -A per
-rungs=(otel_alone otel_floor otel_usr_first otel_usr_second otel_usr_guarded otlp_alone otlp_floor otlp_usr_first)
+rungs=(otel_alone otel_attrs otel_floor otel_usr_first otel_usr_second otel_usr_guarded otlp_alone otlp_floor otlp_usr_first)
 for rung in "${rungs[@]}"; do
   per[$rung]=$(per_request "$bin" "$rung" "$n")
 done
